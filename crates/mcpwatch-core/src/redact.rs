@@ -1,0 +1,389 @@
+//! Redaction: secrets never reach the store, a log or a channel (SPEC sections 5 and 12).
+//!
+//! Runs on every event before it is persisted or sent. Values under sensitive keys (password,
+//! token, secret, api_key, authorization, …) become `[REDACTED]`; secrets recognised by shape
+//! anywhere in a string (AWS keys, private keys, bearer tokens, GitHub and Slack tokens, JWTs)
+//! are cut out of it; long strings are truncated with a marker; in privacy mode tool parameters
+//! are replaced by hashes.
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::ConfigError;
+use crate::event::Event;
+
+/// What replaces a secret.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// Key names (as word sequences) whose values are always redacted.
+pub const DEFAULT_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "passphrase",
+    "token",
+    "secret",
+    "api_key",
+    "apikey",
+    "authorization",
+    "access_key",
+    "private_key",
+    "cookie",
+    "credential",
+    "credentials",
+];
+
+/// Shapes of secrets redacted wherever they appear in a string.
+pub const DEFAULT_PATTERNS: &[&str] = &[
+    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+    r"\b[Bb]earer\s+[A-Za-z0-9\-._~+/]{8,}=*",
+    r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b",
+    r"\bgithub_pat_[A-Za-z0-9_]{20,}\b",
+    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
+    r"\bsk-[A-Za-z0-9_-]{20,}",
+    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+];
+
+/// `[redaction]` in the config file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Extra key names to redact, added to the defaults (`session_cookie`, `ssn`).
+    pub keys: Vec<String>,
+    /// Extra regular expressions for secrets inside strings, added to the defaults.
+    pub patterns: Vec<String>,
+    /// Use only `keys` and `patterns`, not the built-in lists.
+    pub replace_defaults: bool,
+    /// Strings longer than this many bytes are truncated with a marker.
+    pub max_value_bytes: usize,
+    /// Store only hashes of tool parameters, never their values.
+    pub privacy_mode: bool,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            patterns: Vec::new(),
+            replace_defaults: false,
+            max_value_bytes: 4096,
+            privacy_mode: false,
+        }
+    }
+}
+
+impl RedactionConfig {
+    /// Compiles the patterns; every bad one is reported.
+    pub fn build(&self) -> Result<Redactor, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut sources: Vec<String> = Vec::new();
+        if !self.replace_defaults {
+            sources.extend(DEFAULT_PATTERNS.iter().map(|s| s.to_string()));
+        }
+        for (i, p) in self.patterns.iter().enumerate() {
+            match Regex::new(p) {
+                Ok(_) => sources.push(p.clone()),
+                Err(e) => errors.push(ConfigError::at(
+                    format!("redaction.patterns[{i}]"),
+                    format!("not a valid regular expression: {e}"),
+                )),
+            }
+        }
+        if self.max_value_bytes < 64 {
+            errors.push(ConfigError::at(
+                "redaction.max_value_bytes",
+                "must be at least 64",
+            ));
+        }
+        let mut keys: Vec<Vec<String>> = Vec::new();
+        if !self.replace_defaults {
+            keys.extend(DEFAULT_KEYS.iter().map(|k| words(k)));
+        }
+        for (i, k) in self.keys.iter().enumerate() {
+            let w = words(k);
+            if w.is_empty() {
+                errors.push(ConfigError::at(
+                    format!("redaction.keys[{i}]"),
+                    "a key name needs at least one letter or digit",
+                ));
+            } else {
+                keys.push(w);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let combined = if sources.is_empty() {
+            None
+        } else {
+            let joined = sources
+                .iter()
+                .map(|s| format!("(?:{s})"))
+                .collect::<Vec<_>>()
+                .join("|");
+            Some(
+                Regex::new(&joined)
+                    .map_err(|e| vec![ConfigError::at("redaction.patterns", e.to_string())])?,
+            )
+        };
+        Ok(Redactor {
+            keys,
+            pattern: combined,
+            max_value_bytes: self.max_value_bytes,
+            privacy_mode: self.privacy_mode,
+        })
+    }
+}
+
+/// Applies the redaction policy to events.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    keys: Vec<Vec<String>>,
+    pattern: Option<Regex>,
+    max_value_bytes: usize,
+    privacy_mode: bool,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        RedactionConfig::default()
+            .build()
+            .unwrap_or_else(|_| unreachable!("the built-in patterns compile"))
+    }
+}
+
+impl Redactor {
+    /// Redacts one event in place.
+    pub fn redact_event(&self, event: &mut Event) {
+        self.redact_string(&mut event.message);
+        for (key, value) in event.metadata.iter_mut() {
+            if self.privacy_mode && (key == "parameters" || key == "arguments") {
+                self.redact_value(value);
+                hash_leaves(value);
+                continue;
+            }
+            self.redact_entry(key, value);
+        }
+        for tag in &mut event.tags {
+            self.redact_string(tag);
+        }
+    }
+
+    /// Redacts a JSON value in place, as found under no particular key.
+    pub fn redact_value(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => self.redact_string(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
+            Value::Object(map) => map.iter_mut().for_each(|(k, v)| self.redact_entry(k, v)),
+            _ => {}
+        }
+    }
+
+    fn redact_entry(&self, key: &str, value: &mut Value) {
+        if self.is_sensitive_key(key) {
+            match value {
+                Value::String(_) | Value::Number(_) => *value = Value::String(REDACTED.into()),
+                Value::Array(_) | Value::Object(_) => *value = Value::String(REDACTED.into()),
+                Value::Bool(_) | Value::Null => {}
+            }
+            return;
+        }
+        self.redact_value(value);
+    }
+
+    /// Redacts secrets inside one string and truncates it if it is too long.
+    pub fn redact_string(&self, s: &mut String) {
+        if let Some(re) = &self.pattern {
+            if let std::borrow::Cow::Owned(replaced) = re.replace_all(s, REDACTED) {
+                *s = replaced;
+            }
+        }
+        truncate(s, self.max_value_bytes);
+    }
+
+    /// Whether values under this key are redacted whatever they look like.
+    pub fn is_sensitive_key(&self, key: &str) -> bool {
+        if key.len() > 128 {
+            return false;
+        }
+        let kw = words(key);
+        self.keys
+            .iter()
+            .any(|needle| kw.windows(needle.len()).any(|w| w == needle.as_slice()))
+    }
+}
+
+/// Splits a key into lowercase words at separators and camelCase boundaries:
+/// `X-Api-Key` and `apiKey` both give `[api, key]` (after `x`).
+fn words(key: &str) -> Vec<String> {
+    let chars: Vec<char> = key.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if !c.is_alphanumeric() {
+            if !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            continue;
+        }
+        let prev = i.checked_sub(1).map(|j| chars[j]);
+        let next = chars.get(i + 1).copied();
+        let boundary = c.is_uppercase()
+            && prev.is_some_and(|p| {
+                p.is_lowercase()
+                    || p.is_ascii_digit()
+                    || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+            });
+        if boundary && !cur.is_empty() {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.extend(c.to_lowercase());
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary, noting how much was cut.
+pub fn truncate(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let dropped = s.len() - cut;
+    s.truncate(cut);
+    s.push_str(&format!("…[truncated {dropped} bytes]"));
+}
+
+/// Replaces every scalar under `value` by `sha256:<16 hex>` of its JSON, keeping keys.
+fn hash_leaves(value: &mut Value) {
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(hash_leaves),
+        Value::Object(map) => map.values_mut().for_each(hash_leaves),
+        Value::String(s) if s == REDACTED => {}
+        leaf => {
+            let digest = Sha256::digest(leaf.to_string().as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            *leaf = Value::String(format!("sha256:{hex}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::event::{Level, Timestamp};
+
+    fn event(metadata: Value, message: &str) -> Event {
+        Event {
+            id: "1".into(),
+            timestamp: Timestamp::from_micros(0),
+            level: Level::Info,
+            category: "tool_execution".into(),
+            source: "test".into(),
+            event_type: "execution_start".into(),
+            message: message.into(),
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            tags: vec![],
+        }
+    }
+
+    fn check(cfg: &RedactionConfig, metadata: Value, expected: Value) {
+        let mut ev = event(metadata, "");
+        cfg.build().unwrap().redact_event(&mut ev);
+        assert_eq!(Value::Object(ev.metadata), expected);
+    }
+
+    #[test]
+    fn sensitive_keys_by_word_not_by_substring() {
+        let d = RedactionConfig::default();
+        check(
+            &d,
+            json!({"password": "hunter2", "X-Api-Key": "k", "accessToken": "t", "APIKey": "k2", "max_tokens": 200,
+                   "nested": {"client_secret": "s", "ok": "fine"}, "list": [{"db_password": 1234}], "has_token": true}),
+            json!({"password": "[REDACTED]", "X-Api-Key": "[REDACTED]", "accessToken": "[REDACTED]", "APIKey": "[REDACTED]",
+                   "max_tokens": 200, "nested": {"client_secret": "[REDACTED]", "ok": "fine"}, "list": [{"db_password": "[REDACTED]"}],
+                   "has_token": true}),
+        );
+    }
+
+    #[test]
+    fn secret_shapes_inside_strings() {
+        let d = RedactionConfig::default();
+        let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----";
+        check(
+            &d,
+            json!({"cmd": "export AWS=AKIAIOSFODNN7EXAMPLE; ls", "h": "Authorization: Bearer abcdefghijklmnop",
+                   "gh": "ghp_0123456789abcdefghijklmnopqrstuvwxyz", "pem": format!("key: {pem} end"), "plain": "hello"}),
+            json!({"cmd": "export AWS=[REDACTED]; ls", "h": "Authorization: [REDACTED]", "gh": "[REDACTED]",
+                   "pem": "key: [REDACTED] end", "plain": "hello"}),
+        );
+        let mut ev = event(
+            json!({}),
+            "called with token ghp_0123456789abcdefghijklmnopqrstuvwxyz",
+        );
+        Redactor::default().redact_event(&mut ev);
+        assert_eq!(ev.message, "called with token [REDACTED]");
+    }
+
+    #[test]
+    fn configured_keys_and_patterns_and_bad_patterns() {
+        let cfg = RedactionConfig {
+            keys: vec!["ssn".into()],
+            patterns: vec![r"\bINT-\d{6}\b".into()],
+            ..Default::default()
+        };
+        check(
+            &cfg,
+            json!({"ssn": "123-45-6789", "note": "ticket INT-123456"}),
+            json!({"ssn": "[REDACTED]", "note": "ticket [REDACTED]"}),
+        );
+        let bad = RedactionConfig {
+            patterns: vec!["ok".into(), "(unclosed".into()],
+            keys: vec!["--".into()],
+            ..Default::default()
+        };
+        let errs = bad.build().unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["redaction.patterns[1]", "redaction.keys[0]"]);
+    }
+
+    #[test]
+    fn long_values_are_truncated_with_a_marker_on_a_char_boundary() {
+        let cfg = RedactionConfig {
+            max_value_bytes: 64,
+            ..Default::default()
+        };
+        let mut ev = event(json!({"text": "é".repeat(100)}), "");
+        cfg.build().unwrap().redact_event(&mut ev);
+        let text = ev.metadata["text"].as_str().unwrap();
+        assert!(text.starts_with(&"é".repeat(32)));
+        assert!(text.ends_with("…[truncated 136 bytes]"), "{text}");
+    }
+
+    #[test]
+    fn privacy_mode_keeps_parameter_keys_and_hashes_values() {
+        let cfg = RedactionConfig {
+            privacy_mode: true,
+            ..Default::default()
+        };
+        let mut ev = event(
+            json!({"parameters": {"path": "/etc/passwd", "token": "t", "n": 3}}),
+            "",
+        );
+        cfg.build().unwrap().redact_event(&mut ev);
+        let p = &ev.metadata["parameters"];
+        assert!(p["path"].as_str().unwrap().starts_with("sha256:"));
+        assert_eq!(p["token"], "[REDACTED]");
+        assert_ne!(p["n"], json!(3));
+        assert!(!serde_json::to_string(&ev).unwrap().contains("/etc/passwd"));
+    }
+}

@@ -1,0 +1,234 @@
+//! Validation tests: every known event type, each required field missing or mistyped.
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::clock::ManualClock;
+
+fn parse(body: &str, format: BodyFormat) -> Result<Vec<Event>, BatchError> {
+    let ids = IdGenerator::new();
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let d = Defaults {
+        ids: &ids,
+        clock: &clock,
+        source: "api",
+        max_events: 10,
+    };
+    parse_batch(body.as_bytes(), format, &d)
+}
+
+/// The one place the tests call the API: `expected` lists `field` names of the errors, or is
+/// empty when the batch must be accepted.
+fn check(body: Value, expected: &[&str]) {
+    let got = parse(&body.to_string(), BodyFormat::Json);
+    match (got, expected.is_empty()) {
+        (Ok(_), true) => {}
+        (Err(BatchError::Fields(errs)), false) => {
+            let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+            assert_eq!(fields, expected, "for {body}: {errs:?}");
+        }
+        (other, _) => panic!("for {body}: expected errors on {expected:?}, got {other:?}"),
+    }
+}
+
+fn valid_metadata(category: &str, event_type: &str) -> Value {
+    match (category, event_type) {
+        ("security", "authentication") => json!({"user_id": "alice", "result": "failure"}),
+        ("security", "authorization") => {
+            json!({"user_id": "alice", "resource": "admin/users", "action": "read", "result": "denied"})
+        }
+        ("security", "data_access") => {
+            json!({"user_id": "alice", "data_type": "customer", "operation": "read"})
+        }
+        ("tool_execution", "execution_start") => {
+            json!({"execution_id": "e1", "tool_name": "read_file", "user_id": "alice"})
+        }
+        ("tool_execution", "execution_complete") => {
+            json!({"execution_id": "e1", "tool_name": "read_file", "user_id": "alice", "execution_time": 0.01, "success": true})
+        }
+        ("performance", "request_performance") => {
+            json!({"request_id": "r1", "response_time": 0.2, "success": true})
+        }
+        ("performance", "system_performance") => json!({"metric_name": "cpu_usage", "value": 12.5}),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn every_required_field_of_every_known_type_missing_or_mistyped_is_named() {
+    for known in KNOWN_TYPES {
+        let meta = valid_metadata(known.category, known.event_type);
+        check(
+            json!({"category": known.category, "event_type": known.event_type, "metadata": meta.clone()}),
+            &[],
+        );
+        for (key, _) in known.required {
+            let field = format!("metadata.{key}");
+            let mut missing = meta.clone();
+            missing.as_object_mut().unwrap().remove(*key);
+            check(
+                json!({"category": known.category, "event_type": known.event_type, "metadata": missing}),
+                &[&field],
+            );
+            let mut mistyped = meta.clone();
+            mistyped[*key] = json!([1, 2]);
+            check(
+                json!({"category": known.category, "event_type": known.event_type, "metadata": mistyped}),
+                &[&field],
+            );
+        }
+    }
+}
+
+#[test]
+fn top_level_fields() {
+    check(json!({"event_type": "x"}), &["category"]);
+    check(
+        json!({"category": "custom", "event_type": 5}),
+        &["event_type"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "level": "fatal"}),
+        &["level"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "timestamp": "yesterday"}),
+        &["timestamp"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "timestamp": -5}),
+        &["timestamp"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "tags": ["a", 1]}),
+        &["tags[1]"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "meta": {}}),
+        &["meta"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "metadata": []}),
+        &["metadata"],
+    );
+    check(
+        json!({"category": "custom", "event_type": "x", "id": ""}),
+        &["id"],
+    );
+}
+
+#[test]
+fn outcome_and_success_must_agree_and_missing_outcome_is_derived() {
+    let mut meta = valid_metadata("tool_execution", "execution_complete");
+    meta["outcome"] = json!("tool_error");
+    check(
+        json!({"category": "tool_execution", "event_type": "execution_complete", "metadata": meta.clone()}),
+        &["metadata.success"],
+    );
+    meta["success"] = json!(false);
+    check(
+        json!({"category": "tool_execution", "event_type": "execution_complete", "metadata": meta}),
+        &[],
+    );
+
+    let mut meta = valid_metadata("tool_execution", "execution_complete");
+    meta["success"] = json!(false);
+    let body =
+        json!({"category": "tool_execution", "event_type": "execution_complete", "metadata": meta});
+    let ev = parse(&body.to_string(), BodyFormat::Json)
+        .unwrap()
+        .remove(0);
+    assert_eq!(ev.outcome(), Some(Outcome::ToolError));
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let ev = parse(
+        r#"{"category":"custom","event_type":"x"}"#,
+        BodyFormat::Json,
+    )
+    .unwrap()
+    .remove(0);
+    assert_eq!(ev.level, Level::Info);
+    assert_eq!(ev.source, "api");
+    assert_eq!(ev.timestamp, Timestamp::from_micros(1_790_000_000_000_000));
+    assert_eq!(ev.id.len(), 36);
+    let ev = parse(
+        r#"{"category":"custom","event_type":"x","timestamp":1790000000.5,"id":"mine"}"#,
+        BodyFormat::Json,
+    )
+    .unwrap()
+    .remove(0);
+    assert_eq!(ev.timestamp, Timestamp::from_micros(1_790_000_000_500_000));
+    assert_eq!(ev.id, "mine");
+}
+
+#[test]
+fn one_bad_event_rejects_the_batch_and_names_its_index() {
+    let body = json!([
+        {"category": "custom", "event_type": "x"},
+        {"category": "security", "event_type": "authentication", "metadata": {"user_id": "bob"}},
+    ]);
+    match parse(&body.to_string(), BodyFormat::Json) {
+        Err(BatchError::Fields(errs)) => {
+            assert_eq!(errs.len(), 1);
+            assert_eq!(
+                (errs[0].index, errs[0].field.as_str()),
+                (1, "metadata.result")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn bad_bodies() {
+    let body_err = |b: &[u8], f| match parse_batch_bytes(b, f) {
+        Err(BatchError::Body(m)) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(body_err(b"{not json", BodyFormat::Json).contains("not valid JSON"));
+    assert!(body_err(b"[]", BodyFormat::Json).contains("empty"));
+    assert!(body_err(b"\n\n", BodyFormat::Ndjson).contains("empty"));
+    assert!(body_err(b"42", BodyFormat::Json).contains("expected an event object"));
+    assert!(body_err(b"{\"category\":\"\xff\xfe\"}", BodyFormat::Json).contains("UTF-8"));
+    let deep = "[".repeat(200) + &"]".repeat(200);
+    assert!(body_err(deep.as_bytes(), BodyFormat::Json).contains("nesting is too deep"));
+    let eleven = (0..11)
+        .map(|_| r#"{"category":"c","event_type":"x"}"#)
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(body_err(eleven.as_bytes(), BodyFormat::Ndjson).contains("limit of 10"));
+    assert!(body_err(
+        b"{\"category\":\"c\",\"event_type\":\"x\"}\n{oops",
+        BodyFormat::Ndjson
+    )
+    .contains("line 2"));
+}
+
+fn parse_batch_bytes(b: &[u8], f: BodyFormat) -> Result<Vec<Event>, BatchError> {
+    let ids = IdGenerator::new();
+    let clock = ManualClock::default();
+    parse_batch(
+        b,
+        f,
+        &Defaults {
+            ids: &ids,
+            clock: &clock,
+            source: "api",
+            max_events: 10,
+        },
+    )
+}
+
+#[test]
+fn ndjson_is_accepted() {
+    let body = "{\"category\":\"custom\",\"event_type\":\"a\"}\n\n{\"category\":\"custom\",\"event_type\":\"b\"}\n";
+    let evs = parse(body, BodyFormat::Ndjson).unwrap();
+    assert_eq!(
+        evs.iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+}
