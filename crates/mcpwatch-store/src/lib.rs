@@ -1,0 +1,127 @@
+//! mcpwatch-store: where events are kept and how they are read back (SPEC section 5).
+//!
+//! Two traits split the store along its one hard rule, a single writer: an [`EventWriter`]
+//! is owned by the pipeline's writer thread and commits batches; an [`EventReader`] is shared by
+//! every query and never blocks the writer. [`sqlite::SqliteStore`] implements both on one
+//! WAL-mode file; a server database is another implementation of the same traits.
+//!
+//! Architecture Invariant: an event is acknowledged only after the transaction holding it has
+//! committed; a batch is stored whole or not at all.
+
+pub mod hist;
+pub mod query;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use mcpwatch_core::{Event, Timestamp};
+
+pub use query::{
+    EventPage, EventQuery, SeriesQuery, StatsQuery, StoreStats, Summary, ToolStats, UserUsage,
+};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused an operation.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The data directory could not be used.
+    #[error("cannot use data directory {path}: {source}; check that it exists and is writable, or pass --data-dir")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A query parameter is invalid (a bad cursor, say).
+    #[error("{0}")]
+    BadQuery(String),
+    /// The database file was written by a newer mcpwatch.
+    #[error("the store at {path} has schema version {found}, newer than this mcpwatch understands ({supported}); upgrade mcpwatch")]
+    TooNew {
+        /// The file.
+        path: String,
+        /// Version in the file.
+        found: i64,
+        /// Version this build writes.
+        supported: i64,
+    },
+}
+
+/// An event ready to be stored: validated, redacted, and serialised once, off the writer thread.
+#[derive(Debug, Clone)]
+pub struct PreparedEvent {
+    /// The event.
+    pub event: Event,
+    /// Its JSON, exactly as the API will return it.
+    pub body: String,
+}
+
+impl PreparedEvent {
+    /// Serialises `event`.
+    pub fn new(event: Event) -> Self {
+        let body =
+            serde_json::to_string(&event).unwrap_or_else(|_| unreachable!("events serialise"));
+        Self { event, body }
+    }
+}
+
+/// How much history to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionPolicy {
+    /// Events older than this go.
+    pub max_age: std::time::Duration,
+    /// When the events use more than this many bytes, the oldest go.
+    pub max_size: Option<u64>,
+}
+
+/// What one retention step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionStep {
+    /// Events deleted in this step.
+    pub deleted: u64,
+    /// Whether more is due: call again (after serving pending writes).
+    pub more: bool,
+}
+
+/// The writing half of a store: one per process, owned by the writer thread.
+pub trait EventWriter: Send {
+    /// Commits a batch in one transaction. Events whose id is already stored are skipped, which
+    /// makes client retries idempotent. Returns how many were new.
+    fn append(&mut self, batch: &[&PreparedEvent]) -> Result<usize, StoreError>;
+
+    /// Deletes at most `budget` events that the policy says must go.
+    fn retain(
+        &mut self,
+        policy: &RetentionPolicy,
+        now: Timestamp,
+        budget: usize,
+    ) -> Result<RetentionStep, StoreError>;
+}
+
+/// The reading half of a store: shared by all queries; never blocks the writer.
+pub trait EventReader: Send + Sync {
+    /// A page of events, newest first.
+    fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError>;
+    /// One event by id.
+    fn event(&self, id: &str) -> Result<Option<Box<serde_json::value::RawValue>>, StoreError>;
+    /// Per-tool statistics.
+    fn tool_stats(&self, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreError>;
+    /// Per-user usage patterns.
+    fn users(&self, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError>;
+    /// A time-bucketed series for charts.
+    fn series(&self, q: &SeriesQuery) -> Result<query::Series, StoreError>;
+    /// The overview at `now`.
+    fn summary(&self, now: Timestamp) -> Result<Summary, StoreError>;
+    /// Size and counts.
+    fn stats(&self) -> Result<StoreStats, StoreError>;
+}
+
+/// A store: hands out its one writer and a shared reader.
+pub trait Store: Send + Sync {
+    /// The writer. Call once.
+    fn writer(&self) -> Result<Box<dyn EventWriter>, StoreError>;
+    /// The reader.
+    fn reader(&self) -> Arc<dyn EventReader>;
+}

@@ -1,0 +1,86 @@
+//! The schema of the embedded store and its migrations (`PRAGMA user_version`).
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// The schema version this build writes.
+pub const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE events(
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    category TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    server TEXT,
+    tool TEXT,
+    user TEXT,
+    session TEXT,
+    outcome TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX events_id ON events(id);
+CREATE INDEX events_ts ON events(ts);
+
+-- Per minute: counts for series and the summary.
+CREATE TABLE rollup_minute(
+    minute INTEGER NOT NULL, category TEXT NOT NULL, level INTEGER NOT NULL,
+    tool TEXT NOT NULL, outcome TEXT NOT NULL,
+    count INTEGER NOT NULL, errors INTEGER NOT NULL, timed INTEGER NOT NULL, sum_time REAL NOT NULL,
+    PRIMARY KEY(minute, category, level, tool, outcome)
+) WITHOUT ROWID;
+
+-- Per hour, server, tool and outcome: completed tool executions.
+CREATE TABLE tool_hour(
+    hour INTEGER NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL, outcome TEXT NOT NULL,
+    count INTEGER NOT NULL, sum_time REAL NOT NULL, min_time REAL NOT NULL, max_time REAL NOT NULL,
+    last_ts INTEGER NOT NULL,
+    PRIMARY KEY(hour, server, tool, outcome)
+) WITHOUT ROWID;
+
+-- Per hour, server and tool: latency histogram (see hist.rs).
+CREATE TABLE tool_hist(
+    hour INTEGER NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL, bucket INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY(hour, server, tool, bucket)
+) WITHOUT ROWID;
+
+CREATE TABLE user_tool(
+    user TEXT NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL,
+    count INTEGER NOT NULL, first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+    PRIMARY KEY(user, server, tool)
+) WITHOUT ROWID;
+
+CREATE TABLE user_params(
+    user TEXT NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL, keys TEXT NOT NULL,
+    count INTEGER NOT NULL, last_ts INTEGER NOT NULL,
+    PRIMARY KEY(user, server, tool, keys)
+) WITHOUT ROWID;
+
+CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters(name, value) VALUES ('events', 0);
+";
+
+/// Brings the schema up to [`VERSION`].
+pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > VERSION {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found,
+            supported: VERSION,
+        });
+    }
+    if found < 1 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(V1)?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
