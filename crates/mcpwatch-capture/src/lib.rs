@@ -1,0 +1,19 @@
+//! mcpwatch-capture: where events come from.
+//!
+//! `mcpwatch wrap` runs an MCP server behind a byte-for-byte stdio [`relay`]; copies of its lines
+//! go to the transport-independent [`session`] tracker (which the HTTP gateway will reuse), whose
+//! events reach the collector through [`delivery`] (batches over HTTP, a bounded spool when the
+//! collector is away). Tool listings are pinned by [`pins`]; [`classify`] says which data is
+//! sensitive.
+//!
+//! Architecture Invariant: the relay never waits on parsing, storage or the network.
+
+#![forbid(unsafe_code)]
+
+pub mod classify;
+pub mod error;
+pub mod jsonrpc;
+pub mod pins;
+pub mod session;
+
+pub use error::CaptureError;
