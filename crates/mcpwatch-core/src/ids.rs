@@ -3,14 +3,17 @@
 //! Ids from one generator sort in the order they were made, even within one millisecond, so the
 //! store's id index is appended to rather than written all over.
 
+use std::sync::Mutex;
+
 use uuid::{ContextV7, Uuid};
 
 use crate::event::Timestamp;
 
 /// Makes UUIDv7 ids that sort by time and, within a millisecond, by creation order.
+/// Shareable between threads.
 #[derive(Default)]
 pub struct IdGenerator {
-    context: ContextV7,
+    context: Mutex<ContextV7>,
 }
 
 impl IdGenerator {

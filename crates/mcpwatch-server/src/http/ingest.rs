@@ -1,0 +1,87 @@
+//! `POST /api/v1/events`: one event, a JSON array, or NDJSON; all or nothing; 202 after commit.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use mcpwatch_core::config::Role;
+use mcpwatch_core::validate::{parse_batch, BatchError, BodyFormat, Defaults};
+use serde_json::json;
+
+use super::{ApiError, AppState};
+
+pub(super) async fn post_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let principal = s.authorize(&headers, Role::Ingest)?;
+    let format = body_format(&headers)?;
+    let limit = s.limits.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than the limit of {limit} bytes; send smaller batches"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large())?;
+    let source = principal.map_or_else(|| "api".to_owned(), |p| format!("api:{}", p.name));
+    let defaults = Defaults {
+        ids: &s.ids,
+        clock: s.clock.as_ref(),
+        source: &source,
+        max_events: s.limits.max_batch_events,
+    };
+    let events = parse_batch(&bytes, format, &defaults).map_err(|e| match e {
+        BatchError::Body(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m),
+        BatchError::Fields(errors) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_events",
+            format!("{} problem(s) in the batch; nothing was stored; fix them and resend the whole batch", errors.len()),
+        )
+        .with_details(json!(errors)),
+    })?;
+    drop(bytes);
+    let ids = s.pipeline.submit_events(events).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": ids.len(), "ids": ids})),
+    )
+        .into_response())
+}
+
+fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Ok(BodyFormat::Json),
+        "application/x-ndjson" | "application/jsonl" | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type `{}` is not accepted; send application/json (an event or an array) or application/x-ndjson",
+                if ct.is_empty() { "(none)" } else { ct }
+            ),
+        )),
+    }
+}
