@@ -11,7 +11,9 @@
 #![forbid(unsafe_code)]
 
 pub mod classify;
+pub mod delivery;
 pub mod error;
+pub mod health;
 pub mod jsonrpc;
 pub mod pins;
 pub mod session;

@@ -1,0 +1,332 @@
+//! Delivery: from the session tracker's events to the collector, whatever the collector does.
+//!
+//! The last stage of capture. Events arrive on a bounded channel; the worker batches them (up
+//! to `batch_max`, lingering `linger` for more), posts them through the [`HttpSink`], and when
+//! the collector is unreachable or busy writes them to the [`Spool`] and retries with backoff,
+//! oldest first. Invalid events (400) are logged and dropped, never retried forever; a batch
+//! that is too large (413) is split.
+//!
+//! Architecture Invariant: nothing here is on the relay's path; a slow or dead collector costs
+//! the MCP session nothing.
+
+pub mod http;
+pub mod spool;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpwatch_core::Event;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::health::CaptureHealth;
+pub use http::{HttpSink, PostError, DEFAULT_COLLECTOR};
+pub use spool::Spool;
+
+/// How delivery behaves.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Collector base URL.
+    pub collector: String,
+    /// Bearer token for the ingest API.
+    pub token: Option<String>,
+    /// Spool directory; `None` means events are lost (and counted) while the collector is away.
+    pub spool_dir: Option<PathBuf>,
+    /// Most bytes the spool may hold.
+    pub spool_max_bytes: u64,
+    /// Most events per POST.
+    pub batch_max: usize,
+    /// How long to wait for more events before posting a partial batch.
+    pub linger: Duration,
+    /// Capacity of the channel in front of the worker.
+    pub queue: usize,
+    /// How long the final flush may take at shutdown before the rest is spooled.
+    pub shutdown_grace: Duration,
+}
+
+impl DeliveryConfig {
+    /// Defaults for a collector URL.
+    pub fn new(collector: impl Into<String>) -> Self {
+        Self {
+            collector: collector.into(),
+            token: None,
+            spool_dir: None,
+            spool_max_bytes: 64 * 1024 * 1024,
+            batch_max: 500,
+            linger: Duration::from_millis(50),
+            queue: 10_000,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
+
+    /// Builds the worker and the sender that feeds it.
+    pub fn build(
+        &self,
+        health: Arc<CaptureHealth>,
+    ) -> Result<(mpsc::Sender<Event>, DeliveryWorker), crate::CaptureError> {
+        let sink = HttpSink::new(&self.collector, self.token.clone())?;
+        let spool = match &self.spool_dir {
+            Some(dir) => match Spool::open(dir, self.spool_max_bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(
+                        "mcpwatch: no spool, events are lost while the collector is away: {e}"
+                    );
+                    None
+                }
+            },
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel(self.queue.max(1));
+        let worker = DeliveryWorker {
+            cfg: self.clone(),
+            sink,
+            spool,
+            rx,
+            health,
+            retry_at: None,
+            backoff: INITIAL_BACKOFF,
+        };
+        Ok((tx, worker))
+    }
+}
+
+const INITIAL_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+
+/// Posts batches, spools what cannot be posted, and drains the spool when it can.
+pub struct DeliveryWorker {
+    cfg: DeliveryConfig,
+    sink: HttpSink,
+    spool: Option<Spool>,
+    rx: mpsc::Receiver<Event>,
+    health: Arc<CaptureHealth>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// What happened to one batch.
+enum Shipped {
+    Delivered,
+    /// Not delivered; the collector should be retried later (after the given time).
+    Later(Duration),
+}
+
+impl DeliveryWorker {
+    /// Runs until every sender is dropped, then flushes (or spools) what is left.
+    pub async fn run(mut self) {
+        let mut batch: Vec<Event> = Vec::with_capacity(self.cfg.batch_max);
+        loop {
+            let retry = self.retry_at.filter(|_| self.spool_waiting());
+            let first = tokio::select! {
+                ev = self.rx.recv() => ev,
+                () = sleep_until_opt(retry) => {
+                    self.retry_at = None;
+                    self.drain_spool().await;
+                    continue;
+                }
+            };
+            let Some(first) = first else { break };
+            batch.push(first);
+            let linger_end = Instant::now() + self.cfg.linger;
+            let mut closed = false;
+            while batch.len() < self.cfg.batch_max {
+                tokio::select! {
+                    ev = self.rx.recv() => match ev {
+                        Some(ev) => batch.push(ev),
+                        None => { closed = true; break; }
+                    },
+                    () = tokio::time::sleep_until(linger_end) => break,
+                }
+            }
+            self.ship(std::mem::take(&mut batch)).await;
+            if closed {
+                break;
+            }
+        }
+        self.shutdown().await;
+    }
+
+    fn spool_waiting(&self) -> bool {
+        self.spool.as_ref().is_some_and(|s| !s.is_empty())
+    }
+
+    fn collector_down(&self) -> bool {
+        self.retry_at.is_some_and(|t| Instant::now() < t)
+    }
+
+    async fn ship(&mut self, batch: Vec<Event>) {
+        if !self.collector_down() && self.spool_waiting() {
+            self.drain_spool().await;
+        }
+        if self.collector_down() || self.spool_waiting() {
+            self.spool_batch(&batch);
+            return;
+        }
+        match self.post(batch.clone()).await {
+            Shipped::Delivered => self.backoff = INITIAL_BACKOFF,
+            Shipped::Later(after) => {
+                self.spool_batch(&batch);
+                self.defer(after);
+            }
+        }
+    }
+
+    fn defer(&mut self, after: Duration) {
+        let wait = after.max(self.backoff);
+        self.retry_at = Some(Instant::now() + wait);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Posts the spool's oldest events until it is empty or the collector fails.
+    async fn drain_spool(&mut self) {
+        loop {
+            let Some(spool) = self.spool.as_mut() else {
+                return;
+            };
+            let events = match spool.peek(self.cfg.batch_max) {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::error!("mcpwatch: cannot read the spool, giving up on it: {e}");
+                    self.spool = None;
+                    return;
+                }
+            };
+            if events.is_empty() {
+                spool.consume();
+                if spool.is_empty() {
+                    return;
+                }
+                continue;
+            }
+            match self.post(events).await {
+                Shipped::Delivered => {
+                    self.backoff = INITIAL_BACKOFF;
+                    if let Some(spool) = self.spool.as_mut() {
+                        spool.consume();
+                    }
+                }
+                Shipped::Later(after) => {
+                    self.defer(after);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn spool_batch(&mut self, batch: &[Event]) {
+        let lost = match self.spool.as_mut() {
+            Some(spool) => match spool.append(batch) {
+                Ok(lost) => lost,
+                Err(e) => {
+                    tracing::error!("mcpwatch: cannot write the spool: {e}");
+                    batch.len()
+                }
+            },
+            None => batch.len(),
+        };
+        CaptureHealth::add(&self.health.spooled_events, (batch.len() - lost) as u64);
+        CaptureHealth::add(&self.health.spool_overflow_events, lost as u64);
+    }
+
+    /// Posts a batch, dropping invalid events and splitting too-large batches.
+    async fn post(&mut self, batch: Vec<Event>) -> Shipped {
+        let mut work = vec![batch];
+        let mut later = None;
+        while let Some(batch) = work.pop() {
+            if batch.is_empty() || later.is_some() {
+                continue;
+            }
+            match self.sink.post(&batch).await {
+                Ok(_) => CaptureHealth::add(&self.health.delivered_events, batch.len() as u64),
+                Err(PostError::Unreachable(why)) => {
+                    tracing::debug!("mcpwatch: collector unreachable, spooling: {why}");
+                    later = Some(Duration::ZERO);
+                }
+                Err(PostError::Busy(after)) => later = Some(after),
+                Err(PostError::TooLarge) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    work.push(second);
+                    work.push(first);
+                }
+                Err(PostError::Rejected { bad, message })
+                    if !bad.is_empty() && bad.len() < batch.len() =>
+                {
+                    tracing::error!(
+                        "mcpwatch: the collector rejected {} event(s), dropping them: {message}",
+                        bad.len()
+                    );
+                    CaptureHealth::add(&self.health.rejected_events, bad.len() as u64);
+                    let keep: Vec<Event> = batch
+                        .into_iter()
+                        .enumerate()
+                        .filter(|(i, _)| !bad.contains(i))
+                        .map(|(_, e)| e)
+                        .collect();
+                    // Retried once, alone; a second rejection drops the lot below.
+                    match self.sink.post(&keep).await {
+                        Ok(_) => {
+                            CaptureHealth::add(&self.health.delivered_events, keep.len() as u64)
+                        }
+                        Err(PostError::Unreachable(_)) | Err(PostError::Busy(_)) => {
+                            later = Some(Duration::ZERO);
+                        }
+                        Err(e) => self.drop_batch(keep.len(), &e),
+                    }
+                }
+                Err(e) => self.drop_batch(batch.len(), &e),
+            }
+        }
+        // On `Later` the caller keeps the whole batch; redelivering the part that did arrive
+        // is harmless because the collector ignores ids it already has.
+        match later {
+            None => Shipped::Delivered,
+            Some(after) => Shipped::Later(after),
+        }
+    }
+
+    fn drop_batch(&self, n: usize, e: &PostError) {
+        tracing::error!(
+            "mcpwatch: the collector refused {n} event(s) and they will not be retried: {e}. \
+             Check that the collector and mcpwatch versions match."
+        );
+        CaptureHealth::add(&self.health.rejected_events, n as u64);
+    }
+
+    async fn shutdown(&mut self) {
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        let mut rest: Vec<Event> = Vec::new();
+        while let Ok(ev) = self.rx.try_recv() {
+            rest.push(ev);
+        }
+        if rest.is_empty() && !self.spool_waiting() {
+            return;
+        }
+        if self.collector_down() {
+            self.spool_batch(&rest);
+            return;
+        }
+        let flushed = tokio::time::timeout_at(deadline, async {
+            for chunk in rest.chunks(self.cfg.batch_max.max(1)) {
+                self.ship(chunk.to_vec()).await;
+            }
+        })
+        .await;
+        if flushed.is_err() {
+            // Too slow: keep everything for the next run (duplicates are ignored by id).
+            self.retry_at = Some(Instant::now() + MAX_BACKOFF);
+            self.spool_batch(&rest);
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
