@@ -1,0 +1,21 @@
+//! mcpwatch-detect: the detection stage (SPEC section 6), as a pure library.
+//!
+//! Events in, [`Finding`]s out: YAML [`rules`] with sliding windows, online [`anomaly`]
+//! detectors, [`threat`] signatures and performance [`threshold`]s, all on event time so
+//! [`replay`] and live traffic give the same output. [`alert::AlertBook`] folds findings into
+//! alert records (SPEC 7). No runtime, no network; only the rule and event file loaders read
+//! files.
+//!
+//! Architecture Invariant: detection never reads a clock; time is the events' time.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod finding;
+pub mod replay;
+pub mod rules;
+mod state;
+
+pub use error::{DetectError, RuleError};
+pub use finding::{Finding, FindingSource, Severity};
+pub use rules::{check_rule_files, RuleEngine, RuleSet};
