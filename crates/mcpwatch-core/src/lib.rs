@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod paths;
 pub mod redact;
 pub mod sink;
 pub mod time_fmt;

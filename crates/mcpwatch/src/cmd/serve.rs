@@ -1,0 +1,191 @@
+//! `mcpwatch serve`: wires config, store, pipeline and API into the collector and runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::config::Config;
+use mcpwatch_core::ids::IdGenerator;
+use mcpwatch_core::paths::{default_data_dir, process_env};
+use mcpwatch_core::SystemClock;
+use mcpwatch_server::auth::Authenticator;
+use mcpwatch_server::http::{router, AppState, IngestLimits};
+use mcpwatch_server::{Pipeline, PipelineConfig, WriterHandle};
+use mcpwatch_store::sqlite::SqliteStore;
+use mcpwatch_store::{RetentionPolicy, Store};
+
+/// `mcpwatch serve` options. Flags override the config file.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML); see `mcpwatch config check`.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:7878].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: $MCPWATCH_DATA_DIR, else the platform data dir].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let mut config = super::config::load_for_command(args.config.as_deref())?;
+    if let Some(l) = args.listen {
+        config.server.listen = l;
+    }
+    if let Some(d) = args.data_dir {
+        config.store.data_dir = Some(d);
+    }
+    let collector = Collector::start(config, Arc::new(SystemClock)).await?;
+    eprintln!(
+        "mcpwatch collector listening on http://{} (data in {})",
+        collector.addr,
+        collector.data_dir.display()
+    );
+    shutdown_signal().await;
+    eprintln!("shutting down: finishing pending writes");
+    collector.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A running collector.
+pub struct Collector {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Where it keeps data.
+    pub data_dir: PathBuf,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<()>,
+    writer: WriterHandle,
+}
+
+impl Collector {
+    /// Opens the store, starts the pipeline and the API.
+    pub async fn start(config: Config, clock: SharedClock) -> anyhow::Result<Collector> {
+        let auth = Authenticator::build(&config.auth, &process_env).map_err(|errs| {
+            anyhow::anyhow!(
+                "invalid [auth]: {}",
+                errs.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        let listen = config.server.listen;
+        if !listen.ip().is_loopback() && !auth.enabled() {
+            bail!(
+                "refusing to listen on {listen} without API tokens: anyone who can reach it could read and write events. \
+                 Add [[auth.tokens]] to the config (see README), or listen on 127.0.0.1"
+            );
+        }
+        let data_dir = config
+            .store
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| default_data_dir(&process_env));
+        let store = SqliteStore::open(&data_dir, config.store.durability)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let redactor = config
+            .redaction
+            .build()
+            .map_err(|e| anyhow::anyhow!("invalid [redaction]: {e:?}"))?;
+        let pipeline_config = PipelineConfig {
+            max_pending_events: config.server.max_pending_events,
+            retention: RetentionPolicy {
+                max_age: config.retention.max_age,
+                max_size: config.retention.max_size,
+            },
+            retention_interval: config.retention.interval,
+        };
+        let (pipeline, writer) =
+            Pipeline::start(store.writer()?, redactor, clock.clone(), pipeline_config)
+                .context("cannot start the writer thread")?;
+        let state = AppState {
+            pipeline,
+            reader: store.reader(),
+            auth: Arc::new(auth),
+            clock,
+            limits: IngestLimits {
+                max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+                max_batch_events: config.server.max_batch_events,
+            },
+            ids: Arc::new(IdGenerator::new()),
+        };
+        let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen}; is another collector running? Pass --listen 127.0.0.1:PORT to use another port")
+        })?;
+        let addr = listener.local_addr()?;
+        let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state);
+        let server = tokio::spawn(async move {
+            let graceful = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = on_shutdown.await;
+            });
+            if let Err(e) = graceful.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        Ok(Collector {
+            addr,
+            data_dir,
+            shutdown,
+            server,
+            writer,
+        })
+    }
+
+    /// Stops accepting requests, lets open ones finish, commits what is pending.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(());
+        // Open live streams (SSE) never end by themselves: give requests a while, then cut them.
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+            let _ = server.await;
+        }
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPWATCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

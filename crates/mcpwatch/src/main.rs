@@ -1,0 +1,56 @@
+//! `mcpwatch`: the one binary. Parses the command line and hands each subcommand to its
+//! module under `cmd/`, which wires the pipeline stages together (like Vector's topology).
+
+mod cmd;
+mod term;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Runtime monitoring and threat detection for MCP deployments.
+#[derive(Parser)]
+#[command(name = "mcpwatch", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector: ingest API, store, queries, live stream.
+    Serve(cmd::serve::ServeArgs),
+    /// Query or tail events from a running collector.
+    Events(cmd::events::EventsArgs),
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Events(args) => cmd::events::run(args).await,
+            Command::Config(c) => cmd::config::run(c),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
