@@ -21,7 +21,7 @@ enum Command {
     /// Run the collector: ingest API, store, queries, live stream.
     Serve(cmd::serve::ServeArgs),
     /// Query or tail events from a running collector.
-    Events(cmd::events::EventsArgs),
+    Events(Box<cmd::events::EventsArgs>),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
@@ -42,7 +42,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
-            Command::Events(args) => cmd::events::run(args).await,
+            Command::Events(args) => cmd::events::run(*args).await,
             Command::Config(c) => cmd::config::run(c),
         }
     });
