@@ -150,6 +150,7 @@ async fn events_follow_prints_new_events_as_they_commit() {
         }
     }
     let _ = tail.kill();
+    let _ = tail.wait();
     let line: serde_json::Value =
         serde_json::from_str(&got.expect("no live event arrived")).unwrap();
     assert_eq!(line["metadata"]["user_id"], "after");
