@@ -15,6 +15,7 @@ pub mod finding;
 pub mod replay;
 pub mod rules;
 mod state;
+pub mod threat;
 
 pub use error::{DetectError, RuleError};
 pub use finding::{Finding, FindingSource, Severity};

@@ -42,6 +42,10 @@ impl<V: Aged> BoundedMap<V> {
         }
     }
 
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

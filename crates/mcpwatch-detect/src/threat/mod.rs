@@ -1,0 +1,365 @@
+//! Threat signatures (SPEC 6.3): scans tool parameters, tool results and tool descriptions for
+//! attacks, and passes `security`/`tool_definition_changed` through as a threat.
+//!
+//! Where it reads:
+//! - `metadata.parameters` of `tool_execution` events: `path_traversal`, `command_injection`;
+//! - `metadata.result.text` of `execution_complete`: `secret_exposure`, `prompt_injection`;
+//! - `metadata.tools[].description` of `session`/`tools_listed` and the description carried by
+//!   `tool_definition_changed`: `tool_poisoning` (hidden instruction blocks, invisible
+//!   Unicode, instructions to read secrets, call other tools or hide things from the user).
+//!
+//! The same execution's parameters arrive on both `execution_start` and `execution_complete`;
+//! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
+//! scanned once per definition hash.
+
+mod signatures;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use mcpwatch_core::{Event, Level, Timestamp};
+use serde_json::{json, Map, Value};
+
+use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
+use crate::state::{stable_hash, Aged, BoundedMap};
+use signatures::{is_invisible, snippet, Hit, Signatures};
+
+/// Bytes of one string that are scanned; the rest is ignored.
+const MAX_SCAN: usize = 64 * 1024;
+/// Strings per event that are scanned.
+const MAX_STRINGS: usize = 256;
+/// Recent (execution, signature) pairs remembered to report each once.
+const RECENT: usize = 4096;
+
+struct Seen(i64);
+
+impl Aged for Seen {
+    fn last_seen(&self) -> i64 {
+        self.0
+    }
+}
+
+/// Scans events for threat signatures.
+pub struct ThreatScanner {
+    sigs: Signatures,
+    recent: VecDeque<u64>,
+    listed: BoundedMap<Seen>,
+    /// Pass `tool_definition_changed` events through as threats.
+    pub pass_through_definition_changes: bool,
+}
+
+impl std::fmt::Debug for ThreatScanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreatScanner").finish_non_exhaustive()
+    }
+}
+
+struct Context<'a> {
+    event: &'a Event,
+    group: BTreeMap<String, String>,
+}
+
+impl ThreatScanner {
+    /// A scanner remembering at most `max_tools` listed tool definitions.
+    pub fn new(max_tools: usize) -> Self {
+        Self {
+            sigs: Signatures::new(),
+            recent: VecDeque::with_capacity(RECENT),
+            listed: BoundedMap::new(max_tools),
+            pass_through_definition_changes: true,
+        }
+    }
+
+    /// Tool definitions remembered.
+    pub fn tracked_keys(&self) -> usize {
+        self.listed.len()
+    }
+
+    /// Approximate bytes of state.
+    pub fn state_bytes(&self) -> usize {
+        self.listed.state_bytes() + self.recent.capacity() * 8
+    }
+
+    /// Scans one event; findings go to `out`.
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        match (event.category.as_str(), event.event_type.as_str()) {
+            ("tool_execution", et) => self.scan_execution(event, et == "execution_complete", out),
+            ("session", "tools_listed") => self.scan_listing(event, out),
+            ("security", "tool_definition_changed") => self.definition_changed(event, out),
+            _ => {}
+        }
+    }
+
+    fn scan_execution(&mut self, event: &Event, complete: bool, out: &mut Vec<Finding>) {
+        let ctx = || Context {
+            event,
+            group: meta_group(event, &["server", "tool_name", "user_id"]),
+        };
+        if let Some(params) = event.metadata.get("parameters") {
+            let mut hits_pt = Vec::new();
+            let mut hits_ci = Vec::new();
+            let mut budget = MAX_STRINGS;
+            walk_strings(params, &mut budget, &mut |s| {
+                self.sigs.path_traversal.scan(s, &mut hits_pt);
+                self.sigs.command_injection.scan(s, &mut hits_ci);
+            });
+            for (name, hits, sev) in [
+                ("path_traversal", hits_pt, Severity::High),
+                ("command_injection", hits_ci, Severity::Critical),
+            ] {
+                if !hits.is_empty() && self.first_report(event, name) {
+                    out.push(threat(&ctx(), name, sev, &hits, "tool parameters"));
+                }
+            }
+        }
+        let text = event
+            .metadata
+            .get("result")
+            .and_then(|r| r.get("text"))
+            .and_then(Value::as_str);
+        if let (true, Some(text)) = (complete, text) {
+            let text = clip(text);
+            for (name, sig, sev) in [
+                (
+                    "secret_exposure",
+                    &self.sigs.secret_exposure,
+                    Severity::High,
+                ),
+                (
+                    "prompt_injection",
+                    &self.sigs.prompt_injection,
+                    Severity::High,
+                ),
+            ] {
+                let mut hits = Vec::new();
+                sig.scan(text, &mut hits);
+                if !hits.is_empty() {
+                    out.push(threat(&ctx(), name, sev, &hits, "the tool result"));
+                }
+            }
+        }
+    }
+
+    /// Whether this (execution, signature) is reported for the first time.
+    fn first_report(&mut self, event: &Event, name: &str) -> bool {
+        let Some(exec) = event.metadata.get("execution_id").and_then(Value::as_str) else {
+            return true;
+        };
+        let h = stable_hash(&[exec, name]);
+        if self.recent.contains(&h) {
+            return false;
+        }
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(h);
+        true
+    }
+
+    fn scan_listing(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let server = event.server().unwrap_or("");
+        let Some(tools) = event.metadata.get("tools").and_then(Value::as_array) else {
+            return;
+        };
+        let ts = event.timestamp.as_micros();
+        for tool in tools {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
+            let desc = tool
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let hash = tool.get("hash").and_then(Value::as_str).unwrap_or("");
+            let key = format!("{server}\u{1f}{name}\u{1f}{hash}");
+            let fresh = !self.listed.contains(&key);
+            self.listed.entry(&key, i64::MIN, || Seen(ts)).0 = ts;
+            if !fresh {
+                continue;
+            }
+            self.scan_description(event, server, name, desc, out);
+        }
+    }
+
+    fn scan_description(
+        &self,
+        event: &Event,
+        server: &str,
+        tool: &str,
+        desc: &str,
+        out: &mut Vec<Finding>,
+    ) {
+        let desc = clip(desc);
+        let mut hits = Vec::new();
+        self.sigs.poisoning.scan(desc, &mut hits);
+        if let Some(c) = desc.chars().find(|c| is_invisible(*c)) {
+            let count = desc.chars().filter(|c| is_invisible(*c)).count();
+            hits.push(Hit {
+                label: "invisible characters",
+                evidence: format!(
+                    "{count} invisible characters, first {}",
+                    snippet(&c.to_string())
+                ),
+            });
+        }
+        if hits.is_empty() {
+            return;
+        }
+        let severity = if hits.len() >= 2 {
+            Severity::Critical
+        } else {
+            Severity::High
+        };
+        let mut group = BTreeMap::new();
+        group.insert("metadata.server".to_owned(), server.to_owned());
+        group.insert("metadata.tool_name".to_owned(), tool.to_owned());
+        let ctx = Context { event, group };
+        out.push(threat(
+            &ctx,
+            "tool_poisoning",
+            severity,
+            &hits,
+            "the tool description",
+        ));
+    }
+
+    fn definition_changed(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let server = event.server().unwrap_or("");
+        let tool = event.tool().unwrap_or("");
+        let desc = ["description", "new_description"]
+            .iter()
+            .find_map(|k| event.metadata.get(*k).and_then(Value::as_str));
+        if let Some(desc) = desc {
+            self.scan_description(event, server, tool, desc, out);
+        }
+        if !self.pass_through_definition_changes {
+            return;
+        }
+        let severity = if event.level >= Level::Critical {
+            Severity::Critical
+        } else {
+            Severity::High
+        };
+        let ctx = Context {
+            event,
+            group: meta_group(event, &["server", "tool_name"]),
+        };
+        let hit = Hit {
+            label: "definition changed",
+            evidence: snippet(&event.message),
+        };
+        out.push(threat(
+            &ctx,
+            "tool_definition_changed",
+            severity,
+            &[hit],
+            "the tool listing",
+        ));
+    }
+}
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_SCAN {
+        return s;
+    }
+    let mut end = MAX_SCAN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn walk_strings(v: &Value, budget: &mut usize, f: &mut impl FnMut(&str)) {
+    if *budget == 0 {
+        return;
+    }
+    match v {
+        Value::String(s) => {
+            *budget -= 1;
+            f(clip(s));
+        }
+        Value::Array(items) => items.iter().for_each(|i| walk_strings(i, budget, f)),
+        Value::Object(map) => map.values().for_each(|i| walk_strings(i, budget, f)),
+        _ => {}
+    }
+}
+
+fn meta_group(event: &Event, keys: &[&str]) -> BTreeMap<String, String> {
+    keys.iter()
+        .filter_map(|k| {
+            let v = event.metadata.get(*k)?.as_str()?;
+            Some((format!("metadata.{k}"), v.to_owned()))
+        })
+        .collect()
+}
+
+fn action(name: &str) -> &'static str {
+    match name {
+        "path_traversal" => "Check which files the call reached; restrict the server's roots and deny paths outside them",
+        "command_injection" => "Block the call pattern in policy, check whether the command ran on the server host, and review the session that sent it",
+        "secret_exposure" => "Rotate the exposed credential now and find out how the tool could read it",
+        "prompt_injection" => "Treat the session as compromised: review what the agent did after this result and remove the injected content at its source",
+        "tool_poisoning" => "Disable the tool or server until the description is reviewed; pin a known-good definition",
+        _ => "Review the tool definition change against the pinned version before using the server again",
+    }
+}
+
+fn threat(
+    ctx: &Context<'_>,
+    name: &'static str,
+    severity: Severity,
+    hits: &[Hit],
+    place: &str,
+) -> Finding {
+    let e = ctx.event;
+    let labels: Vec<&str> = hits.iter().map(|h| h.label).collect();
+    let subject = match (e.tool(), e.server()) {
+        (Some(t), Some(s)) => format!("{s}/{t}"),
+        (Some(t), None) => t.to_owned(),
+        _ => ctx
+            .group
+            .get("metadata.tool_name")
+            .cloned()
+            .unwrap_or_else(|| e.source.clone()),
+    };
+    let evidence = hits.first().map(|h| h.evidence.clone()).unwrap_or_default();
+    let description = format!(
+        "{name} in {place} of {subject}: {} (\"{evidence}\")",
+        labels.join(", ")
+    );
+    let mut metadata = Map::new();
+    metadata.insert("threat_type".into(), json!(name));
+    metadata.insert("severity".into(), json!(severity.as_str()));
+    metadata.insert("indicators".into(), json!(labels));
+    metadata.insert("evidence".into(), json!(evidence));
+    metadata.insert("description".into(), json!(description));
+    metadata.insert("group".into(), group_json(&ctx.group));
+    metadata.insert("event_ids".into(), json!([e.id]));
+    for k in [
+        "server",
+        "tool_name",
+        "user_id",
+        "session_id",
+        "execution_id",
+    ] {
+        if let Some(v) = e.metadata.get(k) {
+            metadata.insert(k.into(), v.clone());
+        }
+    }
+    Derived {
+        source: FindingSource::Threat,
+        name,
+        category: "security",
+        event_type: "threat_detected",
+        severity,
+        message: format!("Threat detected: {name} in {place} of {subject}"),
+        metadata,
+        tags: vec!["security".into(), "threat".into(), name.into()],
+    }
+    .into_finding(
+        description,
+        action(name).to_owned(),
+        ctx.group.clone(),
+        vec![e.id.clone()],
+        Timestamp::from_micros(e.timestamp.as_micros()),
+    )
+}
