@@ -16,6 +16,8 @@ pub mod error;
 pub mod health;
 pub mod jsonrpc;
 pub mod pins;
+pub mod relay;
 pub mod session;
+pub mod wrap;
 
 pub use error::CaptureError;

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the collector: ingest API, store, queries, live stream.
     Serve(cmd::serve::ServeArgs),
+    /// Run a stdio MCP server behind the capture relay: `mcpwatch wrap --name N -- CMD ARGS…`.
+    Wrap(cmd::wrap::WrapArgs),
     /// Query or tail events from a running collector.
     Events(Box<cmd::events::EventsArgs>),
     /// Configuration file tools.
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Wrap(args) => cmd::wrap::run(args).await,
             Command::Events(args) => cmd::events::run(*args).await,
             Command::Config(c) => cmd::config::run(c),
         }

@@ -193,6 +193,22 @@ impl SessionTracker {
         ));
     }
 
+    /// Events lost because the collector was away and the spool was full.
+    pub fn on_spool_overflow(&mut self, events: u64, out: &mut Vec<Event>) {
+        let mut m = Map::new();
+        m.insert("lost_events".into(), json!(events));
+        let msg =
+            format!("{events} event(s) lost: the collector was unreachable and the spool was full");
+        out.push(self.emit(
+            Level::Error,
+            "system",
+            "spool_overflow",
+            msg,
+            m,
+            &["capture", "spool", "overflow"],
+        ));
+    }
+
     /// Periodic check: requests older than the timeout end as `timeout`.
     pub fn on_tick(&mut self, out: &mut Vec<Event>) {
         let now = self.clock.now();

@@ -3,3 +3,4 @@
 pub mod config;
 pub mod events;
 pub mod serve;
+pub mod wrap;

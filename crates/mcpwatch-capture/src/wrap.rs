@@ -1,0 +1,411 @@
+//! `mcpwatch wrap`: one MCP server behind the stdio relay, its session tracked and delivered.
+//!
+//! Wires the stages together, inside out: the [`delivery`](crate::delivery) worker (collector
+//! and spool), the [`SessionTracker`] fed from the relay's [`TapQueue`] by one parser task, and
+//! the relay threads around the spawned server. Signals are forwarded to the server; the exit
+//! code is the server's (128 + signal when it was killed).
+
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::{Event, Redactor};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::classify::ClassificationConfig;
+use crate::delivery::DeliveryConfig;
+use crate::error::CaptureError;
+use crate::health::CaptureHealth;
+use crate::pins::PinStore;
+use crate::relay::{self, Releaser, Tap, TapQueue, Tapped};
+use crate::session::{Direction, SessionConfig, SessionTracker};
+
+/// Everything `wrap` needs; built by the CLI from flags and environment.
+#[derive(Debug, Clone)]
+pub struct WrapConfig {
+    /// The server's name (`--name`), default: the command's file name.
+    pub name: String,
+    /// Who uses the session.
+    pub user: String,
+    /// The server command and its arguments.
+    pub command: Vec<OsString>,
+    /// Where events go.
+    pub delivery: DeliveryConfig,
+    /// Where pins and the spool live.
+    pub data_dir: PathBuf,
+    /// A request without a response after this long is a `timeout`.
+    pub request_timeout: Duration,
+    /// Lines longer than this are relayed but not parsed.
+    pub max_line: usize,
+    /// Most lines waiting for the parser.
+    pub queue_lines: usize,
+    /// Which data is sensitive.
+    pub classification: ClassificationConfig,
+    /// Removes secrets from events.
+    pub redactor: Redactor,
+}
+
+impl WrapConfig {
+    /// Defaults for a command; `data_dir` and `collector` as resolved by the caller.
+    pub fn new(command: Vec<OsString>, user: String, collector: String, data_dir: PathBuf) -> Self {
+        let name = command
+            .first()
+            .map(|c| {
+                Path::new(c)
+                    .file_name()
+                    .unwrap_or(c.as_os_str())
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .unwrap_or_else(|| "server".into());
+        Self {
+            name,
+            user,
+            command,
+            delivery: DeliveryConfig::new(collector),
+            data_dir,
+            request_timeout: Duration::from_secs(60),
+            max_line: relay::DEFAULT_MAX_LINE,
+            queue_lines: relay::DEFAULT_QUEUE_LINES,
+            classification: ClassificationConfig::default(),
+            redactor: Redactor::default(),
+        }
+    }
+}
+
+/// `--user`, else `$MCPWATCH_USER`, else the OS user.
+pub fn resolve_user(flag: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(u) = flag.filter(|u| !u.is_empty()) {
+        return u;
+    }
+    if let Some(u) = env("MCPWATCH_USER").filter(|u| !u.is_empty()) {
+        return u;
+    }
+    if let Ok(Some(user)) = nix::unistd::User::from_uid(nix::unistd::getuid()) {
+        return user.name;
+    }
+    env("USER")
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Parses `60s`, `500ms`, `2m`, `1h` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 60s, 500ms or 2m"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}; use ms, s, m or h"
+            ))
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 1e9 {
+        return Err(format!(
+            "{s:?} is out of range; use a positive duration such as 60s"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The exit code a shell would report for a status: the code, or 128 + the signal.
+pub fn exit_code(status: ExitStatus) -> u8 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => (128 + sig) as u8,
+        (None, None) => 1,
+    }
+}
+
+/// Runs the server behind the relay until it exits; returns its exit code.
+pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError> {
+    let health = Arc::new(CaptureHealth::default());
+    let mut delivery = cfg.delivery.clone();
+    let safe_name = safe_file_name(&cfg.name);
+    delivery.spool_dir = Some(cfg.data_dir.join("spool").join(&safe_name));
+    let (events_tx, worker) = delivery.build(health.clone())?;
+    let delivered = tokio::spawn(worker.run());
+
+    let session = SessionConfig {
+        server: cfg.name.clone(),
+        source: format!("wrap:{}", cfg.name),
+        user_id: cfg.user.clone(),
+        request_timeout: cfg.request_timeout,
+        max_pending: 10_000,
+        classification: cfg.classification.clone(),
+        redactor: cfg.redactor.clone(),
+    };
+    let tracker = SessionTracker::new(
+        session,
+        clock,
+        PinStore::new(Some(cfg.data_dir.join("pins"))),
+    );
+
+    let (queue, tapped) =
+        TapQueue::new(cfg.queue_lines, relay::DEFAULT_QUEUE_BYTES, health.clone());
+    let mut child = spawn(&cfg.command)?;
+    let child_pid = child.id();
+    let (stdout_done_tx, stdout_done) = oneshot::channel();
+    start_pumps(&mut child, &queue, cfg.max_line, stdout_done_tx)?;
+    let releaser = queue.releaser();
+    drop(queue); // only the relay threads hold senders now
+
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let parser = tokio::spawn(parse_loop(
+        tracker,
+        releaser,
+        cfg.max_line,
+        tapped,
+        events_tx,
+        health,
+        exit_rx,
+    ));
+    let signals = tokio::spawn(forward_signals(child_pid));
+
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| CaptureError::Config(format!("waiting for the server failed: {e}")))?
+        .map_err(|e| CaptureError::Config(format!("waiting for the server failed: {e}")))?;
+    signals.abort();
+    // Let the last output reach the client (and the parser) unless a grandchild keeps it open.
+    let _ = tokio::time::timeout(Duration::from_secs(2), stdout_done).await;
+    let code = exit_code(status);
+    let _ = exit_tx.send(status);
+    let _ = parser.await;
+    let grace = cfg.delivery.shutdown_grace + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, delivered).await;
+    Ok(code)
+}
+
+fn safe_file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn spawn(command: &[OsString]) -> Result<Child, CaptureError> {
+    let Some((program, args)) = command.split_first() else {
+        return Err(CaptureError::Config(
+            "no server command: give it after `--`, e.g. `mcpwatch wrap -- npx -y @modelcontextprotocol/server-everything`".into(),
+        ));
+    };
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|source| CaptureError::Spawn {
+            command: command
+                .iter()
+                .map(|c| c.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            source,
+        })
+}
+
+/// Starts the two relay threads: our stdin → the server, the server's stdout → our stdout.
+fn start_pumps(
+    child: &mut Child,
+    queue: &TapQueue,
+    max_line: usize,
+    stdout_done: oneshot::Sender<()>,
+) -> Result<(), CaptureError> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>, what: &str| {
+        fd.try_clone_to_owned()
+            .map(std::fs::File::from)
+            .map_err(|e| CaptureError::Config(format!("cannot use {what}: {e}")))
+    };
+    let our_stdin = dup(std::io::stdin().as_fd(), "standard input")?;
+    let our_stdout = dup(std::io::stdout().as_fd(), "standard output")?;
+    let (Some(child_in), Some(child_out)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(CaptureError::Config(
+            "the server's stdio pipes were not created".into(),
+        ));
+    };
+    let c2s = Tap::new(Direction::ClientToServer, queue.clone(), max_line);
+    let s2c = Tap::new(Direction::ServerToClient, queue.clone(), max_line);
+    let spawn_thread = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map(|_| ())
+            .map_err(|e| CaptureError::Config(format!("cannot start the relay thread: {e}")))
+    };
+    // Dropping `child_in` at the end closes the server's stdin, as the client closed ours.
+    spawn_thread(
+        "relay-c2s",
+        Box::new(move || {
+            relay::pump(our_stdin, child_in, c2s);
+        }),
+    )?;
+    spawn_thread(
+        "relay-s2c",
+        Box::new(move || {
+            relay::pump(child_out, our_stdout, s2c);
+            let _ = stdout_done.send(());
+        }),
+    )
+}
+
+/// The parser task: tapped lines through the tracker, events to delivery, ticks for timeouts.
+async fn parse_loop(
+    mut tracker: SessionTracker,
+    queue: Releaser,
+    max_line: usize,
+    mut tapped: mpsc::Receiver<Tapped>,
+    events: mpsc::Sender<Event>,
+    health: Arc<CaptureHealth>,
+    mut exit: oneshot::Receiver<ExitStatus>,
+) {
+    let mut out = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported = (0u64, 0u64, 0u64);
+    let mut exit_status = None;
+    let mut tap_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            t = tapped.recv(), if tap_open => match t {
+                Some(t) => {
+                    queue.release(&t);
+                    match t {
+                        Tapped::Line(dir, line) => tracker.on_frame(dir, &line, &mut out),
+                        Tapped::Oversized(dir, len) => tracker.on_oversized(dir, len, max_line, &mut out),
+                    }
+                }
+                None => tap_open = false,
+            },
+            status = &mut exit, if exit_status.is_none() => {
+                exit_status = Some(status.ok());
+                // Drain what the relay already handed over, then finish.
+                while let Ok(t) = tapped.try_recv() {
+                    queue.release(&t);
+                    match t {
+                        Tapped::Line(dir, line) => tracker.on_frame(dir, &line, &mut out),
+                        Tapped::Oversized(dir, len) => tracker.on_oversized(dir, len, max_line, &mut out),
+                    }
+                }
+                break;
+            },
+            _ = tick.tick() => {
+                tracker.on_tick(&mut out);
+                report_losses(&mut tracker, &health, &mut reported, &mut out);
+            }
+        }
+        for ev in out.drain(..) {
+            if events.send(ev).await.is_err() {
+                return;
+            }
+        }
+    }
+    report_losses(&mut tracker, &health, &mut reported, &mut out);
+    let status = exit_status.flatten();
+    let reason = match status {
+        Some(s) if s.success() => "server exited".to_string(),
+        Some(s) => format!("server exited with code {}", exit_code(s)),
+        None => "server exited".to_string(),
+    };
+    tracker.on_close(&reason, status.map(|s| i32::from(exit_code(s))), &mut out);
+    for ev in out.drain(..) {
+        if events.send(ev).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Turns new drops and spool overflows into events (never silent).
+fn report_losses(
+    tracker: &mut SessionTracker,
+    health: &CaptureHealth,
+    reported: &mut (u64, u64, u64),
+    out: &mut Vec<Event>,
+) {
+    let lines = CaptureHealth::get(&health.dropped_lines);
+    let bytes = CaptureHealth::get(&health.dropped_bytes);
+    if lines > reported.0 {
+        tracker.on_dropped(lines - reported.0, bytes - reported.1, out);
+        reported.0 = lines;
+        reported.1 = bytes;
+    }
+    let overflow = CaptureHealth::get(&health.spool_overflow_events);
+    if overflow > reported.2 {
+        tracker.on_spool_overflow(overflow - reported.2, out);
+        reported.2 = overflow;
+    }
+}
+
+/// Forwards SIGINT, SIGTERM and SIGHUP to the server.
+async fn forward_signals(pid: u32) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(raw) = i32::try_from(pid) else { return };
+    let pid = nix::unistd::Pid::from_raw(raw);
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    use nix::sys::signal::Signal;
+    loop {
+        let sig = tokio::select! {
+            _ = int.recv() => Signal::SIGINT,
+            _ = term.recv() => Signal::SIGTERM,
+            _ = hup.recv() => Signal::SIGHUP,
+        };
+        let _ = nix::sys::signal::kill(pid, sig);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_resolution_and_file_names() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            resolve_user(Some("u".into()), &env(&[("MCPWATCH_USER", "e")])),
+            "u"
+        );
+        assert_eq!(resolve_user(None, &env(&[("MCPWATCH_USER", "e")])), "e");
+        assert!(!resolve_user(None, &env(&[])).is_empty());
+        assert_eq!(safe_file_name("a/b c"), "a_b_c");
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+}
