@@ -1,0 +1,75 @@
+"""A real MCP client (the official Python SDK) for the wrap interop tests.
+
+Usage: client.py SCENARIO -- CMD ARGS...
+Runs SCENARIO against the stdio server CMD and prints one JSON line per response, so a run
+directly against the server and a run through `mcpwatch wrap` can be compared byte for byte.
+Environment: FS_DIR (filesystem scenario: the allowed directory), WAIT_FOR_FILE (keep the
+session open until this file exists, at most 60 s).
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+try:
+    from mcp.shared.exceptions import MCPError as McpError
+except ImportError:  # SDK 1.x spelling
+    from mcp.shared.exceptions import McpError
+
+
+def dump(step, value):
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json", by_alias=True, exclude_none=True)
+    print(json.dumps({"step": step, "value": value}, sort_keys=True), flush=True)
+
+
+async def step(name, coro):
+    try:
+        dump(name, await coro)
+    except McpError as e:
+        dump(name, {"error": {"code": e.error.code, "message": e.error.message}})
+
+
+async def everything(s):
+    tools = await s.list_tools()
+    dump("tools", sorted(t.name for t in tools.tools))
+    await step("echo", s.call_tool("echo", {"message": "hello through mcpwatch"}))
+    await step("get-sum", s.call_tool("get-sum", {"a": 2, "b": 3}))
+    await step("no-such-tool", s.call_tool("no-such-tool", {}))
+    resources = await s.list_resources()
+    dump("resources", sorted(r.uri for r in resources.resources)[:5])
+    await step("read", s.read_resource("demo://resource/static/document/architecture.md"))
+
+
+async def filesystem(s):
+    d = os.environ["FS_DIR"]
+    await step("list_tools", s.list_tools())
+    await step("read_inside", s.call_tool("read_text_file", {"path": os.path.join(d, "a.txt")}))
+    await step("read_outside", s.call_tool("read_text_file", {"path": "/etc/hostname"}))
+    await step("read_key", s.call_tool("read_text_file", {"path": os.path.join(d, ".ssh", "id_rsa")}))
+    await step("list_directory", s.call_tool("list_directory", {"path": d}))
+
+
+async def main():
+    scenario, rest = sys.argv[1], sys.argv[2:]
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    params = StdioServerParameters(command=rest[0], args=rest[1:], env=dict(os.environ))
+    async with stdio_client(params) as (r, w):
+        async with ClientSession(r, w) as s:
+            init = await s.initialize()
+            dump("initialize", {"server": init.server_info.name, "protocol": init.protocol_version})
+            await {"everything": everything, "filesystem": filesystem}[scenario](s)
+            wait = os.environ.get("WAIT_FOR_FILE")
+            if wait:
+                deadline = time.monotonic() + 60
+                while not os.path.exists(wait) and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                await step("after_wait", s.call_tool("echo", {"message": "still here"}) if scenario == "everything" else s.list_tools())
+
+
+asyncio.run(main())
