@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod anomaly;
 pub mod error;
 pub mod finding;
 pub mod replay;

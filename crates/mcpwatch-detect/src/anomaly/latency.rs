@@ -1,0 +1,137 @@
+//! `latency`: per server and tool, a slow EWMA of log latency is the baseline and a fast one
+//! (about the last 40 calls) the recent median; it fires when the recent median is both
+//! `latency_ratio` times the baseline and `latency_z` standard errors above it. It fires once
+//! per episode and re-arms when the recent median falls back to half the trigger distance.
+
+use super::{learned, Anomaly, AnomalySettings, Call, Detector, Ewma};
+use crate::finding::Severity;
+use crate::state::{Aged, BoundedMap};
+
+/// Weight of a call in the baseline.
+const SLOW: f64 = 0.02;
+/// Weight of a call in the recent mean: an effective memory of about 40 calls.
+const FAST: f64 = 2.0 / 41.0;
+const RECENT_CALLS: u32 = 40;
+
+#[derive(Debug)]
+struct State {
+    base: Ewma,
+    recent: f64,
+    n: u32,
+    first: i64,
+    last: i64,
+    alarmed: bool,
+}
+
+impl Aged for State {
+    fn last_seen(&self) -> i64 {
+        self.last
+    }
+}
+
+pub(crate) struct Latency {
+    s: AnomalySettings,
+    keys: BoundedMap<State>,
+    key: String,
+}
+
+impl Latency {
+    pub fn new(s: &AnomalySettings) -> Self {
+        Self {
+            s: s.clone(),
+            keys: BoundedMap::new(s.max_keys),
+            key: String::new(),
+        }
+    }
+}
+
+impl Detector for Latency {
+    fn observe(&mut self, c: &Call<'_>, out: &mut Vec<Anomaly>) {
+        let Some(secs) = c.latency_s else { return };
+        let x = (secs * 1000.0).max(0.01).ln();
+        self.key.clear();
+        self.key.push_str(c.server);
+        self.key.push('\u{1f}');
+        self.key.push_str(c.tool);
+        let st = self.keys.entry(&self.key, c.ts - self.s.idle_us, || State {
+            base: Ewma::start(x),
+            recent: x,
+            n: 0,
+            first: c.ts,
+            last: c.ts,
+            alarmed: false,
+        });
+        st.n = st.n.saturating_add(1);
+        st.last = st.last.max(c.ts);
+        st.recent += FAST * (x - st.recent);
+        let ready = learned(&self.s, st.first, st.n, c.ts);
+        // Standard error of the fast mean under the baseline's spread.
+        let se = st.base.sd(0.05) * (FAST / (2.0 - FAST)).sqrt();
+        let dev = st.recent - st.base.mean;
+        let z = dev / se;
+        let trigger = self.s.latency_ratio.ln();
+        if ready && !st.alarmed && dev >= trigger && z >= self.s.latency_z {
+            st.alarmed = true;
+            let (now_ms, base_ms) = (st.recent.exp(), st.base.mean.exp());
+            out.push(Anomaly {
+                kind: "latency",
+                score: z,
+                severity: Severity::Medium,
+                description: format!(
+                    "{} p50 latency {} vs baseline {} over the last {RECENT_CALLS} calls ({:.1}x slower)",
+                    c.tool_label(),
+                    ms(now_ms),
+                    ms(base_ms),
+                    now_ms / base_ms
+                ),
+                action: "Check the server's health and its upstream dependencies; look for load or a slow backend",
+                group: c.tool_group(),
+                behavioral: false,
+            });
+        } else if st.alarmed && dev < trigger / 2.0 {
+            st.alarmed = false;
+        }
+        // The baseline learns slowly, from winsorised samples (a few outliers do not move it),
+        // and ten times slower while the recent median drifts away, so that an episode does
+        // not become normal before it is reported.
+        let suspect = st.alarmed || dev > trigger / 2.0;
+        let w = match st.n {
+            n if n <= 10 => 1.0 / f64::from(n),
+            _ if suspect => SLOW / 10.0,
+            _ => SLOW,
+        };
+        let lim = 3.0 * st.base.sd(0.05);
+        let clipped = if st.n <= 10 {
+            x
+        } else {
+            st.base.mean + (x - st.base.mean).clamp(-lim, lim)
+        };
+        st.base.update(clipped, w);
+    }
+
+    fn sweep(&mut self, idle_before: i64) {
+        self.keys.expire(idle_before);
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.keys.state_bytes()
+    }
+
+    fn expired_and_evicted(&self) -> (u64, u64) {
+        (self.keys.expired, self.keys.evicted)
+    }
+}
+
+pub(crate) fn ms(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{:.1} s", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}

@@ -1,0 +1,319 @@
+//! Anomaly detectors (SPEC 6.2): online, O(1) state per key, each with a learning period and
+//! a minimum sample count before it may fire, a score, and a description a person can act on.
+//!
+//! Every detector reads completed tool executions (`tool_execution`/`execution_complete`) and
+//! keeps its keys in a [`BoundedMap`] (idle keys expire, keys are capped). A firing becomes an
+//! `anomaly` event with `anomaly_type`, `anomaly_score` and `description` (as the original's
+//! `execution_anomaly`; per-user detectors use `behavioral_anomaly`).
+
+mod call_rate;
+mod error_rate;
+mod latency;
+mod new_tool;
+mod parameters;
+mod repetition;
+mod stats;
+
+use std::collections::BTreeMap;
+
+use mcpwatch_core::{Event, Timestamp};
+use serde::Serialize;
+use serde_json::{json, Map};
+
+use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
+pub use stats::Ewma;
+
+/// Settings shared by all detectors plus each one's own; built from `[detection.anomaly]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnomalySettings {
+    /// No detector fires for a key before it has been seen for this long (µs of event time).
+    pub learning_us: i64,
+    /// No detector fires for a key before this many samples.
+    pub min_samples: u32,
+    /// Keys idle for longer than this are forgotten (µs).
+    pub idle_us: i64,
+    /// Keys per detector.
+    pub max_keys: usize,
+    /// Which detectors run, by name.
+    pub enabled: Vec<String>,
+    /// `latency`: minimum ratio of recent p50 to baseline p50.
+    pub latency_ratio: f64,
+    /// `latency`: minimum z-score of the recent mean against the baseline.
+    pub latency_z: f64,
+    /// `error_rate`: CUSUM decision threshold.
+    pub error_cusum_h: f64,
+    /// `call_rate`: minimum z-score of a minute's calls against the user's baseline.
+    pub call_rate_z: f64,
+    /// `call_rate`: minimum calls in a minute before it can fire.
+    pub call_rate_min_calls: u32,
+    /// `unusual_parameters`: minimum z-score of the parameter size (log scale).
+    pub parameters_z: f64,
+    /// `repetition`: identical calls in a row that fire.
+    pub repetition_count: u32,
+    /// `repetition`: the run must fall within this time (µs).
+    pub repetition_window_us: i64,
+}
+
+/// Every detector's name.
+pub const DETECTORS: [&str; 6] = [
+    "latency",
+    "error_rate",
+    "call_rate",
+    "new_tool",
+    "unusual_parameters",
+    "repetition",
+];
+
+impl Default for AnomalySettings {
+    fn default() -> Self {
+        Self {
+            learning_us: 30 * 60 * 1_000_000,
+            min_samples: 30,
+            idle_us: 24 * 3600 * 1_000_000,
+            max_keys: 100_000,
+            enabled: DETECTORS.iter().map(|s| (*s).to_owned()).collect(),
+            latency_ratio: 3.0,
+            latency_z: 5.0,
+            error_cusum_h: 5.0,
+            call_rate_z: 6.0,
+            call_rate_min_calls: 20,
+            parameters_z: 4.0,
+            repetition_count: 10,
+            repetition_window_us: 10 * 60 * 1_000_000,
+        }
+    }
+}
+
+/// What a detector reports; turned into a [`Finding`] by [`AnomalyDetectors`].
+#[derive(Debug, Clone)]
+pub(crate) struct Anomaly {
+    pub kind: &'static str,
+    pub score: f64,
+    pub severity: Severity,
+    pub description: String,
+    pub action: &'static str,
+    pub group: BTreeMap<String, String>,
+    pub behavioral: bool,
+}
+
+/// A completed tool execution, the fields detectors read.
+pub(crate) struct Call<'a> {
+    pub ts: i64,
+    pub server: &'a str,
+    pub tool: &'a str,
+    pub user: &'a str,
+    pub session: Option<&'a str>,
+    pub latency_s: Option<f64>,
+    pub failed: Option<bool>,
+    pub params: Option<&'a serde_json::Value>,
+}
+
+impl<'a> Call<'a> {
+    fn from_event(e: &'a Event) -> Option<Self> {
+        if !e.is_execution_complete() {
+            return None;
+        }
+        let failed = match e.outcome() {
+            Some(mcpwatch_core::Outcome::Success) => Some(false),
+            // Refusals and cancellations are not the tool failing.
+            Some(mcpwatch_core::Outcome::Denied | mcpwatch_core::Outcome::Cancelled) => None,
+            Some(_) => Some(true),
+            None => e
+                .metadata
+                .get("success")
+                .and_then(serde_json::Value::as_bool)
+                .map(|ok| !ok),
+        };
+        Some(Call {
+            ts: e.timestamp.as_micros(),
+            server: e.server().unwrap_or(""),
+            tool: e.tool()?,
+            user: e.user().unwrap_or(""),
+            session: e.session(),
+            latency_s: e.duration_secs().filter(|d| d.is_finite() && *d >= 0.0),
+            failed,
+            params: e.metadata.get("parameters"),
+        })
+    }
+
+    /// `server/tool`, or `tool` without a server.
+    pub fn tool_label(&self) -> String {
+        if self.server.is_empty() {
+            self.tool.to_owned()
+        } else {
+            format!("{}/{}", self.server, self.tool)
+        }
+    }
+
+    pub fn tool_group(&self) -> BTreeMap<String, String> {
+        let mut g = BTreeMap::new();
+        g.insert("metadata.server".into(), self.server.to_owned());
+        g.insert("metadata.tool_name".into(), self.tool.to_owned());
+        g
+    }
+}
+
+/// One detector: online, bounded.
+pub(crate) trait Detector: Send {
+    fn observe(&mut self, call: &Call<'_>, out: &mut Vec<Anomaly>);
+    fn sweep(&mut self, idle_before: i64);
+    fn tracked_keys(&self) -> usize;
+    fn state_bytes(&self) -> usize;
+    fn expired_and_evicted(&self) -> (u64, u64);
+}
+
+/// Counters of one detector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DetectorStats {
+    /// Calls observed.
+    pub observed: u64,
+    /// Anomalies reported.
+    pub fired: u64,
+}
+
+/// All enabled detectors.
+pub struct AnomalyDetectors {
+    detectors: Vec<(&'static str, Box<dyn Detector>, DetectorStats)>,
+    idle_us: i64,
+    watermark: i64,
+    next_sweep: i64,
+    scratch: Vec<Anomaly>,
+}
+
+impl std::fmt::Debug for AnomalyDetectors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.detectors.iter().map(|d| d.0).collect();
+        f.debug_struct("AnomalyDetectors")
+            .field("detectors", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AnomalyDetectors {
+    /// The detectors `settings` enables.
+    pub fn new(s: &AnomalySettings) -> Self {
+        let mut detectors: Vec<(&'static str, Box<dyn Detector>, DetectorStats)> = Vec::new();
+        for name in DETECTORS {
+            if !s.enabled.iter().any(|e| e == name) {
+                continue;
+            }
+            let d: Box<dyn Detector> = match name {
+                "latency" => Box::new(latency::Latency::new(s)),
+                "error_rate" => Box::new(error_rate::ErrorRate::new(s)),
+                "call_rate" => Box::new(call_rate::CallRate::new(s)),
+                "new_tool" => Box::new(new_tool::NewTool::new(s)),
+                "unusual_parameters" => Box::new(parameters::Parameters::new(s)),
+                _ => Box::new(repetition::Repetition::new(s)),
+            };
+            detectors.push((name, d, DetectorStats::default()));
+        }
+        Self {
+            detectors,
+            idle_us: s.idle_us,
+            watermark: i64::MIN,
+            next_sweep: i64::MIN,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Feeds one event to every detector; anomalies go to `out`.
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        let Some(call) = Call::from_event(event) else {
+            return;
+        };
+        if call.ts > self.watermark {
+            self.watermark = call.ts;
+            if call.ts >= self.next_sweep {
+                let before = call.ts.saturating_sub(self.idle_us);
+                self.detectors.iter_mut().for_each(|d| d.1.sweep(before));
+                self.next_sweep = call.ts.saturating_add(60_000_000);
+            }
+        }
+        for (_, d, stats) in &mut self.detectors {
+            stats.observed += 1;
+            let before = self.scratch.len();
+            d.observe(&call, &mut self.scratch);
+            stats.fired += (self.scratch.len() - before) as u64;
+        }
+        for a in self.scratch.drain(..) {
+            out.push(to_finding(a, event));
+        }
+    }
+
+    /// Counters per detector.
+    pub fn stats(&self) -> impl Iterator<Item = (&'static str, DetectorStats)> + '_ {
+        self.detectors.iter().map(|(n, _, s)| (*n, *s))
+    }
+
+    /// Keys tracked over all detectors.
+    pub fn tracked_keys(&self) -> usize {
+        self.detectors.iter().map(|d| d.1.tracked_keys()).sum()
+    }
+
+    /// Approximate bytes of state over all detectors.
+    pub fn state_bytes(&self) -> usize {
+        self.detectors.iter().map(|d| d.1.state_bytes()).sum()
+    }
+
+    /// Keys expired and evicted over all detectors.
+    pub fn expired_and_evicted(&self) -> (u64, u64) {
+        self.detectors.iter().fold((0, 0), |(a, b), d| {
+            let (x, y) = d.1.expired_and_evicted();
+            (a + x, b + y)
+        })
+    }
+}
+
+fn to_finding(a: Anomaly, event: &Event) -> Finding {
+    let mut metadata = Map::new();
+    metadata.insert("anomaly_type".into(), json!(a.kind));
+    metadata.insert(
+        "anomaly_score".into(),
+        json!((a.score * 100.0).round() / 100.0),
+    );
+    metadata.insert("description".into(), json!(a.description));
+    metadata.insert("severity".into(), json!(a.severity.as_str()));
+    metadata.insert("group".into(), group_json(&a.group));
+    metadata.insert("event_ids".into(), json!([event.id]));
+    for k in [
+        "execution_id",
+        "tool_name",
+        "server",
+        "user_id",
+        "session_id",
+    ] {
+        if let Some(v) = event.metadata.get(k) {
+            metadata.insert(k.into(), v.clone());
+        }
+    }
+    let event_type = if a.behavioral {
+        "behavioral_anomaly"
+    } else {
+        "execution_anomaly"
+    };
+    Derived {
+        source: FindingSource::Anomaly,
+        name: a.kind,
+        category: "anomaly",
+        event_type,
+        severity: a.severity,
+        message: format!("Anomaly detected: {}", a.description),
+        metadata,
+        tags: vec!["anomaly".into(), a.kind.into()],
+    }
+    .into_finding(
+        a.description,
+        a.action.to_owned(),
+        a.group,
+        vec![event.id.clone()],
+        Timestamp::from_micros(event.timestamp.as_micros()),
+    )
+}
+
+/// Whether a key first seen at `first` with `n` samples has finished learning at `ts`.
+pub(crate) fn learned(s: &AnomalySettings, first: i64, n: u32, ts: i64) -> bool {
+    n >= s.min_samples && ts.saturating_sub(first) >= s.learning_us
+}
+
+#[cfg(test)]
+mod tests;
