@@ -10,14 +10,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod anomaly;
+pub mod config;
+pub mod engine;
 pub mod error;
 pub mod finding;
 pub mod replay;
 pub mod rules;
 mod state;
 pub mod threat;
+pub mod threshold;
 
+pub use alert::{Alert, AlertBook, AlertChange, AlertStatus};
+pub use config::{DetectConfig, DetectSettings};
+pub use engine::{Engine, Health};
 pub use error::{DetectError, RuleError};
 pub use finding::{Finding, FindingSource, Severity};
+pub use replay::{load_events_jsonl, replay, ReplaySummary, SummaryRow};
 pub use rules::{check_rule_files, RuleEngine, RuleSet};

@@ -1,0 +1,132 @@
+//! The detection stage as one object: rules, anomaly detectors, threat signatures and
+//! thresholds run on each event in that order. This is what `serve` calls per event and what
+//! [`crate::replay::replay`] drives offline.
+//!
+//! Architecture Invariant: events produced by detection (source `mcpwatch:detect`) are not
+//! detected on again, so feeding derived events back into the pipeline cannot loop.
+
+use std::collections::BTreeMap;
+
+use mcpwatch_core::{Event, Timestamp};
+use serde::Serialize;
+
+use crate::anomaly::AnomalyDetectors;
+use crate::config::DetectSettings;
+use crate::finding::{Finding, FindingSource};
+use crate::rules::{RuleEngine, RuleSet};
+use crate::threat::ThreatScanner;
+use crate::threshold::Thresholds;
+
+/// The source of events that detection derives.
+pub const DERIVED_SOURCE: &str = "mcpwatch:detect";
+
+/// Internal health of detection, for `/metrics` (SPEC 8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Health {
+    /// Events processed.
+    pub events: u64,
+    /// Keys tracked now, over rules, detectors, signatures and thresholds.
+    pub tracked_keys: usize,
+    /// Approximate bytes of that state.
+    pub state_bytes: usize,
+    /// Keys forgotten because they were idle.
+    pub expired_keys: u64,
+    /// Keys evicted because a cap was reached.
+    pub evicted_keys: u64,
+}
+
+/// Rules, detectors, signatures and thresholds, on event time.
+#[derive(Debug)]
+pub struct Engine {
+    rules: RuleEngine,
+    anomalies: AnomalyDetectors,
+    threats: Option<ThreatScanner>,
+    thresholds: Thresholds,
+    findings: BTreeMap<(FindingSource, String), u64>,
+    events: u64,
+}
+
+impl Engine {
+    /// An engine running `rules` (load them with [`RuleSet::load`]) under `settings`.
+    pub fn new(rules: RuleSet, settings: &DetectSettings) -> Self {
+        let threats = settings.threats.then(|| {
+            let mut t = ThreatScanner::new(settings.anomaly.max_keys);
+            t.pass_through_definition_changes = settings.tool_definition_changes;
+            t
+        });
+        Self {
+            rules: RuleEngine::new(rules, settings.max_keys_per_rule),
+            anomalies: AnomalyDetectors::new(&settings.anomaly),
+            threats,
+            thresholds: Thresholds::new(settings.thresholds.clone()),
+            findings: BTreeMap::new(),
+            events: 0,
+        }
+    }
+
+    /// Runs detection on one event; findings (each with its derived event) go to `out`.
+    pub fn process(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        if event.source == DERIVED_SOURCE {
+            return;
+        }
+        self.events += 1;
+        let before = out.len();
+        self.rules.process(event, out);
+        self.anomalies.process(event, out);
+        if let Some(t) = &mut self.threats {
+            t.process(event, out);
+        }
+        self.thresholds.process(event, out);
+        for f in &out[before..] {
+            *self.findings.entry((f.source, f.name.clone())).or_default() += 1;
+        }
+    }
+
+    /// Lets windowed thresholds (error rate, throughput) close on a live clock when no events
+    /// arrive; replay never calls it.
+    pub fn advance_to(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        let before = out.len();
+        self.thresholds.advance_to(now, out);
+        for f in &out[before..] {
+            *self.findings.entry((f.source, f.name.clone())).or_default() += 1;
+        }
+    }
+
+    /// Replaces the rules, keeping the state of rules whose definition did not change.
+    pub fn reload_rules(&mut self, rules: RuleSet) {
+        self.rules.reload(rules);
+    }
+
+    /// The rule engine (rules in force and their counters).
+    pub fn rule_engine(&self) -> &RuleEngine {
+        &self.rules
+    }
+
+    /// The anomaly detectors and their counters.
+    pub fn anomalies(&self) -> &AnomalyDetectors {
+        &self.anomalies
+    }
+
+    /// Findings so far per (source, name).
+    pub fn findings_by_name(&self) -> &BTreeMap<(FindingSource, String), u64> {
+        &self.findings
+    }
+
+    /// Keys, memory, expiries and evictions.
+    pub fn health(&self) -> Health {
+        let (re, rv) = self.rules.expired_and_evicted();
+        let (ae, av) = self.anomalies.expired_and_evicted();
+        let threat_keys = self.threats.as_ref().map_or(0, ThreatScanner::tracked_keys);
+        let threat_bytes = self.threats.as_ref().map_or(0, ThreatScanner::state_bytes);
+        Health {
+            events: self.events,
+            tracked_keys: self.rules.tracked_keys()
+                + self.anomalies.tracked_keys()
+                + threat_keys
+                + self.thresholds.tracked_keys(),
+            state_bytes: self.rules.state_bytes() + self.anomalies.state_bytes() + threat_bytes,
+            expired_keys: re + ae,
+            evicted_keys: rv + av,
+        }
+    }
+}
