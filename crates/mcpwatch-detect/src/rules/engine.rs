@@ -260,8 +260,12 @@ fn apply(
             g.hits.remove(pos);
         }
     }
-    if g.hits.capacity() == 0 {
+    // Grow one hit at a time: most groups hold one or two hits, and state per key is
+    // budgeted (SPEC 11: 300 bytes).
+    if g.hits.len() == g.hits.capacity() {
         g.hits.reserve_exact(1);
+    } else if g.hits.capacity() > 2 * g.hits.len() + 2 {
+        g.hits.shrink_to(g.hits.len() + 1);
     }
     let pos = g.hits.partition_point(|h| h.ts <= ts);
     g.hits.insert(
@@ -277,6 +281,7 @@ fn apply(
     }
     let at = g.hits.last().map_or(ts, |h| h.ts);
     let ids: Vec<String> = g.hits.drain(..).map(|h| h.id.to_string()).collect();
+    g.hits.shrink_to_fit();
     if at < g.suppressed_until {
         st.stats.suppressed += 1;
         return;
