@@ -6,6 +6,7 @@
 //! are cut out of it; long strings are truncated with a marker; in privacy mode tool parameters
 //! are replaced by hashes.
 
+use aho_corasick::AhoCorasick;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -46,6 +47,24 @@ pub const DEFAULT_PATTERNS: &[&str] = &[
     r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
 ];
 
+/// Literals one of which every built-in pattern contains: strings without any of them skip
+/// the regular expressions entirely (most strings).
+const DEFAULT_LITERALS: &[&str] = &[
+    "AKIA",
+    "ASIA",
+    "PRIVATE KEY",
+    "earer",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "xox",
+    "sk-",
+    "eyJ",
+];
+
 /// `[redaction]` in the config file.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -79,9 +98,6 @@ impl RedactionConfig {
     pub fn build(&self) -> Result<Redactor, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut sources: Vec<String> = Vec::new();
-        if !self.replace_defaults {
-            sources.extend(DEFAULT_PATTERNS.iter().map(|s| s.to_string()));
-        }
         for (i, p) in self.patterns.iter().enumerate() {
             match Regex::new(p) {
                 Ok(_) => sources.push(p.clone()),
@@ -115,22 +131,31 @@ impl RedactionConfig {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let combined = if sources.is_empty() {
-            None
-        } else {
+        let combine = |sources: &[String]| -> Result<Option<Regex>, Vec<ConfigError>> {
+            if sources.is_empty() {
+                return Ok(None);
+            }
             let joined = sources
                 .iter()
                 .map(|s| format!("(?:{s})"))
                 .collect::<Vec<_>>()
                 .join("|");
-            Some(
-                Regex::new(&joined)
-                    .map_err(|e| vec![ConfigError::at("redaction.patterns", e.to_string())])?,
-            )
+            Regex::new(&joined)
+                .map(Some)
+                .map_err(|e| vec![ConfigError::at("redaction.patterns", e.to_string())])
+        };
+        let builtin = if self.replace_defaults {
+            None
+        } else {
+            let defaults: Vec<String> = DEFAULT_PATTERNS.iter().map(|s| s.to_string()).collect();
+            let literals = AhoCorasick::new(DEFAULT_LITERALS)
+                .map_err(|e| vec![ConfigError::at("redaction", e.to_string())])?;
+            combine(&defaults)?.map(|re| (literals, re))
         };
         Ok(Redactor {
             keys,
-            pattern: combined,
+            builtin,
+            custom: combine(&sources)?,
             max_value_bytes: self.max_value_bytes,
             privacy_mode: self.privacy_mode,
         })
@@ -141,7 +166,10 @@ impl RedactionConfig {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     keys: Vec<Vec<String>>,
-    pattern: Option<Regex>,
+    /// The built-in patterns, behind a literal prefilter.
+    builtin: Option<(AhoCorasick, Regex)>,
+    /// Configured patterns, tried on every string.
+    custom: Option<Regex>,
     max_value_bytes: usize,
     privacy_mode: bool,
 }
@@ -195,10 +223,13 @@ impl Redactor {
 
     /// Redacts secrets inside one string and truncates it if it is too long.
     pub fn redact_string(&self, s: &mut String) {
-        if let Some(re) = &self.pattern {
-            if let std::borrow::Cow::Owned(replaced) = re.replace_all(s, REDACTED) {
-                *s = replaced;
+        if let Some((literals, re)) = &self.builtin {
+            if literals.is_match(s.as_str()) {
+                replace_all(re, s);
             }
+        }
+        if let Some(re) = &self.custom {
+            replace_all(re, s);
         }
         truncate(s, self.max_value_bytes);
     }
@@ -208,11 +239,68 @@ impl Redactor {
         if key.len() > 128 {
             return false;
         }
-        let kw = words(key);
-        self.keys
-            .iter()
-            .any(|needle| kw.windows(needle.len()).any(|w| w == needle.as_slice()))
+        let mut spans = [(0usize, 0usize); MAX_KEY_WORDS];
+        let n = word_spans(key, &mut spans);
+        let kw = &spans[..n];
+        self.keys.iter().any(|needle| {
+            kw.windows(needle.len()).any(|w| {
+                w.iter()
+                    .zip(needle)
+                    .all(|(&(a, b), word)| key[a..b].eq_ignore_ascii_case(word))
+            })
+        })
     }
+}
+
+fn replace_all(re: &Regex, s: &mut String) {
+    if let std::borrow::Cow::Owned(replaced) = re.replace_all(s, REDACTED) {
+        *s = replaced;
+    }
+}
+
+/// Most words of a key that are told apart; the rest count as part of the last.
+const MAX_KEY_WORDS: usize = 16;
+
+/// The byte spans of the words of `key` (see [`words`]), without allocating.
+fn word_spans(key: &str, out: &mut [(usize, usize); MAX_KEY_WORDS]) -> usize {
+    let mut n = 0;
+    let mut push = |start: usize, end: usize, n: &mut usize| {
+        if *n < MAX_KEY_WORDS {
+            out[*n] = (start, end);
+            *n += 1;
+        } else {
+            out[MAX_KEY_WORDS - 1].1 = end;
+        }
+    };
+    let mut start: Option<usize> = None;
+    let mut prev: Option<char> = None;
+    let mut chars = key.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let next = chars.peek().map(|&(_, c)| c);
+        if !c.is_alphanumeric() {
+            if let Some(s) = start.take() {
+                push(s, i, &mut n);
+            }
+        } else {
+            let boundary = c.is_uppercase()
+                && prev.is_some_and(|p| {
+                    p.is_lowercase()
+                        || p.is_ascii_digit()
+                        || (p.is_uppercase() && next.is_some_and(char::is_lowercase))
+                });
+            if boundary {
+                if let Some(s) = start.take() {
+                    push(s, i, &mut n);
+                }
+            }
+            start.get_or_insert(i);
+        }
+        prev = Some(c);
+    }
+    if let Some(s) = start {
+        push(s, key.len(), &mut n);
+    }
+    n
 }
 
 /// Splits a key into lowercase words at separators and camelCase boundaries:
@@ -354,6 +442,48 @@ mod tests {
         let errs = bad.build().unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["redaction.patterns[1]", "redaction.keys[0]"]);
+    }
+
+    #[test]
+    fn word_spans_agree_with_words() {
+        for key in [
+            "X-Api-Key",
+            "apiKey",
+            "APIKey",
+            "db_password",
+            "max_tokens",
+            "a1B2",
+            "__",
+            "ÄpiKey",
+            "a-b-c-d-e-f-g-h-i-j-k-l-m-n-o-p-q-r",
+        ] {
+            let mut spans = [(0, 0); MAX_KEY_WORDS];
+            let n = word_spans(key, &mut spans);
+            let got: Vec<String> = spans[..n]
+                .iter()
+                .map(|&(a, b)| key[a..b].to_lowercase())
+                .collect();
+            let want = words(key);
+            if want.len() <= MAX_KEY_WORDS {
+                assert_eq!(got, want, "{key}");
+            } else {
+                assert_eq!(n, MAX_KEY_WORDS, "{key}");
+            }
+        }
+    }
+
+    #[test]
+    fn replacing_the_defaults_keeps_only_configured_rules() {
+        let cfg = RedactionConfig {
+            replace_defaults: true,
+            keys: vec!["pin".into()],
+            ..Default::default()
+        };
+        check(
+            &cfg,
+            json!({"password": "x", "pin": "1234", "k": "AKIAIOSFODNN7EXAMPLE"}),
+            json!({"password": "x", "pin": "[REDACTED]", "k": "AKIAIOSFODNN7EXAMPLE"}),
+        );
     }
 
     #[test]

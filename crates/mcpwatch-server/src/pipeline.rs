@@ -241,6 +241,7 @@ impl WriterLoop {
             match self.rx.recv_timeout(wait) {
                 Ok(first) => self.commit_group(first),
                 Err(RecvTimeoutError::Timeout) => {
+                    self.settle();
                     retention_pending = self.retention_step();
                     if !retention_pending {
                         next_retention = Instant::now() + self.config.retention_interval;
@@ -259,17 +260,22 @@ impl WriterLoop {
     fn commit_group(&mut self, first: WriteRequest) {
         let mut group = vec![first];
         let mut total = group[0].events.len();
+        let mut idle = false;
         while total < MAX_GROUP_EVENTS {
             match self.rx.try_recv() {
                 Ok(r) => {
                     total += r.events.len();
                     group.push(r);
                 }
-                Err(_) => break,
+                Err(_) => {
+                    idle = true;
+                    break;
+                }
             }
         }
         let refs: Vec<&PreparedEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
-        let result = self.writer.append(&refs).map(|_| ());
+        // With nothing else waiting, statistics are brought up to date in the same commit.
+        let result = self.writer.append(&refs, idle).map(|_| ());
         drop(refs);
         self.health
             .pending_events
@@ -294,6 +300,13 @@ impl WriterLoop {
                     let _ = r.reply.send(Err(SinkError::Store(e.to_string())));
                 }
             }
+        }
+    }
+
+    /// Brings statistics up to date while nothing is waiting.
+    fn settle(&mut self) {
+        if let Err(e) = self.writer.settle() {
+            tracing::warn!(error = %e, "could not update statistics; will retry");
         }
     }
 

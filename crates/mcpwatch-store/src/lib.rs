@@ -89,7 +89,13 @@ pub struct RetentionStep {
 pub trait EventWriter: Send {
     /// Commits a batch in one transaction. Events whose id is already stored are skipped, which
     /// makes client retries idempotent. Returns how many were new.
-    fn append(&mut self, batch: &[&PreparedEvent]) -> Result<usize, StoreError>;
+    ///
+    /// Derived statistics may trail the events by up to a second under load; with `settle` (the
+    /// caller has nothing else waiting) they are brought up to date in the same transaction.
+    fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError>;
+
+    /// Brings derived statistics up to date with every committed event.
+    fn settle(&mut self) -> Result<(), StoreError>;
 
     /// Deletes at most `budget` events that the policy says must go.
     fn retain(

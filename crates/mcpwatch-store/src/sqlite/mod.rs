@@ -60,10 +60,8 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn writer(&self) -> Result<Box<dyn EventWriter>, StoreError> {
-        Ok(Box::new(SqliteWriter::new(open_connection(
-            &self.path,
-            self.durability,
-        )?)))
+        let conn = open_connection(&self.path, self.durability)?;
+        Ok(Box::new(SqliteWriter::new(conn)?))
     }
 
     fn reader(&self) -> Arc<dyn EventReader> {

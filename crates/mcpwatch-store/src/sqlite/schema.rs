@@ -63,7 +63,7 @@ CREATE TABLE user_params(
 ) WITHOUT ROWID;
 
 CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO counters(name, value) VALUES ('events', 0);
+INSERT INTO counters(name, value) VALUES ('events', 0), ('rollup_seq', 0);
 ";
 
 /// Brings the schema up to [`VERSION`].

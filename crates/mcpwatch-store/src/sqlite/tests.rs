@@ -57,7 +57,7 @@ fn fixture() -> Fixture {
 impl Fixture {
     fn append(&mut self, events: &[PreparedEvent]) -> usize {
         let refs: Vec<&PreparedEvent> = events.iter().collect();
-        self.writer.append(&refs).unwrap()
+        self.writer.append(&refs, true).unwrap()
     }
 
     fn ids(&self, q: EventQuery) -> Vec<String> {
@@ -409,9 +409,58 @@ fn reopening_keeps_everything() {
     {
         let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
         let mut w = store.writer().unwrap();
-        w.append(&[&exec("a", 1, "t", "u", 0.1, "success")])
+        w.append(&[&exec("a", 1, "t", "u", 0.1, "success")], true)
             .unwrap();
     }
     let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
     assert_eq!(store.reader().stats().unwrap().events, 1);
+}
+
+#[test]
+fn deferred_statistics_settle_on_request() {
+    let mut f = fixture();
+    let batch: Vec<PreparedEvent> = (0..10)
+        .map(|i| exec(&format!("e{i}"), i, "t", "u", 0.1, "success"))
+        .collect();
+    let refs: Vec<&PreparedEvent> = batch.iter().collect();
+    f.writer.append(&refs, false).unwrap();
+    // The events are committed at once; their statistics may trail until settled.
+    assert_eq!(f.ids(EventQuery::default()).len(), 10);
+    f.writer.settle().unwrap();
+    let stats = f.store.reader().tool_stats(&StatsQuery::default()).unwrap();
+    assert_eq!(stats[0].count, 10);
+}
+
+#[test]
+fn a_crash_before_statistics_settle_loses_nothing_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+        let mut w = store.writer().unwrap();
+        let settled: Vec<PreparedEvent> = (0..5)
+            .map(|i| exec(&format!("s{i}"), i, "t", "alice", 0.1, "success"))
+            .collect();
+        w.append(&settled.iter().collect::<Vec<_>>(), true).unwrap();
+        let unsettled: Vec<PreparedEvent> = (0..7)
+            .map(|i| exec(&format!("u{i}"), 100 + i, "t", "bob", 0.2, "tool_error"))
+            .collect();
+        w.append(&unsettled.iter().collect::<Vec<_>>(), false)
+            .unwrap();
+        // Dropped without settling: as if the process died here.
+        std::mem::forget(w);
+    }
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let _writer = store.writer().unwrap();
+    let stats = store.reader().tool_stats(&StatsQuery::default()).unwrap();
+    assert_eq!((stats[0].count, stats[0].successes), (12, 5));
+    assert_eq!(stats[0].failures.get("tool_error"), Some(&7));
+    let users = store.reader().users(&StatsQuery::default()).unwrap();
+    assert_eq!(users.iter().map(|u| u.count).sum::<u64>(), 12);
+    // Recovering twice does not count twice.
+    drop(_writer);
+    let _again = store.writer().unwrap();
+    assert_eq!(
+        store.reader().tool_stats(&StatsQuery::default()).unwrap()[0].count,
+        12
+    );
 }

@@ -1,9 +1,20 @@
-//! The one writing connection: appends batches with their rollups in one transaction, and
-//! deletes history in small steps so retention never stalls ingest.
+//! The one writing connection: appends batches, keeps the rollups, deletes history in small
+//! steps so retention never stalls ingest.
+//!
+//! Rollups are derived from events, so they need not be written with every batch: deltas are
+//! summed in memory and written in the same transaction as a later batch, at the latest a
+//! second later, or at once when the pipeline has nothing else waiting. A watermark row
+//! (`rollup_seq`, the last event sequence the rollups include) is written with them; on start
+//! the writer folds in any events past it, so a crash never leaves statistics behind the log.
+//!
+//! Architecture Invariant: rollups equal a fold of the events up to `rollup_seq`, and
+//! `rollup_seq` is brought up to the last event before any query can see the difference
+//! for long (one second under load, zero when idle).
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-use mcpwatch_core::{Event, Outcome, Timestamp};
+use mcpwatch_core::{Event, Level, Outcome, Timestamp};
 use rusqlite::{params, Connection, Transaction};
 use serde_json::Value;
 
@@ -16,51 +27,91 @@ const HOUR: i64 = 60 * MINUTE;
 const MAX_PATTERNS_PER_USER_TOOL: i64 = 64;
 /// Longest parameter-key pattern kept, in bytes.
 const MAX_PATTERN_BYTES: usize = 256;
+/// Longest time rollup deltas wait in memory.
+const MAX_ROLLUP_DELAY: Duration = Duration::from_secs(1);
+/// Most distinct rollup keys held in memory before they are written.
+const MAX_ROLLUP_KEYS: usize = 50_000;
+/// Events read per step when catching up rollups on start.
+const RECOVERY_CHUNK: i64 = 10_000;
 
 /// Writes to the SQLite store. Owned by the writer thread.
 pub struct SqliteWriter {
     conn: Connection,
+    pending: Rollups,
+    last_flush: Instant,
 }
 
 impl SqliteWriter {
-    pub(super) fn new(conn: Connection) -> Self {
-        Self { conn }
+    pub(super) fn new(conn: Connection) -> Result<Self, StoreError> {
+        let mut w = Self {
+            conn,
+            pending: Rollups::default(),
+            last_flush: Instant::now(),
+        };
+        w.recover()?;
+        Ok(w)
+    }
+
+    /// Folds events committed after the rollup watermark (a crash between flushes) into the
+    /// rollups.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        loop {
+            let mark: i64 = self.conn.query_row(
+                "SELECT value FROM counters WHERE name = 'rollup_seq'",
+                [],
+                |r| r.get(0),
+            )?;
+            let mut st = self
+                .conn
+                .prepare("SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+            let rows: Vec<(i64, String)> = st
+                .query_map(params![mark, RECOVERY_CHUNK], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            drop(st);
+            let Some(&(last, _)) = rows.last() else {
+                return Ok(());
+            };
+            for (seq, body) in &rows {
+                // A body that does not parse cannot have been written by us; skip it rather than
+                // refuse to start.
+                if let Ok(e) = serde_json::from_str::<Event>(body) {
+                    self.pending.add(&e, *seq);
+                }
+            }
+            self.pending.last_seq = self.pending.last_seq.max(last);
+            let tx = self.conn.transaction()?;
+            std::mem::take(&mut self.pending).flush(&tx)?;
+            tx.commit()?;
+        }
     }
 }
 
 impl EventWriter for SqliteWriter {
-    fn append(&mut self, batch: &[&PreparedEvent]) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut agg = Rollups::default();
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events(id, ts, level, category, event_type, server, tool, user, session, outcome, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
-            for p in batch {
-                let e = &p.event;
-                let inserted = insert.execute(params![
-                    e.id,
-                    e.timestamp.as_micros(),
-                    e.level.rank(),
-                    e.category,
-                    e.event_type,
-                    e.server(),
-                    e.tool(),
-                    e.user(),
-                    e.session(),
-                    e.metadata.get("outcome").and_then(Value::as_str),
-                    p.body,
-                ])?;
-                if inserted == 1 {
-                    agg.add(e);
-                }
+    fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError> {
+        let result = self.append_inner(batch, settle);
+        if result.is_err() {
+            // The batch is not stored. Deltas of earlier batches were merged with its deltas and
+            // cannot be told apart: drop them all and re-derive them from the committed events
+            // past the watermark, as on start.
+            self.pending = Rollups::default();
+            if let Err(e) = self.recover() {
+                tracing::warn!(error = %e, "could not re-derive statistics after a failed commit; they are rebuilt at the next start");
             }
         }
-        let added = agg.added;
-        agg.flush(&tx)?;
+        result
+    }
+
+    fn settle(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        std::mem::take(&mut self.pending).flush(&tx)?;
         tx.commit()?;
-        Ok(added)
+        self.last_flush = Instant::now();
+        Ok(())
     }
 
     fn retain(
@@ -69,6 +120,8 @@ impl EventWriter for SqliteWriter {
         now: Timestamp,
         budget: usize,
     ) -> Result<RetentionStep, StoreError> {
+        // Settle first, so deleted events are never folded into rollups afterwards.
+        self.settle()?;
         let cutoff = now.saturating_sub(policy.max_age).as_micros();
         let tx = self.conn.transaction()?;
         let mut deleted = delete_oldest(&tx, Some(cutoff), budget)?;
@@ -106,6 +159,60 @@ impl EventWriter for SqliteWriter {
     }
 }
 
+impl SqliteWriter {
+    fn append_inner(
+        &mut self,
+        batch: &[&PreparedEvent],
+        settle: bool,
+    ) -> Result<usize, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut added = 0;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events(id, ts, level, category, event_type, server, tool, user, session, outcome, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for p in batch {
+                let e = &p.event;
+                let inserted = insert.execute(params![
+                    e.id,
+                    e.timestamp.as_micros(),
+                    e.level.rank(),
+                    e.category,
+                    e.event_type,
+                    e.server(),
+                    e.tool(),
+                    e.user(),
+                    e.session(),
+                    e.metadata.get("outcome").and_then(Value::as_str),
+                    p.body,
+                ])?;
+                if inserted == 1 {
+                    added += 1;
+                    self.pending.add(e, tx.last_insert_rowid());
+                }
+            }
+        }
+        if added > 0 {
+            tx.execute(
+                "UPDATE counters SET value = value + ?1 WHERE name = 'events'",
+                [added as i64],
+            )?;
+        }
+        let flush = settle
+            || self.last_flush.elapsed() >= MAX_ROLLUP_DELAY
+            || self.pending.keys() >= MAX_ROLLUP_KEYS;
+        if flush {
+            std::mem::take(&mut self.pending).flush(&tx)?;
+        }
+        tx.commit()?;
+        if flush {
+            self.last_flush = Instant::now();
+        }
+        Ok(added)
+    }
+}
+
 fn delete_oldest(
     tx: &Transaction<'_>,
     before: Option<i64>,
@@ -125,7 +232,7 @@ pub(super) fn used_bytes(conn: &Connection) -> Result<u64, StoreError> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-#[derive(Default)]
+#[derive(Default, Clone, Copy)]
 struct MinuteAgg {
     count: i64,
     errors: i64,
@@ -133,6 +240,7 @@ struct MinuteAgg {
     sum_time: f64,
 }
 
+#[derive(Clone, Copy)]
 struct ToolAgg {
     count: i64,
     sum_time: f64,
@@ -141,45 +249,79 @@ struct ToolAgg {
     last_ts: i64,
 }
 
+#[derive(Clone, Copy)]
 struct UserAgg {
     count: i64,
     first_ts: i64,
     last_ts: i64,
 }
 
-/// Rollup deltas of one batch, keyed by borrowed strings of the batch.
+/// Strings of rollup keys, stored once; keys hold their indexes.
 #[derive(Default)]
-struct Rollups<'a> {
-    added: usize,
-    minute: HashMap<(i64, &'a str, i64, &'a str, &'a str), MinuteAgg>,
-    tool: HashMap<(i64, &'a str, &'a str, &'a str), ToolAgg>,
-    hist: HashMap<(i64, &'a str, &'a str, i64), i64>,
-    user: HashMap<(&'a str, &'a str, &'a str), UserAgg>,
-    params: HashMap<(&'a str, &'a str, &'a str, String), (i64, i64)>,
+struct Interner {
+    ids: HashMap<String, u32>,
+    names: Vec<String>,
 }
 
-impl<'a> Rollups<'a> {
-    fn add(&mut self, e: &'a Event) {
-        self.added += 1;
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let i = self.names.len() as u32;
+        self.ids.insert(s.to_owned(), i);
+        self.names.push(s.to_owned());
+        i
+    }
+
+    fn name(&self, i: u32) -> &str {
+        &self.names[i as usize]
+    }
+}
+
+type Sym = u32;
+
+/// Rollup deltas not yet written, with the last event sequence they include.
+#[derive(Default)]
+struct Rollups {
+    strings: Interner,
+    last_seq: i64,
+    minute: HashMap<(i64, Sym, i64, Sym, Sym), MinuteAgg>,
+    tool: HashMap<(i64, Sym, Sym, Sym), ToolAgg>,
+    hist: HashMap<(i64, Sym, Sym, i64), i64>,
+    user: HashMap<(Sym, Sym, Sym), UserAgg>,
+    params: HashMap<(Sym, Sym, Sym, Sym), (i64, i64)>,
+}
+
+impl Rollups {
+    fn is_empty(&self) -> bool {
+        self.minute.is_empty() && self.last_seq == 0
+    }
+
+    fn keys(&self) -> usize {
+        self.minute.len() + self.tool.len() + self.hist.len() + self.user.len() + self.params.len()
+    }
+
+    fn add(&mut self, e: &Event, seq: i64) {
+        self.last_seq = self.last_seq.max(seq);
         let ts = e.timestamp.as_micros();
-        let tool = e.tool().unwrap_or("");
-        let outcome = e
+        let tool_name = e.tool().unwrap_or("");
+        let outcome_name = e
             .metadata
             .get("outcome")
             .and_then(Value::as_str)
             .unwrap_or("");
-        let failed = (!outcome.is_empty() && outcome != Outcome::Success.as_str())
-            || e.level >= mcpwatch_core::Level::Error;
+        let failed = (!outcome_name.is_empty() && outcome_name != Outcome::Success.as_str())
+            || e.level >= Level::Error;
         let duration = e.duration_secs().filter(|d| d.is_finite() && *d >= 0.0);
+        let (cat, tool, outcome) = (
+            self.strings.id(&e.category),
+            self.strings.id(tool_name),
+            self.strings.id(outcome_name),
+        );
         let m = self
             .minute
-            .entry((
-                ts.div_euclid(MINUTE),
-                &e.category,
-                e.level.rank(),
-                tool,
-                outcome,
-            ))
+            .entry((ts.div_euclid(MINUTE), cat, e.level.rank(), tool, outcome))
             .or_default();
         m.count += 1;
         m.errors += failed as i64;
@@ -190,7 +332,7 @@ impl<'a> Rollups<'a> {
         if !e.is_execution_complete() {
             return;
         }
-        let server = e.server().unwrap_or("");
+        let server = self.strings.id(e.server().unwrap_or(""));
         let hour = ts.div_euclid(HOUR);
         let d = duration.unwrap_or(0.0);
         let t = self
@@ -212,7 +354,8 @@ impl<'a> Rollups<'a> {
             .hist
             .entry((hour, server, tool, hist::bucket_of(d)))
             .or_default() += 1;
-        let Some(user) = e.user() else { return };
+        let Some(user_name) = e.user() else { return };
+        let user = self.strings.id(user_name);
         let u = self.user.entry((user, server, tool)).or_insert(UserAgg {
             count: 0,
             first_ts: ts,
@@ -221,22 +364,17 @@ impl<'a> Rollups<'a> {
         u.count += 1;
         u.first_ts = u.first_ts.min(ts);
         u.last_ts = u.last_ts.max(ts);
+        let pattern = self.strings.id(&parameter_pattern(e));
         let p = self
             .params
-            .entry((user, server, tool, parameter_pattern(e)))
+            .entry((user, server, tool, pattern))
             .or_insert((0, ts));
         p.0 += 1;
         p.1 = p.1.max(ts);
     }
 
     fn flush(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        if self.added == 0 {
-            return Ok(());
-        }
-        tx.execute(
-            "UPDATE counters SET value = value + ?1 WHERE name = 'events'",
-            [self.added as i64],
-        )?;
+        let s = &self.strings;
         let mut st = tx.prepare_cached(
             "INSERT INTO rollup_minute(minute, category, level, tool, outcome, count, errors, timed, sum_time)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
@@ -245,7 +383,15 @@ impl<'a> Rollups<'a> {
         )?;
         for ((minute, cat, level, tool, outcome), a) in &self.minute {
             st.execute(params![
-                minute, cat, level, tool, outcome, a.count, a.errors, a.timed, a.sum_time
+                minute,
+                s.name(*cat),
+                level,
+                s.name(*tool),
+                s.name(*outcome),
+                a.count,
+                a.errors,
+                a.timed,
+                a.sum_time
             ])?;
         }
         let mut st = tx.prepare_cached(
@@ -257,7 +403,15 @@ impl<'a> Rollups<'a> {
         )?;
         for ((hour, server, tool, outcome), a) in &self.tool {
             st.execute(params![
-                hour, server, tool, outcome, a.count, a.sum_time, a.min_time, a.max_time, a.last_ts
+                hour,
+                s.name(*server),
+                s.name(*tool),
+                s.name(*outcome),
+                a.count,
+                a.sum_time,
+                a.min_time,
+                a.max_time,
+                a.last_ts
             ])?;
         }
         let mut st = tx.prepare_cached(
@@ -265,7 +419,7 @@ impl<'a> Rollups<'a> {
              ON CONFLICT DO UPDATE SET count = count + excluded.count",
         )?;
         for ((hour, server, tool, bucket), n) in &self.hist {
-            st.execute(params![hour, server, tool, bucket, n])?;
+            st.execute(params![hour, s.name(*server), s.name(*tool), bucket, n])?;
         }
         let mut st = tx.prepare_cached(
             "INSERT INTO user_tool(user, server, tool, count, first_ts, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -273,7 +427,14 @@ impl<'a> Rollups<'a> {
                last_ts = max(last_ts, excluded.last_ts)",
         )?;
         for ((user, server, tool), a) in &self.user {
-            st.execute(params![user, server, tool, a.count, a.first_ts, a.last_ts])?;
+            st.execute(params![
+                s.name(*user),
+                s.name(*server),
+                s.name(*tool),
+                a.count,
+                a.first_ts,
+                a.last_ts
+            ])?;
         }
         let mut update = tx.prepare_cached(
             "UPDATE user_params SET count = count + ?5, last_ts = max(last_ts, ?6)
@@ -285,6 +446,8 @@ impl<'a> Rollups<'a> {
              WHERE (SELECT count(*) FROM user_params WHERE user = ?1 AND server = ?2 AND tool = ?3) < ?7",
         )?;
         for ((user, server, tool, keys), (n, last)) in &self.params {
+            let (user, server, tool, keys) =
+                (s.name(*user), s.name(*server), s.name(*tool), s.name(*keys));
             if update.execute(params![user, server, tool, keys, n, last])? == 0 {
                 insert.execute(params![
                     user,
@@ -296,6 +459,12 @@ impl<'a> Rollups<'a> {
                     MAX_PATTERNS_PER_USER_TOOL
                 ])?;
             }
+        }
+        if self.last_seq > 0 {
+            tx.execute(
+                "UPDATE counters SET value = max(value, ?1) WHERE name = 'rollup_seq'",
+                [self.last_seq],
+            )?;
         }
         Ok(())
     }

@@ -1,0 +1,368 @@
+//! Ingest benchmark (SPEC 11): events/s over HTTP into `mcpwatch serve`, side by side with the
+//! raw SQLite insert rate of the same rows with the same indexes, measured in the same run; then
+//! the acknowledgement latency under a paced load of 50,000 events/s.
+//!
+//! Run: `cargo bench -p mcpwatch --bench ingest` (BENCH_EVENTS=N to change the volume).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mcpwatch_core::config::Durability;
+use mcpwatch_core::ids::IdGenerator;
+use mcpwatch_core::validate::{parse_batch, BodyFormat, Defaults};
+use mcpwatch_core::{ManualClock, Timestamp};
+use mcpwatch_store::sqlite::SqliteStore;
+use mcpwatch_store::PreparedEvent;
+use serde_json::{json, Value};
+
+const BATCH: usize = 1000;
+
+fn main() {
+    let n: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300_000);
+    let n = n.div_ceil(BATCH) * BATCH;
+    let events = generate(n);
+    let bodies: Vec<String> = events
+        .chunks(BATCH)
+        .map(|c| Value::Array(c.to_vec()).to_string())
+        .collect();
+    let avg_bytes = bodies.iter().map(String::len).sum::<usize>() / n;
+    println!("ingest benchmark: {n} realistic events in batches of {BATCH}, ~{avg_bytes} bytes each, durability=full");
+
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("http") {
+        println!("http ingest: {:.0} events/s", http_ingest(&bodies));
+        return;
+    }
+    stages(&bodies);
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("stages") {
+        return;
+    }
+    let raw = raw_sqlite(&bodies);
+    let http = http_ingest(&bodies);
+    println!();
+    println!("{:<44} {:>12}", "path", "events/s");
+    println!(
+        "{:<44} {:>12.0}",
+        "raw SQLite insert (same rows, same indexes)", raw
+    );
+    println!(
+        "{:<44} {:>12.0}",
+        "mcpwatch serve over HTTP (validate+redact+rollups)", http
+    );
+    let ratio = http / raw;
+    println!(
+        "ratio: {:.1} % of raw (target >= 70 %) {}",
+        ratio * 100.0,
+        verdict(ratio >= 0.70)
+    );
+
+    let (p50, p99, max, achieved) = ack_latency(&bodies, 50_000.0, Duration::from_secs(8));
+    println!();
+    println!("ack latency at a paced {achieved:.0} events/s (target rate 50,000): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (target p99 <= 50 ms) {}", verdict(p99 <= 50.0));
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "MET"
+    } else {
+        "NOT MET"
+    }
+}
+
+/// Deterministic mixed traffic: tool executions, request timings, authentications, data access.
+fn generate(n: usize) -> Vec<Value> {
+    let tools = [
+        "read_file",
+        "write_file",
+        "list_directory",
+        "search_files",
+        "get_file_info",
+        "run_query",
+        "fetch",
+        "git_status",
+    ];
+    let servers = ["filesystem", "postgres", "web", "git"];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let start = 1_790_000_000.0;
+    (0..n)
+        .map(|i| {
+            let r = rnd();
+            let user = format!("user{}", r % 200);
+            let tool = tools[(r >> 8) as usize % tools.len()];
+            let server = servers[(r >> 16) as usize % servers.len()];
+            let ts = start + i as f64 * 0.0005;
+            let latency = 0.002 + ((r >> 24) % 5000) as f64 / 10_000.0;
+            let ok = (r >> 40) % 20 != 0;
+            match (r >> 32) % 20 {
+                0..=13 => json!({
+                    "timestamp": ts, "level": if ok { "info" } else { "error" }, "category": "tool_execution",
+                    "event_type": "execution_complete", "source": format!("wrap:{server}"),
+                    "message": format!("Tool {tool} execution completed"),
+                    "metadata": {"execution_id": format!("ex-{i}"), "tool_name": tool, "server": server, "user_id": user,
+                                 "session_id": format!("s-{}", r % 977), "execution_time": latency, "success": ok,
+                                 "outcome": if ok { "success" } else { "tool_error" },
+                                 "parameters": {"path": format!("/home/{user}/project/src/module_{}.rs", r % 91), "encoding": "utf-8"},
+                                 "result": {"size": (r >> 20) % 40_000, "content_types": ["text"], "text": "fn main() { println!(\"hello\"); }"},
+                                 "client": {"name": "claude-desktop", "version": "1.4.2"}},
+                    "tags": ["tool", "execution", "complete"]}),
+                14..=16 => json!({
+                    "timestamp": ts, "category": "performance", "event_type": "request_performance", "source": format!("wrap:{server}"),
+                    "message": "request completed",
+                    "metadata": {"request_id": format!("rq-{i}"), "response_time": latency, "success": ok, "method": "tools/call", "server": server}}),
+                17..=18 => json!({
+                    "timestamp": ts, "level": if ok { "info" } else { "warning" }, "category": "security", "event_type": "authentication",
+                    "source": "gateway", "message": "authentication attempt",
+                    "metadata": {"user_id": user, "result": if ok { "success" } else { "failure" }, "ip_address": format!("10.0.{}.{}", r % 255, (r >> 8) % 255),
+                                 "user_agent": "mcp-client/1.0"}}),
+                _ => json!({
+                    "timestamp": ts, "category": "security", "event_type": "data_access", "source": format!("wrap:{server}"),
+                    "message": "resource read",
+                    "metadata": {"user_id": user, "data_type": "resource", "operation": "read", "data_classification": "internal",
+                                 "uri": format!("file:///srv/data/{}.csv", r % 300), "server": server}}),
+            }
+        })
+        .collect()
+}
+
+/// Where the time goes, one stage at a time on one thread, in microseconds per event.
+fn stages(bodies: &[String]) {
+    let ids = IdGenerator::new();
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let defaults = Defaults {
+        ids: &ids,
+        clock: &clock,
+        source: "api",
+        max_events: BATCH,
+    };
+    let n = (bodies.len() * BATCH) as f64;
+    let t = Instant::now();
+    let mut batches: Vec<Vec<mcpwatch_core::Event>> = bodies
+        .iter()
+        .map(|b| parse_batch(b.as_bytes(), BodyFormat::Json, &defaults).unwrap())
+        .collect();
+    let parse = t.elapsed().as_secs_f64() * 1e6 / n;
+    let redactor = mcpwatch_core::Redactor::default();
+    let t = Instant::now();
+    for b in &mut batches {
+        for e in b.iter_mut() {
+            redactor.redact_event(e);
+        }
+    }
+    let redact = t.elapsed().as_secs_f64() * 1e6 / n;
+    let t = Instant::now();
+    let prepared: Vec<Vec<PreparedEvent>> = batches
+        .into_iter()
+        .map(|b| b.into_iter().map(PreparedEvent::new).collect())
+        .collect();
+    let serialise = t.elapsed().as_secs_f64() * 1e6 / n;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let mut writer = mcpwatch_store::Store::writer(&store).unwrap();
+    let t = Instant::now();
+    for b in &prepared {
+        let refs: Vec<&PreparedEvent> = b.iter().collect();
+        writer.append(&refs, false).unwrap();
+    }
+    let write = t.elapsed().as_secs_f64() * 1e6 / n;
+    println!("stages (µs/event, one thread): parse+validate {parse:.2}, redact {redact:.2}, serialise {serialise:.2}, store append with rollups {write:.2}");
+}
+
+/// Inserts the same rows as `serve` would, with the same schema and pragmas, and nothing else.
+fn raw_sqlite(bodies: &[String]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    // Opening through the store creates the same schema, indexes and pragmas.
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let ids = IdGenerator::new();
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let defaults = Defaults {
+        ids: &ids,
+        clock: &clock,
+        source: "api",
+        max_events: BATCH,
+    };
+    let batches: Vec<Vec<PreparedEvent>> = bodies
+        .iter()
+        .map(|b| {
+            parse_batch(b.as_bytes(), BodyFormat::Json, &defaults)
+                .unwrap()
+                .into_iter()
+                .map(PreparedEvent::new)
+                .collect()
+        })
+        .collect();
+    let mut conn = rusqlite::Connection::open(store.path()).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "synchronous", "FULL").unwrap();
+    let started = Instant::now();
+    for batch in &batches {
+        let tx = conn.transaction().unwrap();
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO events(id, ts, level, category, event_type, server, tool, user, session, outcome, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .unwrap();
+            for p in batch {
+                let e = &p.event;
+                st.execute(rusqlite::params![
+                    e.id,
+                    e.timestamp.as_micros(),
+                    e.level.rank(),
+                    e.category,
+                    e.event_type,
+                    e.server(),
+                    e.tool(),
+                    e.user(),
+                    e.session(),
+                    e.metadata.get("outcome").and_then(Value::as_str),
+                    p.body
+                ])
+                .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+    }
+    let n: usize = batches.iter().map(Vec::len).sum();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+struct Serve {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve() -> Serve {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("MCPWATCH_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Serve {
+        child,
+        url,
+        _dir: dir,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: String) -> Duration {
+    loop {
+        let t = Instant::now();
+        let resp = client
+            .post(format!("{url}/api/v1/events"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        match resp.status().as_u16() {
+            202 => return t.elapsed(),
+            503 => tokio::time::sleep(Duration::from_millis(5)).await,
+            s => panic!(
+                "unexpected status {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// Closed loop: a few connections post as fast as the collector acknowledges.
+fn http_ingest(bodies: &[String]) -> f64 {
+    // BENCH_COLLECTOR points the load at a collector started by hand (e.g. under a profiler).
+    let external = std::env::var("BENCH_COLLECTOR").ok();
+    let s = external.is_none().then(serve);
+    let rt = runtime();
+    let bodies = Arc::new(bodies.to_vec());
+    let url = external.unwrap_or_else(|| s.as_ref().map(|s| s.url.clone()).unwrap_or_default());
+    rt.block_on(async move {
+        let client = reqwest::Client::new();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (client, url, bodies, next) =
+                (client.clone(), url.clone(), bodies.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { return };
+                    post(&client, &url, body.clone()).await;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        (bodies.len() * BATCH) as f64 / started.elapsed().as_secs_f64()
+    })
+}
+
+/// Open loop: one batch every BATCH/rate seconds, whatever the answers; latency of each ack.
+fn ack_latency(bodies: &[String], rate: f64, duration: Duration) -> (f64, f64, f64, f64) {
+    let s = serve();
+    let rt = runtime();
+    let interval = Duration::from_secs_f64(BATCH as f64 / rate);
+    let count = (duration.as_secs_f64() / interval.as_secs_f64()) as usize;
+    let bodies: Vec<String> = (0..count)
+        .map(|i| bodies[i % bodies.len()].clone())
+        .collect();
+    let url = s.url.clone();
+    rt.block_on(async move {
+        let client = reqwest::Client::new();
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for body in bodies {
+            ticker.tick().await;
+            let (client, url) = (client.clone(), url.clone());
+            tasks.push(tokio::spawn(async move { post(&client, &url, body).await }));
+        }
+        let mut lat: Vec<f64> = Vec::new();
+        for t in tasks {
+            lat.push(t.await.unwrap().as_secs_f64() * 1000.0);
+        }
+        let achieved = (count * BATCH) as f64 / started.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
+        (pct(0.5), pct(0.99), lat[lat.len() - 1], achieved)
+    })
+}
