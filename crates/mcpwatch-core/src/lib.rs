@@ -5,6 +5,7 @@
 //! [`EventSink`] entry point of the pipeline, and the TOML [`config`] types. Nothing here does
 //! I/O, so every stage can depend on it without pulling in a runtime.
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod event;

@@ -1,11 +1,11 @@
 //! mcpwatch-server: the collector that `mcpwatch serve` runs.
 //!
 //! [`pipeline`] is the one entry point every event goes through (redact, commit, then fan out
-//! to live subscribers); [`http`] is the API of SPEC section 9 on top of it; [`auth`] checks
-//! tokens and roles.
+//! to live subscribers); [`http`] is the API of SPEC section 9 on top of it.
 
-pub mod auth;
+pub use mcpwatch_core::auth;
+
 pub mod http;
 pub mod pipeline;
 
-pub use pipeline::{Pipeline, PipelineConfig, WriterHandle};
+pub use pipeline::{Committed, Pipeline, PipelineConfig, Stage, WriterHandle};

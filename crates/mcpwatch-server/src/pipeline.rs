@@ -7,18 +7,23 @@
 //!
 //! Architecture Invariant: nothing is acknowledged before its transaction commits, and nothing
 //! is published that was not committed.
-//! Architecture Invariant: every queue is bounded; a full pipeline answers `Overloaded` at once
-//! instead of queueing more.
+//! After commit, every batch goes through the post-commit [`Stage`]s (detection, alerting,
+//! metrics) on their own thread, in commit order; events they emit (alerts, anomalies) enter
+//! the pipeline like any other.
+//!
+//! Architecture Invariant: one counter bounds everything in flight: an event counts against
+//! `max_pending_events` from `submit` until every stage has seen it, so a slow stage turns into
+//! 503s at ingest, never into an unbounded queue or a lost event.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::sink::SinkFuture;
-use mcpwatch_core::{Event, EventSink, Redactor, SinkError};
+use mcpwatch_core::{Event, EventSink, Redactor, SinkError, Timestamp};
 use mcpwatch_store::{EventWriter, PreparedEvent, RetentionPolicy, StoreError};
 use tokio::sync::{broadcast, oneshot};
 
@@ -27,7 +32,9 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 /// Events deleted per retention step, between which pending writes are served.
 const RETENTION_STEP: usize = 5_000;
 /// Committed batches kept for slow live subscribers before they miss some.
-const PUBLISH_CAPACITY: usize = 1024;
+const PUBLISH_CAPACITY: usize = 16;
+/// How often stages get a clock tick when no batch arrives.
+const STAGE_TICK: Duration = Duration::from_secs(1);
 
 /// What the pipeline needs to know.
 #[derive(Debug, Clone)]
@@ -44,8 +51,19 @@ pub struct PipelineConfig {
 pub type Committed = Arc<Vec<PreparedEvent>>;
 
 struct WriteRequest {
-    events: Vec<PreparedEvent>,
-    reply: oneshot::Sender<Result<(), SinkError>>,
+    events: Committed,
+    /// `None` for events emitted by stages: nobody waits for them.
+    reply: Option<oneshot::Sender<Result<(), SinkError>>>,
+}
+
+/// A post-commit stage: sees every committed batch, in commit order, on the stage thread.
+pub trait Stage: Send + 'static {
+    /// For logs.
+    fn name(&self) -> &'static str;
+    /// Called with each committed batch; events pushed to `emit` are submitted to the pipeline.
+    fn on_commit(&mut self, batch: &[PreparedEvent], emit: &mut Vec<Event>);
+    /// Called about once a second with the wall time, so time-based state can move on.
+    fn on_tick(&mut self, _now: Timestamp, _emit: &mut Vec<Event>) {}
 }
 
 /// Counters of the pipeline's health.
@@ -63,6 +81,8 @@ pub struct PipelineHealth {
     pub retention_deleted: AtomicU64,
     /// Whether the writer thread is running.
     pub writer_alive: AtomicBool,
+    /// Events emitted by stages (alerts, anomalies, …).
+    pub stage_events: AtomicU64,
 }
 
 /// The in-process [`EventSink`] of `serve`.
@@ -72,66 +92,82 @@ pub struct Pipeline {
 }
 
 struct Inner {
-    tx: SyncSender<WriteRequest>,
+    tx: Sender<WriteRequest>,
     redactor: Redactor,
     max_pending: usize,
     health: Arc<PipelineHealth>,
     published: broadcast::Sender<Committed>,
 }
 
-/// Owns the writer thread; joining it waits for everything submitted to be committed.
+/// Owns the writer and stage threads; joining waits for everything submitted to be committed
+/// and seen by the stages.
 pub struct WriterHandle {
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl WriterHandle {
-    /// Waits for the writer to finish (after every [`Pipeline`] clone is dropped).
-    pub fn join(mut self) {
-        if let Some(t) = self.thread.take() {
+    /// Waits for the threads to finish (after every [`Pipeline`] clone is dropped).
+    pub fn join(self) {
+        for t in self.threads {
             let _ = t.join();
         }
     }
 }
 
 impl Pipeline {
-    /// Starts the writer thread on `writer`.
+    /// Starts the writer thread on `writer`, and a stage thread when there are `stages`.
     pub fn start(
         writer: Box<dyn EventWriter>,
         redactor: Redactor,
         clock: SharedClock,
         config: PipelineConfig,
+        stages: Vec<Box<dyn Stage>>,
     ) -> std::io::Result<(Pipeline, WriterHandle)> {
-        // A request holds a batch; the event bound is enforced by `pending_events`.
-        let (tx, rx) = sync_channel(4096);
+        // Channels are unbounded in type and bounded by `pending_events`: every request holds at
+        // least one event that counts until the stages have seen it.
+        let (tx, rx) = channel();
         let (published, _) = broadcast::channel(PUBLISH_CAPACITY);
         let health = Arc::new(PipelineHealth::default());
         health.writer_alive.store(true, Ordering::SeqCst);
+        let inner = Arc::new(Inner {
+            tx,
+            redactor,
+            max_pending: config.max_pending_events,
+            health: health.clone(),
+            published: published.clone(),
+        });
+        let mut threads = Vec::new();
+        let to_stages = if stages.is_empty() {
+            None
+        } else {
+            let (stage_tx, stage_rx) = channel();
+            let stage_loop = StageLoop {
+                stages,
+                rx: stage_rx,
+                clock: clock.clone(),
+                health: health.clone(),
+                pipeline: Arc::downgrade(&inner),
+            };
+            let thread = std::thread::Builder::new()
+                .name("mcpwatch-stages".into())
+                .spawn(move || stage_loop.run())?;
+            threads.push(thread);
+            Some(stage_tx)
+        };
         let writer_loop = WriterLoop {
             writer,
             rx,
             clock,
-            config: config.clone(),
-            health: health.clone(),
-            published: published.clone(),
+            config,
+            health,
+            published,
+            to_stages,
         };
         let thread = std::thread::Builder::new()
             .name("mcpwatch-writer".into())
             .spawn(move || writer_loop.run())?;
-        let inner = Inner {
-            tx,
-            redactor,
-            max_pending: config.max_pending_events,
-            health,
-            published,
-        };
-        Ok((
-            Pipeline {
-                inner: Arc::new(inner),
-            },
-            WriterHandle {
-                thread: Some(thread),
-            },
-        ))
+        threads.insert(0, thread);
+        Ok((Pipeline { inner }, WriterHandle { threads }))
     }
 
     /// Live committed batches. Lossy for slow readers (they learn how many they missed).
@@ -179,37 +215,37 @@ impl Pipeline {
                 retry_after_secs: 1,
             });
         }
-        let mut ids = Vec::with_capacity(n);
+        let ids = events.iter().map(|e| e.id.clone()).collect();
+        let (reply, rx) = oneshot::channel();
+        inner.send(events, Some(reply))?;
+        Ok((ids, rx))
+    }
+}
+
+impl Inner {
+    /// Redacts, serialises and hands a batch to the writer. `pending_events` already counts it.
+    fn send(
+        &self,
+        events: Vec<Event>,
+        reply: Option<oneshot::Sender<Result<(), SinkError>>>,
+    ) -> Result<(), SinkError> {
+        let n = events.len();
         let prepared: Vec<PreparedEvent> = events
             .into_iter()
             .map(|mut e| {
-                inner.redactor.redact_event(&mut e);
-                ids.push(e.id.clone());
+                self.redactor.redact_event(&mut e);
                 PreparedEvent::new(e)
             })
             .collect();
-        let (reply, rx) = oneshot::channel();
-        match inner.tx.try_send(WriteRequest {
-            events: prepared,
-            reply,
-        }) {
-            Ok(()) => Ok((ids, rx)),
-            Err(e) => {
-                inner.health.pending_events.fetch_sub(n, Ordering::SeqCst);
-                match e {
-                    TrySendError::Full(_) => {
-                        inner
-                            .health
-                            .overloaded_batches
-                            .fetch_add(1, Ordering::Relaxed);
-                        Err(SinkError::Overloaded {
-                            retry_after_secs: 1,
-                        })
-                    }
-                    TrySendError::Disconnected(_) => Err(SinkError::Closed),
-                }
-            }
-        }
+        self.tx
+            .send(WriteRequest {
+                events: Arc::new(prepared),
+                reply,
+            })
+            .map_err(|_| {
+                self.health.pending_events.fetch_sub(n, Ordering::SeqCst);
+                SinkError::Closed
+            })
     }
 }
 
@@ -226,6 +262,7 @@ struct WriterLoop {
     config: PipelineConfig,
     health: Arc<PipelineHealth>,
     published: broadcast::Sender<Committed>,
+    to_stages: Option<Sender<Committed>>,
 }
 
 impl WriterLoop {
@@ -277,27 +314,40 @@ impl WriterLoop {
         // With nothing else waiting, statistics are brought up to date in the same commit.
         let result = self.writer.append(&refs, idle).map(|_| ());
         drop(refs);
-        self.health
-            .pending_events
-            .fetch_sub(total, Ordering::SeqCst);
         match result {
             Ok(()) => {
                 self.health
                     .committed_events
                     .fetch_add(total as u64, Ordering::Relaxed);
-                let mut committed = Vec::with_capacity(total);
                 for r in group {
-                    let _ = r.reply.send(Ok(()));
-                    committed.extend(r.events);
+                    if let Some(reply) = r.reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                    if self.published.receiver_count() > 0 {
+                        let _ = self.published.send(r.events.clone());
+                    }
+                    // The batch stays counted as pending until the stages have seen it. The
+                    // submitter holds the other reference, so the events are freed off this thread.
+                    match &self.to_stages {
+                        Some(stages) if stages.send(r.events.clone()).is_ok() => {}
+                        _ => {
+                            self.health
+                                .pending_events
+                                .fetch_sub(r.events.len(), Ordering::SeqCst);
+                        }
+                    }
                 }
-                // No subscribers is fine: nothing is lost that was committed.
-                let _ = self.published.send(Arc::new(committed));
             }
             Err(e) => {
+                self.health
+                    .pending_events
+                    .fetch_sub(total, Ordering::SeqCst);
                 self.health.store_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, events = total, "commit failed; the batch was refused and nothing of it was kept");
                 for r in group {
-                    let _ = r.reply.send(Err(SinkError::Store(e.to_string())));
+                    if let Some(reply) = r.reply {
+                        let _ = reply.send(Err(SinkError::Store(e.to_string())));
+                    }
                 }
             }
         }
@@ -330,6 +380,64 @@ impl WriterLoop {
                 tracing::warn!(error = %e, "retention step failed");
                 false
             }
+        }
+    }
+}
+
+/// Runs the post-commit stages on every committed batch, in commit order.
+struct StageLoop {
+    stages: Vec<Box<dyn Stage>>,
+    rx: Receiver<Committed>,
+    clock: SharedClock,
+    health: Arc<PipelineHealth>,
+    pipeline: Weak<Inner>,
+}
+
+impl StageLoop {
+    fn run(mut self) {
+        let mut emit = Vec::new();
+        let mut last_tick = Instant::now();
+        loop {
+            match self.rx.recv_timeout(STAGE_TICK) {
+                Ok(batch) => {
+                    for stage in &mut self.stages {
+                        stage.on_commit(&batch, &mut emit);
+                    }
+                    self.health
+                        .pending_events
+                        .fetch_sub(batch.len(), Ordering::SeqCst);
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if last_tick.elapsed() >= STAGE_TICK {
+                last_tick = Instant::now();
+                let now = self.clock.now();
+                for stage in &mut self.stages {
+                    stage.on_tick(now, &mut emit);
+                }
+            }
+            if !emit.is_empty() {
+                self.submit(std::mem::take(&mut emit));
+            }
+        }
+    }
+
+    /// Emitted events bypass the pending limit: they are few (detection suppresses repeats),
+    /// and refusing them would lose alerts.
+    fn submit(&self, events: Vec<Event>) {
+        let Some(inner) = self.pipeline.upgrade() else {
+            return;
+        };
+        self.health
+            .stage_events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        inner
+            .health
+            .pending_events
+            .fetch_add(events.len(), Ordering::SeqCst);
+        if let Err(e) = inner.send(events, None) {
+            tracing::warn!(error = %e, "could not submit events emitted by a stage");
         }
     }
 }

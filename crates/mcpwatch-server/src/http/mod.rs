@@ -22,8 +22,8 @@ use mcpwatch_core::SinkError;
 use mcpwatch_store::{EventReader, StoreError};
 use serde_json::{json, Value};
 
-use crate::auth::{Authenticator, Denial, Principal};
 use crate::pipeline::Pipeline;
+use mcpwatch_core::auth::{Authenticator, Denial, Principal};
 
 /// Limits on ingest requests.
 #[derive(Debug, Clone, Copy)]

@@ -40,6 +40,7 @@ fn api_with(tokens: Vec<TokenConfig>, max_body: usize) -> Api {
         Redactor::default(),
         clock.clone(),
         config,
+        vec![],
     )
     .unwrap();
     let auth = Authenticator::build(&AuthConfig { tokens }, &|_| None).unwrap();

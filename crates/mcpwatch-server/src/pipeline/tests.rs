@@ -26,6 +26,14 @@ fn event(id: &str, metadata: serde_json::Value) -> Event {
 }
 
 fn start(dir: &std::path::Path, max_pending: usize) -> (Pipeline, WriterHandle, SqliteStore) {
+    start_with(dir, max_pending, vec![])
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    max_pending: usize,
+    stages: Vec<Box<dyn Stage>>,
+) -> (Pipeline, WriterHandle, SqliteStore) {
     let store = SqliteStore::open(dir, Durability::Normal).unwrap();
     let config = PipelineConfig {
         max_pending_events: max_pending,
@@ -38,8 +46,14 @@ fn start(dir: &std::path::Path, max_pending: usize) -> (Pipeline, WriterHandle, 
     let clock = Arc::new(ManualClock::new(Timestamp::from_micros(
         1_790_000_000_000_000,
     )));
-    let (p, h) =
-        Pipeline::start(store.writer().unwrap(), Redactor::default(), clock, config).unwrap();
+    let (p, h) = Pipeline::start(
+        store.writer().unwrap(),
+        Redactor::default(),
+        clock,
+        config,
+        stages,
+    )
+    .unwrap();
     (p, h, store)
 }
 
@@ -119,4 +133,68 @@ async fn concurrent_submitters_are_grouped_and_all_acknowledged() {
     assert_eq!(total, 2000);
     assert_eq!(store.reader().stats().unwrap().events, 2000);
     assert_eq!(p.health().pending_events.load(Ordering::SeqCst), 0);
+}
+
+/// Records what it sees and emits one event per batch.
+struct Echo {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Stage for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn on_commit(&mut self, batch: &[PreparedEvent], emit: &mut Vec<Event>) {
+        let mut seen = self.seen.lock().unwrap();
+        for p in batch {
+            seen.push(p.event.id.clone());
+            if p.event.source != "echo" {
+                let mut e = event(
+                    &format!("derived-{}", p.event.id),
+                    json!({"secret": "s3cr3t"}),
+                );
+                e.source = "echo".into();
+                emit.push(e);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn stages_see_every_batch_in_order_and_their_events_are_stored_redacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (p, h, store) = start_with(
+        dir.path(),
+        1000,
+        vec![Box::new(Echo { seen: seen.clone() })],
+    );
+    for i in 0..5 {
+        p.submit_events(vec![event(&format!("e{i}"), json!({}))])
+            .await
+            .unwrap();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.reader().stats().unwrap().events < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let derived = store
+        .reader()
+        .event("derived-e3")
+        .unwrap()
+        .expect("the stage's event is stored");
+    assert!(derived.get().contains("[REDACTED]") && !derived.get().contains("s3cr3t"));
+    let originals: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|id| id.starts_with('e'))
+        .cloned()
+        .collect();
+    assert_eq!(originals, ["e0", "e1", "e2", "e3", "e4"]);
+    drop(p);
+    h.join();
+    // Everything was seen by the stage, including its own events, and nothing is pending.
+    assert_eq!(seen.lock().unwrap().len(), 10);
 }

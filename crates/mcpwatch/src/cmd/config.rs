@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
+use mcpwatch_core::auth::Authenticator;
 use mcpwatch_core::config::{Config, ConfigError};
 use mcpwatch_core::paths::process_env;
-use mcpwatch_server::auth::Authenticator;
 
 /// `mcpwatch config …`.
 #[derive(clap::Subcommand)]

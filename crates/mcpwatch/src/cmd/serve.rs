@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use mcpwatch_core::auth::Authenticator;
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::config::Config;
 use mcpwatch_core::ids::IdGenerator;
 use mcpwatch_core::paths::{default_data_dir, process_env};
 use mcpwatch_core::SystemClock;
-use mcpwatch_server::auth::Authenticator;
 use mcpwatch_server::http::{router, AppState, IngestLimits};
 use mcpwatch_server::{Pipeline, PipelineConfig, WriterHandle};
 use mcpwatch_store::sqlite::SqliteStore;
@@ -102,9 +102,14 @@ impl Collector {
             },
             retention_interval: config.retention.interval,
         };
-        let (pipeline, writer) =
-            Pipeline::start(store.writer()?, redactor, clock.clone(), pipeline_config)
-                .context("cannot start the writer thread")?;
+        let (pipeline, writer) = Pipeline::start(
+            store.writer()?,
+            redactor,
+            clock.clone(),
+            pipeline_config,
+            vec![],
+        )
+        .context("cannot start the writer thread")?;
         let state = AppState {
             pipeline,
             reader: store.reader(),

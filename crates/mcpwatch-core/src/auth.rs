@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use mcpwatch_core::config::{expand_env, AuthConfig, ConfigError, Role};
+use crate::config::{expand_env, AuthConfig, ConfigError, Role};
 use sha2::{Digest, Sha256};
 
 /// A caller the API recognised.
@@ -204,7 +204,7 @@ fn decode_hex(s: &str) -> Option<[u8; 32]> {
 
 #[cfg(test)]
 mod tests {
-    use mcpwatch_core::config::TokenConfig;
+    use crate::config::TokenConfig;
 
     use super::*;
 
