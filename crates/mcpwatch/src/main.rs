@@ -3,6 +3,7 @@
 
 mod cmd;
 mod term;
+mod topology;
 
 use std::process::ExitCode;
 

@@ -18,6 +18,8 @@ use mcpwatch_server::{Pipeline, PipelineConfig, WriterHandle};
 use mcpwatch_store::sqlite::SqliteStore;
 use mcpwatch_store::{RetentionPolicy, Store};
 
+use crate::topology::{self, RulesHandle, Topology};
+
 /// `mcpwatch serve` options. Flags override the config file.
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -47,6 +49,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         collector.addr,
         collector.data_dir.display()
     );
+    reload_on_sighup(collector.rules.clone());
     shutdown_signal().await;
     eprintln!("shutting down: finishing pending writes");
     collector.stop().await;
@@ -62,6 +65,8 @@ pub struct Collector {
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     writer: WriterHandle,
+    /// Reloads the rule files.
+    pub rules: RulesHandle,
 }
 
 impl Collector {
@@ -102,31 +107,43 @@ impl Collector {
             },
             retention_interval: config.retention.interval,
         };
+        let auth = Arc::new(auth);
+        let ctx = topology::Context {
+            config: config.clone(),
+            data_dir: data_dir.clone(),
+            clock: clock.clone(),
+            auth: auth.clone(),
+            reader: store.reader(),
+        };
+        let topology = Topology::build(&ctx)?;
         let (pipeline, writer) = Pipeline::start(
             store.writer()?,
             redactor,
             clock.clone(),
             pipeline_config,
-            vec![],
+            topology.stages,
         )
         .context("cannot start the writer thread")?;
-        let state = AppState {
-            pipeline,
+        let mut app = router(AppState {
+            pipeline: pipeline.clone(),
             reader: store.reader(),
-            auth: Arc::new(auth),
+            auth,
             clock,
             limits: IngestLimits {
                 max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
                 max_batch_events: config.server.max_batch_events,
             },
             ids: Arc::new(IdGenerator::new()),
-        };
+        });
+        for route in topology.routes {
+            app = app.merge(route(&pipeline));
+        }
+        drop(pipeline);
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen}; is another collector running? Pass --listen 127.0.0.1:PORT to use another port")
         })?;
         let addr = listener.local_addr()?;
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        let app = router(state);
         let server = tokio::spawn(async move {
             let graceful = axum::serve(
                 listener,
@@ -145,6 +162,7 @@ impl Collector {
             shutdown,
             server,
             writer,
+            rules: topology.rules,
         })
     }
 
@@ -163,6 +181,29 @@ impl Collector {
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     }
+}
+
+/// SIGHUP reloads the rule files; a bad file is rejected whole and the running rules stay.
+fn reload_on_sighup(rules: RulesHandle) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            let rules = rules.clone();
+            match tokio::task::spawn_blocking(move || rules.reload()).await {
+                Ok(Ok(n)) => tracing::info!(rules = n, "SIGHUP: rules reloaded"),
+                Ok(Err(e)) => {
+                    tracing::error!("SIGHUP: rules not reloaded, the running rules stay:\n{e}")
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: reload failed"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = rules;
 }
 
 fn init_logging() {

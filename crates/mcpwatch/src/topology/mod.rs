@@ -1,0 +1,81 @@
+//! The topology of `serve`: which post-commit stages run, in what order, and which extra routes
+//! the API gets. Like Vector's topology builder, this is the one place the stages are wired;
+//! each stage's adapter lives in its own file here.
+//!
+//! Order matters: detection runs first and hands its findings to the finding observers
+//! (alerting); every stage then sees the events detection emitted once they are committed.
+
+mod detect;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use mcpwatch_core::auth::Authenticator;
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::config::Config;
+use mcpwatch_core::Timestamp;
+use mcpwatch_detect::Finding;
+use mcpwatch_server::{Pipeline, Stage};
+use mcpwatch_store::EventReader;
+
+pub use detect::RulesHandle;
+
+/// What stages may need from the collector.
+#[allow(
+    dead_code,
+    reason = "fields are for the stages that register in Topology::build"
+)]
+pub struct Context {
+    /// The collector's configuration.
+    pub config: Config,
+    /// Where data lives.
+    pub data_dir: PathBuf,
+    /// Wall time (for ticks and delivery; detection itself uses event time).
+    pub clock: SharedClock,
+    /// Who may call the API.
+    pub auth: Arc<Authenticator>,
+    /// Queries over stored events.
+    pub reader: Arc<dyn EventReader>,
+}
+
+/// Sees every detection finding, on the stage thread (alerting registers one).
+pub trait FindingObserver: Send + 'static {
+    /// A finding, in event-time order.
+    fn on_finding(&mut self, finding: &Finding);
+    /// About once a second with the wall time.
+    fn on_tick(&mut self, _now: Timestamp) {}
+}
+
+/// Builds extra routes once the pipeline runs.
+pub type RouteFactory = Box<dyn FnOnce(&Pipeline) -> Router + Send>;
+
+/// The stages and routes of a collector.
+pub struct Topology {
+    /// Post-commit stages, in order.
+    pub stages: Vec<Box<dyn Stage>>,
+    /// Extra API routes.
+    pub routes: Vec<RouteFactory>,
+    /// Reloads the rules (SIGHUP).
+    pub rules: RulesHandle,
+}
+
+impl Topology {
+    /// Builds every stage from the configuration; all configuration errors at once.
+    pub fn build(ctx: &Context) -> anyhow::Result<Topology> {
+        let mut routes: Vec<RouteFactory> = Vec::new();
+        let observers: Vec<Box<dyn FindingObserver>> = Vec::new();
+        // Finding observers register here (alerting).
+
+        let (detect_stage, rules) = detect::build(ctx, observers, &mut routes)?;
+        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage)];
+        // Further post-commit stages register here (metrics).
+
+        let _ = &mut stages;
+        Ok(Topology {
+            stages,
+            routes,
+            rules,
+        })
+    }
+}
