@@ -28,6 +28,9 @@ enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
+    /// Rule file tools: `mcpwatch rules check FILE…`.
+    #[command(subcommand)]
+    Rules(cmd::rules::RulesCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
             Command::Wrap(args) => cmd::wrap::run(args).await,
             Command::Events(args) => cmd::events::run(*args).await,
             Command::Config(c) => cmd::config::run(c),
+            Command::Rules(c) => cmd::rules::run(c),
         }
     });
     match result {

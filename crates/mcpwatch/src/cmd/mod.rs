@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod events;
+pub mod rules;
 pub mod serve;
 pub mod wrap;
