@@ -152,8 +152,17 @@ impl RedactionConfig {
                 .map_err(|e| vec![ConfigError::at("redaction", e.to_string())])?;
             combine(&defaults)?.map(|re| (literals, re))
         };
+        let firsts: Vec<&str> = keys
+            .iter()
+            .filter_map(|k| k.first().map(String::as_str))
+            .collect();
+        let first_words = aho_corasick::AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .build(&firsts)
+            .map_err(|e| vec![ConfigError::at("redaction.keys", e.to_string())])?;
         Ok(Redactor {
             keys,
+            first_words,
             builtin,
             custom: combine(&sources)?,
             max_value_bytes: self.max_value_bytes,
@@ -166,6 +175,9 @@ impl RedactionConfig {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     keys: Vec<Vec<String>>,
+    /// The first word of every sensitive key name, ASCII case-insensitive: a key containing
+    /// none of them cannot be sensitive, which settles most keys without splitting them.
+    first_words: AhoCorasick,
     /// The built-in patterns, behind a literal prefilter.
     builtin: Option<(AhoCorasick, Regex)>,
     /// Configured patterns, tried on every string.
@@ -236,7 +248,7 @@ impl Redactor {
 
     /// Whether values under this key are redacted whatever they look like.
     pub fn is_sensitive_key(&self, key: &str) -> bool {
-        if key.len() > 128 {
+        if key.len() > 128 || !self.first_words.is_match(key) {
             return false;
         }
         let mut spans = [(0usize, 0usize); MAX_KEY_WORDS];

@@ -24,6 +24,26 @@ pub fn value_of(bucket: i64) -> f64 {
     GROWTH.powf(bucket as f64 - 0.5) / 1e6
 }
 
+/// Encodes `(bucket, count)` pairs sorted by bucket: 2 bytes of bucket, 4 of count, each
+/// little-endian.
+pub fn encode(buckets: &std::collections::BTreeMap<i64, u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(buckets.len() * 6);
+    for (&b, &c) in buckets {
+        out.extend_from_slice(&(b.clamp(0, u16::MAX as i64) as u16).to_le_bytes());
+        out.extend_from_slice(&(c.min(u32::MAX as u64) as u32).to_le_bytes());
+    }
+    out
+}
+
+/// Adds the pairs of an encoded histogram into `into`; a malformed tail is ignored.
+pub fn decode_into(blob: &[u8], into: &mut std::collections::BTreeMap<i64, u64>) {
+    for pair in blob.chunks_exact(6) {
+        let b = u16::from_le_bytes([pair[0], pair[1]]) as i64;
+        let c = u32::from_le_bytes([pair[2], pair[3], pair[4], pair[5]]) as u64;
+        *into.entry(b).or_default() += c;
+    }
+}
+
 /// Percentiles from `(bucket, count)` pairs sorted by bucket, clamped to `[min, max]`.
 pub fn percentiles(buckets: &[(i64, u64)], qs: &[f64], min: f64, max: f64) -> Vec<f64> {
     let total: u64 = buckets.iter().map(|(_, c)| c).sum();
@@ -60,6 +80,17 @@ mod tests {
         for (g, want) in got.iter().zip([0.5, 0.95, 0.99]) {
             assert!((g - want).abs() / want < 0.02, "{g} vs {want}");
         }
+    }
+
+    #[test]
+    fn encoding_round_trips_and_merges() {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert(3, 5u64);
+        a.insert(400, 7);
+        let mut merged = std::collections::BTreeMap::new();
+        decode_into(&encode(&a), &mut merged);
+        decode_into(&encode(&a), &mut merged);
+        assert_eq!(merged.into_iter().collect::<Vec<_>>(), [(3, 10), (400, 14)]);
     }
 
     #[test]

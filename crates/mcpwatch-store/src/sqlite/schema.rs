@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use crate::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE events(
@@ -43,11 +43,10 @@ CREATE TABLE tool_hour(
     PRIMARY KEY(hour, server, tool, outcome)
 ) WITHOUT ROWID;
 
--- Per hour, server and tool: latency histogram (see hist.rs).
+-- Per hour, server and tool: latency histogram, sparse (see hist.rs).
 CREATE TABLE tool_hist(
-    hour INTEGER NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL, bucket INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    PRIMARY KEY(hour, server, tool, bucket)
+    hour INTEGER NOT NULL, server TEXT NOT NULL, tool TEXT NOT NULL, buckets BLOB NOT NULL,
+    PRIMARY KEY(hour, server, tool)
 ) WITHOUT ROWID;
 
 CREATE TABLE user_tool(
@@ -66,6 +65,19 @@ CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROW
 INSERT INTO counters(name, value) VALUES ('events', 0), ('rollup_seq', 0);
 ";
 
+/// Version 2: per-hour counts without the tool, so long-range series read a few rows per hour.
+/// Backfilled from the minute rollup.
+const V2: &str = "
+CREATE TABLE rollup_hour(
+    hour INTEGER NOT NULL, category TEXT NOT NULL, level INTEGER NOT NULL, outcome TEXT NOT NULL,
+    count INTEGER NOT NULL, errors INTEGER NOT NULL, timed INTEGER NOT NULL, sum_time REAL NOT NULL,
+    PRIMARY KEY(hour, category, level, outcome)
+) WITHOUT ROWID;
+INSERT INTO rollup_hour(hour, category, level, outcome, count, errors, timed, sum_time)
+    SELECT minute / 60, category, level, outcome, sum(count), sum(errors), sum(timed), sum(sum_time)
+    FROM rollup_minute GROUP BY minute / 60, category, level, outcome;
+";
+
 /// Brings the schema up to [`VERSION`].
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -76,11 +88,13 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             supported: VERSION,
         });
     }
-    if found < 1 {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(V1)?;
-        tx.pragma_update(None, "user_version", 1)?;
-        tx.commit()?;
+    for (version, sql) in [(1, V1), (2, V2)] {
+        if found < version {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()?;
+        }
     }
     Ok(())
 }

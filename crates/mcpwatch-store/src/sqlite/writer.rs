@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use mcpwatch_core::{Event, Level, Outcome, Timestamp};
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use crate::hist;
@@ -144,7 +144,7 @@ impl EventWriter for SqliteWriter {
             "DELETE FROM rollup_minute WHERE minute < ?1",
             [cutoff.div_euclid(MINUTE)],
         )?;
-        for table in ["tool_hour", "tool_hist"] {
+        for table in ["rollup_hour", "tool_hour", "tool_hist"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE hour < ?1"),
                 [cutoff.div_euclid(HOUR)],
@@ -287,6 +287,7 @@ struct Rollups {
     strings: Interner,
     last_seq: i64,
     minute: HashMap<(i64, Sym, i64, Sym, Sym), MinuteAgg>,
+    hour: HashMap<(i64, Sym, i64, Sym), MinuteAgg>,
     tool: HashMap<(i64, Sym, Sym, Sym), ToolAgg>,
     hist: HashMap<(i64, Sym, Sym, i64), i64>,
     user: HashMap<(Sym, Sym, Sym), UserAgg>,
@@ -299,7 +300,12 @@ impl Rollups {
     }
 
     fn keys(&self) -> usize {
-        self.minute.len() + self.tool.len() + self.hist.len() + self.user.len() + self.params.len()
+        self.minute.len()
+            + self.hour.len()
+            + self.tool.len()
+            + self.hist.len()
+            + self.user.len()
+            + self.params.len()
     }
 
     fn add(&mut self, e: &Event, seq: i64) {
@@ -328,6 +334,16 @@ impl Rollups {
         if let Some(d) = duration {
             m.timed += 1;
             m.sum_time += d;
+        }
+        let h = self
+            .hour
+            .entry((ts.div_euclid(HOUR), cat, e.level.rank(), outcome))
+            .or_default();
+        h.count += 1;
+        h.errors += failed as i64;
+        if let Some(d) = duration {
+            h.timed += 1;
+            h.sum_time += d;
         }
         if !e.is_execution_complete() {
             return;
@@ -395,6 +411,24 @@ impl Rollups {
             ])?;
         }
         let mut st = tx.prepare_cached(
+            "INSERT INTO rollup_hour(hour, category, level, outcome, count, errors, timed, sum_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count, errors = errors + excluded.errors,
+               timed = timed + excluded.timed, sum_time = sum_time + excluded.sum_time",
+        )?;
+        for ((hour, cat, level, outcome), a) in &self.hour {
+            st.execute(params![
+                hour,
+                s.name(*cat),
+                level,
+                s.name(*outcome),
+                a.count,
+                a.errors,
+                a.timed,
+                a.sum_time
+            ])?;
+        }
+        let mut st = tx.prepare_cached(
             "INSERT INTO tool_hour(hour, server, tool, outcome, count, sum_time, min_time, max_time, last_ts)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT DO UPDATE SET count = count + excluded.count, sum_time = sum_time + excluded.sum_time,
@@ -414,12 +448,33 @@ impl Rollups {
                 a.last_ts
             ])?;
         }
-        let mut st = tx.prepare_cached(
-            "INSERT INTO tool_hist(hour, server, tool, bucket, count) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+        // Histograms are merged in Rust: one row per hour, server and tool.
+        let mut by_key: std::collections::BTreeMap<
+            (i64, Sym, Sym),
+            std::collections::BTreeMap<i64, u64>,
+        > = Default::default();
+        for (&(hour, server, tool, bucket), &n) in &self.hist {
+            *by_key
+                .entry((hour, server, tool))
+                .or_default()
+                .entry(bucket)
+                .or_default() += n as u64;
+        }
+        let mut read = tx.prepare_cached(
+            "SELECT buckets FROM tool_hist WHERE hour = ?1 AND server = ?2 AND tool = ?3",
         )?;
-        for ((hour, server, tool, bucket), n) in &self.hist {
-            st.execute(params![hour, s.name(*server), s.name(*tool), bucket, n])?;
+        let mut write = tx.prepare_cached(
+            "INSERT OR REPLACE INTO tool_hist(hour, server, tool, buckets) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for ((hour, server, tool), mut buckets) in by_key {
+            let (server, tool) = (s.name(server), s.name(tool));
+            let existing: Option<Vec<u8>> = read
+                .query_row(params![hour, server, tool], |r| r.get(0))
+                .optional()?;
+            if let Some(blob) = existing {
+                hist::decode_into(&blob, &mut buckets);
+            }
+            write.execute(params![hour, server, tool, hist::encode(&buckets)])?;
         }
         let mut st = tx.prepare_cached(
             "INSERT INTO user_tool(user, server, tool, count, first_ts, last_ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
