@@ -199,7 +199,7 @@ fn event(k: usize, ts: i64, r: u64) -> PreparedEvent {
     let tool = format!("tool_{}", r % 50);
     let server = format!("server_{}", r % 5);
     let user = format!("user_{}", (r >> 8) % 2000);
-    let ok = (r >> 20) % 25 != 0;
+    let ok = !(r >> 20).is_multiple_of(25);
     let (category, event_type, metadata) = match (r >> 32) % 10 {
         0..=6 => (
             "tool_execution",
