@@ -31,6 +31,8 @@ enum Command {
     /// Rule file tools: `mcpwatch rules check FILE…`.
     #[command(subcommand)]
     Rules(cmd::rules::RulesCommand),
+    /// Run recorded events through detection offline, deterministically; delivers nothing.
+    Replay(cmd::replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::Events(args) => cmd::events::run(*args).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
+            Command::Replay(args) => cmd::replay::run(args),
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod events;
+pub mod replay;
 pub mod rules;
 pub mod serve;
 pub mod wrap;

@@ -13,9 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mcpwatch_core::auth::Authenticator;
-use mcpwatch_core::config::Role;
+use mcpwatch_core::config::{Config, Role};
 use mcpwatch_core::{Event, Timestamp};
-use mcpwatch_detect::{DetectConfig, DetectError, Engine, Finding, RuleSet};
+use mcpwatch_detect::{DetectConfig, DetectError, DetectSettings, Engine, Finding, RuleSet};
 use mcpwatch_server::http::ApiError;
 use mcpwatch_server::{Pipeline, Stage};
 use mcpwatch_store::PreparedEvent;
@@ -85,12 +85,10 @@ pub struct DetectStage {
     findings: Vec<Finding>,
 }
 
-pub(super) fn build(
-    ctx: &Context,
-    observers: Vec<Box<dyn FindingObserver>>,
-    routes: &mut Vec<RouteFactory>,
-) -> anyhow::Result<(DetectStage, RulesHandle)> {
-    let detection: DetectConfig = match ctx.config.extra.get("detection") {
+/// The detection settings (`[detection]`) and rule files (`[rules] files`) a config asks for:
+/// what `serve` runs and what `replay` reuses, so both read the config the same way.
+pub fn detection_from_config(config: &Config) -> anyhow::Result<(DetectSettings, Vec<PathBuf>)> {
+    let detection: DetectConfig = match config.extra.get("detection") {
         Some(v) => v
             .clone()
             .try_into()
@@ -106,15 +104,24 @@ pub(super) fn build(
                 .join("\n")
         )
     })?;
-    let section: RulesSection = match ctx.config.extra.get("rules") {
+    let section: RulesSection = match config.extra.get("rules") {
         Some(v) => v
             .clone()
             .try_into()
             .context("invalid [rules] (run `mcpwatch config check`)")?,
         None => RulesSection::default(),
     };
+    Ok((settings, section.files))
+}
+
+pub(super) fn build(
+    ctx: &Context,
+    observers: Vec<Box<dyn FindingObserver>>,
+    routes: &mut Vec<RouteFactory>,
+) -> anyhow::Result<(DetectStage, RulesHandle)> {
+    let (settings, files) = detection_from_config(&ctx.config)?;
     let handle = RulesHandle {
-        files: section.files,
+        files,
         with_defaults: settings.default_rules,
         pending: Arc::default(),
         current: Arc::default(),

@@ -19,7 +19,7 @@ use mcpwatch_detect::Finding;
 use mcpwatch_server::{Pipeline, Stage};
 use mcpwatch_store::EventReader;
 
-pub use detect::RulesHandle;
+pub use detect::{detection_from_config, RulesHandle};
 
 /// What stages may need from the collector.
 #[allow(

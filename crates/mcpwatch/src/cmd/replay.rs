@@ -1,0 +1,279 @@
+//! `mcpwatch replay`: recorded events (JSON lines) through detection offline, on event time,
+//! with the rules and `[detection]` settings `serve` would use. Deterministic and delivers
+//! nothing: it prints a summary per rule and detector and can write the alerts as JSON lines.
+//!
+//! The detection itself is [`mcpwatch_detect::replay`], the same engine as live; this module
+//! reads the file (with progress), renders the summary and writes the alerts atomically.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mcpwatch_core::Event;
+use mcpwatch_detect::{replay, Alert, ReplaySummary, RuleSet};
+
+use crate::term::sanitize;
+use crate::topology::detection_from_config;
+
+/// Alerts printed when they are not written to a file.
+const PRINTED_ALERTS: usize = 20;
+/// How often progress goes to stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// `mcpwatch replay` options.
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// Recorded events, one JSON event per line (e.g. from `mcpwatch events --json`).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub events: PathBuf,
+    /// Rule files (YAML) to run, after the built-in rules and the config's `[rules] files`.
+    #[arg(long = "rules", value_name = "FILE")]
+    pub rules: Vec<PathBuf>,
+    /// Configuration file: its `[detection]` and `[rules]` sections are used.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Write the alerts here as JSON lines (replaced atomically).
+    #[arg(long, value_name = "FILE")]
+    pub alerts_out: Option<PathBuf>,
+    /// Leave the built-in rules out.
+    #[arg(long)]
+    pub no_default_rules: bool,
+}
+
+pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let config = super::config::load_for_command(args.config.as_deref())?;
+    let (settings, mut files) = detection_from_config(&config)?;
+    files.extend(args.rules.iter().cloned());
+    let with_defaults = settings.default_rules && !args.no_default_rules;
+    let rules = RuleSet::load(&files, with_defaults).map_err(|e| {
+        anyhow::anyhow!("cannot load rules:\n{e}\n(check them with `mcpwatch rules check FILE…`)")
+    })?;
+    if let Some(out) = &args.alerts_out {
+        check_writable_dir(out)?;
+    }
+    let started = Instant::now();
+    let events = read_events(&args.events)?;
+    let read_in = started.elapsed();
+    let n = events.len();
+    let (alerts, summary) = replay(events, rules, &settings);
+    let total = started.elapsed();
+    eprintln!(
+        "replay: {n} events read in {:.2} s, detection in {:.2} s ({:.0} events/s overall)",
+        read_in.as_secs_f64(),
+        (total - read_in).as_secs_f64(),
+        n as f64 / total.as_secs_f64().max(1e-9)
+    );
+    print_summary(&args.events, &summary, &alerts);
+    match &args.alerts_out {
+        Some(out) => {
+            write_alerts_atomically(out, &alerts)?;
+            println!("alerts written to {}", sanitize(&out.display().to_string()));
+        }
+        None => print_alerts(&alerts),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a JSON-lines file of events; a bad line is an error naming the file and the line.
+/// Reports progress on stderr for big files.
+fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
+    let file = File::open(path).with_context(|| {
+        format!(
+            "cannot open {}; check the path (record events with `mcpwatch events --json > FILE.jsonl`)",
+            path.display()
+        )
+    })?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut events = Vec::new();
+    let mut line = String::new();
+    let mut number = 0usize;
+    let mut progress = Progress::new();
+    loop {
+        line.clear();
+        let read = reader
+            .read_line(&mut line)
+            .with_context(|| format!("{}:{}: cannot read", path.display(), number + 1))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event = serde_json::from_str::<Event>(&line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{number}: not a valid event: {e}; fix or remove that line (one JSON event per line, each with id, timestamp, level, category, source, event_type)",
+                path.display()
+            )
+        })?;
+        events.push(event);
+        progress.tick(events.len());
+    }
+    Ok(events)
+}
+
+/// Prints events read and the rate to stderr every few seconds.
+struct Progress {
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last: now,
+        }
+    }
+
+    fn tick(&mut self, events: usize) {
+        if events & 4095 != 0 || self.last.elapsed() < PROGRESS_EVERY {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.started.elapsed().as_secs_f64();
+        eprintln!(
+            "replay: read {events} events ({:.0} events/s)",
+            events as f64 / secs
+        );
+    }
+}
+
+fn print_summary(events_file: &Path, summary: &ReplaySummary, alerts: &[Alert]) {
+    println!(
+        "replayed {} events from {}",
+        summary.events,
+        sanitize(&events_file.display().to_string())
+    );
+    println!();
+    let width = summary
+        .rows
+        .iter()
+        .map(|r| r.name.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    println!(
+        "{:<10} {:<width$} {:>9} {:>9} {:>10} {:>7}",
+        "SOURCE", "NAME", "MATCHED", "FINDINGS", "SUPPRESSED", "ALERTS"
+    );
+    for r in &summary.rows {
+        let matched = r.matched.map_or_else(|| "-".to_owned(), |m| m.to_string());
+        println!(
+            "{:<10} {:<width$} {:>9} {:>9} {:>10} {:>7}",
+            r.source.as_str(),
+            sanitize(&r.name),
+            matched,
+            r.findings,
+            r.suppressed,
+            r.alerts
+        );
+    }
+    println!();
+    let h = &summary.health;
+    println!(
+        "state at the end: {} tracked keys (~{} bytes), {} expired, {} evicted",
+        h.tracked_keys, h.state_bytes, h.expired_keys, h.evicted_keys
+    );
+    println!("{} alert(s){}", alerts.len(), by_severity(alerts));
+}
+
+fn by_severity(alerts: &[Alert]) -> String {
+    let mut counts = std::collections::BTreeMap::new();
+    for a in alerts {
+        *counts.entry(std::cmp::Reverse(a.severity)).or_insert(0u64) += 1;
+    }
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(s, n)| format!("{n} {}", s.0.as_str()))
+        .collect();
+    format!(": {}", parts.join(", "))
+}
+
+fn print_alerts(alerts: &[Alert]) {
+    for a in alerts.iter().take(PRINTED_ALERTS) {
+        let group: Vec<String> = a.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {} {:<8} {:<9} {} [{}] x{}: {}",
+            a.first_seen,
+            a.severity.as_str(),
+            a.source.as_str(),
+            sanitize(&a.name),
+            sanitize(&group.join(", ")),
+            a.count,
+            sanitize(&a.description)
+        );
+    }
+    if alerts.len() > PRINTED_ALERTS {
+        println!(
+            "  … {} more; write them all with --alerts-out FILE",
+            alerts.len() - PRINTED_ALERTS
+        );
+    }
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn check_writable_dir(out: &Path) -> anyhow::Result<()> {
+    let dir = parent_dir(out);
+    if !dir.is_dir() {
+        bail!(
+            "cannot write alerts to {}: directory {} does not exist; create it or choose another --alerts-out",
+            out.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the alerts to a temporary file beside `path`, then renames it over `path`, so a
+/// failure never leaves half a file.
+fn write_alerts_atomically(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
+    let Some(name) = path.file_name() else {
+        bail!(
+            "--alerts-out {} is not a file name; give a path like alerts.jsonl",
+            path.display()
+        );
+    };
+    let tmp = parent_dir(path).join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let written = write_lines(&tmp, alerts).and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(|| {
+        format!(
+            "alerts not written; {} is unchanged. Check the path and free space",
+            path.display()
+        )
+    })
+}
+
+fn write_lines(tmp: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
+    let file = File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let mut w = BufWriter::new(file);
+    for a in alerts {
+        serde_json::to_writer(&mut w, a)?;
+        w.write_all(b"\n")?;
+    }
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(())
+}
