@@ -16,6 +16,7 @@ use mcpwatch_core::auth::Authenticator;
 use mcpwatch_core::config::{Config, Role};
 use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_detect::{DetectConfig, DetectError, DetectSettings, Engine, Finding, RuleSet};
+use mcpwatch_metrics::DetectorHealth; // metrics: detector health on /metrics
 use mcpwatch_server::http::ApiError;
 use mcpwatch_server::{Pipeline, Stage};
 use mcpwatch_store::PreparedEvent;
@@ -39,6 +40,8 @@ pub struct RulesHandle {
     with_defaults: bool,
     pending: Arc<Mutex<Option<RuleSet>>>,
     current: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// metrics: the engine's health, published on every tick for `/metrics`.
+    pub detector_health: Arc<DetectorHealth>,
 }
 
 impl RulesHandle {
@@ -83,6 +86,7 @@ pub struct DetectStage {
     observers: Vec<Box<dyn FindingObserver>>,
     pending_rules: Arc<Mutex<Option<RuleSet>>>,
     findings: Vec<Finding>,
+    health: Arc<DetectorHealth>, // metrics: published on tick
 }
 
 /// The detection settings (`[detection]`) and rule files (`[rules] files`) a config asks for:
@@ -125,6 +129,7 @@ pub(super) fn build(
         with_defaults: settings.default_rules,
         pending: Arc::default(),
         current: Arc::default(),
+        detector_health: Arc::default(), // metrics
     };
     let rules = RuleSet::load(&handle.files, handle.with_defaults).map_err(|e| {
         anyhow::anyhow!(
@@ -138,6 +143,7 @@ pub(super) fn build(
         observers,
         pending_rules: handle.pending.clone(),
         findings: Vec::new(),
+        health: handle.detector_health.clone(), // metrics
     };
     let (auth, for_routes) = (ctx.auth.clone(), handle.clone());
     routes.push(Box::new(move |_: &Pipeline| rules_routes(auth, for_routes)));
@@ -187,6 +193,14 @@ impl Stage for DetectStage {
         self.take_reload();
         self.engine.advance_to(now, &mut self.findings);
         self.deliver(emit);
+        // metrics: publish the engine's health for /metrics.
+        let h = self.engine.health();
+        self.health.set(
+            h.tracked_keys as u64,
+            h.state_bytes as u64,
+            h.expired_keys,
+            h.evicted_keys,
+        );
         for o in &mut self.observers {
             o.on_tick(now);
         }

@@ -6,6 +6,7 @@
 //! (alerting); every stage then sees the events detection emitted once they are committed.
 
 mod detect;
+mod metrics;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -70,6 +71,11 @@ impl Topology {
         let (detect_stage, rules) = detect::build(ctx, observers, &mut routes)?;
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage)];
         // Further post-commit stages register here (metrics).
+        stages.push(metrics::build(
+            ctx,
+            rules.detector_health.clone(),
+            &mut routes,
+        )?);
 
         let _ = &mut stages;
         Ok(Topology {

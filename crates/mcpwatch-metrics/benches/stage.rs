@@ -1,0 +1,2 @@
+//! Benchmark of the metrics stage.
+fn main() {}

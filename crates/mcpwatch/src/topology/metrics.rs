@@ -1,0 +1,45 @@
+//! The metrics stage and `GET /metrics`: builds [`mcpwatch_metrics::Metrics`] from `[metrics]`,
+//! registers its stage after detection (so it counts what detection emitted too), and serves
+//! the registry once the pipeline runs.
+
+use anyhow::Context as _;
+use mcpwatch_metrics::{DetectorHealth, Metrics, MetricsConfig, Sources};
+use mcpwatch_server::{Pipeline, Stage};
+use std::sync::Arc;
+
+use super::{Context, RouteFactory};
+
+/// Builds the stage and pushes the `/metrics` route factory.
+pub(super) fn build(
+    ctx: &Context,
+    detector: Arc<DetectorHealth>,
+    routes: &mut Vec<RouteFactory>,
+) -> anyhow::Result<Box<dyn Stage>> {
+    let config: MetricsConfig = match ctx.config.extra.get("metrics") {
+        Some(v) => v
+            .clone()
+            .try_into()
+            .context("invalid [metrics] (run `mcpwatch config check`)")?,
+        None => MetricsConfig::default(),
+    };
+    let settings = config.build().map_err(|errs| {
+        anyhow::anyhow!(
+            "invalid [metrics]:\n{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let metrics = Metrics::build(
+        &settings,
+        Sources {
+            clock: ctx.clock.clone(),
+            reader: Some(ctx.reader.clone()),
+            detector,
+        },
+    );
+    let (endpoint, auth) = (metrics.endpoint, ctx.auth.clone());
+    routes.push(Box::new(move |p: &Pipeline| endpoint.router(p, auth)));
+    Ok(Box::new(metrics.stage))
+}
