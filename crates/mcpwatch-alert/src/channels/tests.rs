@@ -1,0 +1,1 @@
+//! Channel rendering and delivery against local receivers.

@@ -1,0 +1,462 @@
+//! [`Alerting`]: the alert lifecycle on top of the store.
+//!
+//! `on_finding` folds a finding into its open alert (or opens one), applies silences and, when
+//! due, queues notifications in the outbox, all in one SQLite transaction on the caller's
+//! thread; it never touches the network. `tick` resolves alerts that went quiet. The API's
+//! actions (acknowledge, resolve, silences) go through here too. Delivery is in
+//! [`crate::delivery`].
+//!
+//! Lifecycle: `new` → `sent` (a channel accepted it) → `acknowledged` → `resolved`;
+//! `suppressed` while a silence matches. Re-notification happens when the alert is still
+//! firing after `repeat_interval` (or its severity rose); acknowledged and suppressed alerts
+//! are not notified.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::ids::IdGenerator;
+use mcpwatch_core::Timestamp;
+use mcpwatch_detect::alert::fingerprint;
+use mcpwatch_detect::finding::derived_id;
+use mcpwatch_detect::{Alert, AlertStatus, Finding};
+use rusqlite::Connection;
+use tokio::sync::Notify;
+
+use crate::config::Settings;
+use crate::error::AlertError;
+use crate::matcher::Matcher;
+use crate::model::{AlertRecord, NotificationKind, Silence};
+use crate::store::{self, AlertFilter};
+
+/// Counters of alerting's health, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AlertHealth {
+    /// Notifications queued in the outbox.
+    pub queued: AtomicU64,
+    /// Notifications a receiver accepted.
+    pub delivered: AtomicU64,
+    /// Attempts that failed and will be retried.
+    pub retried: AtomicU64,
+    /// Notifications given up on.
+    pub failed: AtomicU64,
+    /// Notifications not queued because the outbox was full.
+    pub dropped_outbox_full: AtomicU64,
+    /// Findings or ticks that failed on the alert store.
+    pub store_errors: AtomicU64,
+}
+
+/// A silence as the API creates it.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewSilence {
+    /// `label=value`, `label!=value`, `label=~regex`, `label!~regex`; all must match.
+    pub matchers: Vec<String>,
+    /// From when (default now).
+    #[serde(default)]
+    pub starts_at: Option<Timestamp>,
+    /// Until when; give this or `duration`.
+    #[serde(default)]
+    pub ends_at: Option<Timestamp>,
+    /// How long from `starts_at`, e.g. `"2h"`.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Why; required.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Alerting: the store, the settings, and the wake-up of the delivery worker.
+pub struct Alerting {
+    db: Mutex<Connection>,
+    pub(crate) settings: Settings,
+    pub(crate) clock: SharedClock,
+    pub(crate) wake: Notify,
+    pub(crate) health: AlertHealth,
+    ids: IdGenerator,
+    last_prune: AtomicI64,
+}
+
+/// Open alerts a new silence is checked against.
+const MAX_RESILENCED: usize = 10_000;
+/// Alerts resolved by quiet period per tick.
+const MAX_QUIET_PER_TICK: usize = 500;
+/// How often resolved alerts past retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Alerting {
+    /// Opens `alerts.db` in `data_dir`.
+    pub fn open(
+        data_dir: &std::path::Path,
+        settings: Settings,
+        clock: SharedClock,
+    ) -> Result<Arc<Alerting>, AlertError> {
+        let db = store::open(data_dir)?;
+        Ok(Arc::new(Alerting {
+            db: Mutex::new(db),
+            settings,
+            clock,
+            wake: Notify::new(),
+            health: AlertHealth::default(),
+            ids: IdGenerator::new(),
+            last_prune: AtomicI64::new(i64::MIN),
+        }))
+    }
+
+    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The health counters.
+    pub fn health(&self) -> &AlertHealth {
+        &self.health
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// A link to an alert in the API.
+    pub fn link(&self, id: &str) -> String {
+        format!("{}/api/v1/alerts/{id}", self.settings.external_url)
+    }
+
+    /// Folds one finding in: one transaction; wakes the delivery worker if it queued anything.
+    pub fn on_finding(&self, f: &Finding) -> Result<AlertRecord, AlertError> {
+        let now = self.clock.now();
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        let fp = fingerprint(f.source, &f.name, &f.group);
+        let silences = active_silences(&tx, now)?;
+        let (mut rec, created) = match store::find_open(&tx, &fp)? {
+            Some(mut r) => {
+                self.fold(&mut r, f, now);
+                (r, false)
+            }
+            None => (self.open_alert(&tx, &fp, f, now)?, true),
+        };
+        let silenced = silences.iter().any(|m| m.iter().all(|m| m.matches(&rec)));
+        rec.alert.status = match rec.alert.status {
+            AlertStatus::Acknowledged => AlertStatus::Acknowledged,
+            _ if silenced => AlertStatus::Suppressed,
+            AlertStatus::Suppressed => AlertStatus::New,
+            s => s,
+        };
+        if created {
+            store::insert(&tx, &rec)?;
+        } else {
+            store::update(&tx, &rec)?;
+        }
+        let queued = matches!(rec.alert.status, AlertStatus::New | AlertStatus::Sent)
+            && self.maybe_notify(&tx, &mut rec, now)?;
+        tx.commit()?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(rec)
+    }
+
+    fn fold(&self, r: &mut AlertRecord, f: &Finding, now: Timestamp) {
+        let a = &mut r.alert;
+        a.count += 1;
+        a.last_seen = a.last_seen.max(f.at);
+        a.severity = a.severity.max(f.severity);
+        a.description.clone_from(&f.description);
+        a.event_ids.extend(f.event_ids.iter().cloned());
+        let excess = a
+            .event_ids
+            .len()
+            .saturating_sub(self.settings.max_event_ids);
+        a.event_ids.drain(..excess);
+        r.tags.clone_from(&f.event.tags);
+        r.updated_at = now;
+    }
+
+    fn open_alert(
+        &self,
+        conn: &Connection,
+        fp: &str,
+        f: &Finding,
+        now: Timestamp,
+    ) -> Result<AlertRecord, AlertError> {
+        let first = f.event_ids.first().map_or("", String::as_str);
+        // The same id `replay` gives; a later alert for the same events (after a resolve) gets
+        // a fresh one.
+        let mut id = derived_id([fp, first]);
+        if store::exists(conn, &id)? {
+            id = self.ids.next(now);
+        }
+        let mut event_ids = f.event_ids.clone();
+        let excess = event_ids.len().saturating_sub(self.settings.max_event_ids);
+        event_ids.drain(..excess);
+        Ok(AlertRecord {
+            alert: Alert {
+                id,
+                fingerprint: fp.to_owned(),
+                source: f.source,
+                name: f.name.clone(),
+                severity: f.severity,
+                status: AlertStatus::New,
+                first_seen: f.at,
+                last_seen: f.at,
+                count: 1,
+                description: f.description.clone(),
+                recommended_action: f.recommended_action.clone(),
+                group: f.group.clone(),
+                event_ids,
+            },
+            tags: f.event.tags.clone(),
+            updated_at: now,
+            notified_at: None,
+            acknowledged_at: None,
+            resolved_at: None,
+            channels: Default::default(),
+            deliveries: None,
+        })
+    }
+
+    /// Queues firing notifications if the alert has never been notified, the repeat interval
+    /// has passed, or its severity rose since the last notification.
+    fn maybe_notify(
+        &self,
+        conn: &Connection,
+        rec: &mut AlertRecord,
+        now: Timestamp,
+    ) -> Result<bool, AlertError> {
+        let id = rec.alert.id.clone();
+        let due = match rec.notified_at {
+            None => true,
+            Some(at) => {
+                now >= at.saturating_add(self.settings.repeat_interval)
+                    || store::notified_severity(conn, &id)?.is_none_or(|s| rec.alert.severity > s)
+            }
+        };
+        if !due {
+            return Ok(false);
+        }
+        let channels = self.settings.routing.channels_for(rec);
+        if channels.is_empty() {
+            return Ok(false);
+        }
+        if store::pending_count(conn)? + channels.len() > self.settings.delivery.max_pending {
+            self.health
+                .dropped_outbox_full
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(alert = %id, "the alert outbox is full; this notification is not queued (raise alerting.delivery.max_pending or fix the failing channels)");
+            return Ok(false);
+        }
+        let mut queued = false;
+        for c in &channels {
+            if store::enqueue(conn, &id, c, NotificationKind::Firing, now)? {
+                self.health.queued.fetch_add(1, Ordering::Relaxed);
+                queued = true;
+            }
+        }
+        store::set_notified(conn, &id, now, rec.alert.severity)?;
+        rec.notified_at = Some(now);
+        Ok(queued)
+    }
+
+    /// Resolves alerts that have been quiet for `resolve_after` and prunes old resolved ones.
+    pub fn tick(&self, now: Timestamp) -> Result<usize, AlertError> {
+        let mut resolved = 0;
+        if let Some(quiet) = self.settings.resolve_after {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            for mut rec in store::quiet(&tx, now.saturating_sub(quiet), MAX_QUIET_PER_TICK)? {
+                self.resolve_in(&tx, &mut rec, now)?;
+                resolved += 1;
+            }
+            tx.commit()?;
+        }
+        let last = self.last_prune.load(Ordering::Relaxed);
+        if now.as_micros().saturating_sub(last) >= PRUNE_EVERY.as_micros() as i64 {
+            self.last_prune.store(now.as_micros(), Ordering::Relaxed);
+            let pruned = store::prune(&self.db(), now.saturating_sub(self.settings.retention))?;
+            if pruned > 0 {
+                tracing::info!(pruned, "deleted resolved alerts past alerting.retention");
+            }
+        }
+        if resolved > 0 {
+            self.wake.notify_one();
+        }
+        Ok(resolved)
+    }
+
+    fn resolve_in(
+        &self,
+        conn: &Connection,
+        rec: &mut AlertRecord,
+        now: Timestamp,
+    ) -> Result<(), AlertError> {
+        rec.alert.status = AlertStatus::Resolved;
+        rec.resolved_at = Some(now);
+        store::update(conn, rec)?;
+        for c in store::channels_notified(conn, &rec.alert.id)? {
+            let sends = self
+                .settings
+                .channels
+                .get(&c)
+                .is_some_and(|ch| ch.sends_resolved());
+            if sends && store::enqueue(conn, &rec.alert.id, &c, NotificationKind::Resolved, now)? {
+                self.health.queued.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Alerts newest first and the cursor of the next page.
+    pub fn list(
+        &self,
+        filter: &AlertFilter,
+    ) -> Result<(Vec<AlertRecord>, Option<i64>), AlertError> {
+        store::list(&self.db(), filter)
+    }
+
+    /// One alert with its deliveries.
+    pub fn get(&self, id: &str) -> Result<AlertRecord, AlertError> {
+        store::get(&self.db(), id, true)?.ok_or_else(|| not_found(id))
+    }
+
+    /// Marks an alert acknowledged: it stays open and folds findings but is not notified again.
+    pub fn acknowledge(&self, id: &str) -> Result<AlertRecord, AlertError> {
+        let now = self.clock.now();
+        {
+            let db = self.db();
+            let mut rec = store::get(&db, id, false)?.ok_or_else(|| not_found(id))?;
+            if rec.alert.status == AlertStatus::Resolved {
+                return Err(AlertError::Conflict(format!(
+                    "alert {id} is already resolved; nothing to acknowledge"
+                )));
+            }
+            if rec.alert.status != AlertStatus::Acknowledged {
+                rec.alert.status = AlertStatus::Acknowledged;
+                rec.acknowledged_at = Some(now);
+                store::update(&db, &rec)?;
+            }
+        }
+        self.get(id)
+    }
+
+    /// Resolves an alert and queues resolved notifications; resolving twice is a no-op.
+    pub fn resolve(&self, id: &str) -> Result<AlertRecord, AlertError> {
+        let now = self.clock.now();
+        {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let mut rec = store::get(&tx, id, false)?.ok_or_else(|| not_found(id))?;
+            if rec.alert.status != AlertStatus::Resolved {
+                self.resolve_in(&tx, &mut rec, now)?;
+            }
+            tx.commit()?;
+        }
+        self.wake.notify_one();
+        self.get(id)
+    }
+
+    /// Creates a silence and suppresses the open alerts it matches.
+    pub fn add_silence(&self, req: NewSilence, created_by: &str) -> Result<Silence, AlertError> {
+        let now = self.clock.now();
+        if req.matchers.is_empty() {
+            return Err(AlertError::Invalid(
+                "give at least one matcher, e.g. name=brute_force_detection".into(),
+            ));
+        }
+        let matchers = req
+            .matchers
+            .iter()
+            .map(|m| Matcher::parse(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(AlertError::Invalid)?;
+        if req.comment.trim().is_empty() {
+            return Err(AlertError::Invalid(
+                "say why in `comment` (e.g. \"pen test until 17:00\")".into(),
+            ));
+        }
+        let starts_at = req.starts_at.unwrap_or(now);
+        let ends_at = match (req.ends_at, &req.duration) {
+            (Some(e), None) => e,
+            (None, Some(d)) => starts_at.saturating_add(
+                mcpwatch_core::time_fmt::parse_duration(d)
+                    .map_err(|m| AlertError::Invalid(format!("duration `{d}`: {m}")))?,
+            ),
+            _ => {
+                return Err(AlertError::Invalid(
+                    "give either ends_at or duration (e.g. \"2h\")".into(),
+                ))
+            }
+        };
+        if ends_at <= starts_at || ends_at <= now {
+            return Err(AlertError::Invalid(
+                "the silence must end after it starts and in the future".into(),
+            ));
+        }
+        let silence = Silence {
+            id: self.ids.next(now),
+            matchers: matchers.iter().map(ToString::to_string).collect(),
+            starts_at,
+            ends_at,
+            comment: req.comment,
+            created_by: created_by.to_owned(),
+            created_at: now,
+        };
+        let mut db = self.db();
+        let tx = db.transaction()?;
+        store::insert_silence(&tx, &silence)?;
+        if silence.active_at(now) {
+            let filter = AlertFilter {
+                limit: MAX_RESILENCED,
+                ..AlertFilter::default()
+            };
+            for mut rec in store::list(&tx, &filter)?.0 {
+                let open = matches!(rec.alert.status, AlertStatus::New | AlertStatus::Sent);
+                if open && matchers.iter().all(|m| m.matches(&rec)) {
+                    rec.alert.status = AlertStatus::Suppressed;
+                    store::update(&tx, &rec)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(silence)
+    }
+
+    /// Silences, newest first; only those not yet ended unless `all`.
+    pub fn silences(&self, all: bool) -> Result<Vec<Silence>, AlertError> {
+        let now = self.clock.now();
+        store::silences(&self.db(), (!all).then_some(now), 1000)
+    }
+
+    /// Ends a silence now.
+    pub fn expire_silence(&self, id: &str) -> Result<Silence, AlertError> {
+        let now = self.clock.now();
+        let db = self.db();
+        if !store::expire_silence(&db, id, now)? {
+            return Err(AlertError::NotFound(format!(
+                "no silence {id}; list them with `mcpwatch alerts silences`"
+            )));
+        }
+        store::get_silence(&db, id)?.ok_or_else(|| AlertError::NotFound(format!("no silence {id}")))
+    }
+}
+
+fn not_found(id: &str) -> AlertError {
+    AlertError::NotFound(format!(
+        "no alert {id}; list them with `mcpwatch alerts list`"
+    ))
+}
+
+fn active_silences(conn: &Connection, now: Timestamp) -> Result<Vec<Vec<Matcher>>, AlertError> {
+    Ok(store::silences(conn, Some(now), 10_000)?
+        .into_iter()
+        .filter(|s| s.active_at(now))
+        .map(|s| {
+            s.matchers
+                .iter()
+                .filter_map(|m| Matcher::parse(m).ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect())
+}

@@ -1,0 +1,411 @@
+//! The alert lifecycle against a real `alerts.db`: folding, routing into the outbox, repeat
+//! interval, severity escalation, silences, acknowledgement, resolution and the quiet period.
+//! The clock is a ManualClock; nothing here touches the network.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpwatch_alert::store::{self, AlertFilter, Attempt};
+use mcpwatch_alert::{AlertRecord, Alerting, NewSilence};
+use mcpwatch_core::config::Config;
+use mcpwatch_core::{Event, Level, ManualClock, Timestamp};
+use mcpwatch_detect::{AlertStatus, Finding, FindingSource, Severity};
+
+const T0: i64 = 1_767_225_600_000_000;
+
+const CHANNELS: &str = r#"
+[channels.mail]
+type = "email"
+url = "smtp://127.0.0.1:1"
+from = "mcpwatch@example.com"
+to = ["secops@example.com"]
+
+[channels.chat]
+type = "slack"
+webhook_url = "http://127.0.0.1:1/slack"
+
+[channels.pager]
+type = "pagerduty"
+routing_key = "k"
+url = "http://127.0.0.1:1/pd"
+
+[channels.hook]
+type = "webhook"
+url = "http://127.0.0.1:1/hook"
+"#;
+
+struct Harness {
+    alerting: Arc<Alerting>,
+    clock: ManualClock,
+    dir: tempfile::TempDir,
+}
+
+fn harness(toml: &str) -> Harness {
+    let config = Config::from_toml(toml).expect("valid config");
+    let settings = mcpwatch_alert::build(&config, &|_| None).expect("valid alerting config");
+    let clock = ManualClock::new(Timestamp::from_micros(T0));
+    let dir = tempfile::tempdir().unwrap();
+    let alerting = Alerting::open(dir.path(), settings, Arc::new(clock.clone())).unwrap();
+    Harness {
+        alerting,
+        clock,
+        dir,
+    }
+}
+
+fn finding(name: &str, severity: Severity, user: &str, event: &str) -> Finding {
+    let group: BTreeMap<String, String> = [("metadata.user_id".to_owned(), user.to_owned())].into();
+    Finding {
+        source: FindingSource::Rule,
+        name: name.into(),
+        severity,
+        description: format!("5 failed authentications for {user}"),
+        recommended_action: "Lock the account".into(),
+        group,
+        event_ids: vec![event.to_owned()],
+        at: Timestamp::from_micros(T0),
+        event: Event {
+            id: format!("derived-{event}"),
+            timestamp: Timestamp::from_micros(T0),
+            level: Level::Error,
+            category: "security_alert".into(),
+            source: "mcpwatch:detect".into(),
+            event_type: "rule_trigger".into(),
+            message: String::new(),
+            metadata: Default::default(),
+            tags: vec!["authentication".into()],
+        },
+    }
+}
+
+fn brute(user: &str, event: &str) -> Finding {
+    finding("brute_force_detection", Severity::High, user, event)
+}
+
+/// `channel:kind:status` of every outbox row of the alert.
+fn outbox(h: &Harness, id: &str) -> Vec<String> {
+    let a = h.alerting.get(id).unwrap();
+    a.deliveries
+        .unwrap_or_default()
+        .iter()
+        .map(|d| format!("{}:{}:{}", d.channel, d.kind.as_str(), d.status.as_str()))
+        .collect()
+}
+
+/// Marks every pending row delivered, as the worker would.
+fn deliver_all(h: &Harness) {
+    let conn = store::open(h.dir.path()).unwrap();
+    let now = h.clock.now();
+    for d in store::due(&conn, now, 1000).unwrap() {
+        store::record_attempt(&conn, d.id, now, Attempt::Delivered("200 ok")).unwrap();
+    }
+}
+
+trait Now {
+    fn now(&self) -> Timestamp;
+}
+impl Now for ManualClock {
+    fn now(&self) -> Timestamp {
+        mcpwatch_core::Clock::now(self)
+    }
+}
+
+#[test]
+fn a_high_alert_goes_to_email_slack_and_pagerduty_but_not_the_webhook() {
+    let h = harness(CHANNELS);
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    assert_eq!(a.alert.status, AlertStatus::New);
+    assert_eq!(
+        outbox(&h, &a.alert.id),
+        [
+            "chat:firing:pending",
+            "mail:firing:pending",
+            "pager:firing:pending"
+        ]
+    );
+    let c = h
+        .alerting
+        .on_finding(&finding(
+            "privilege_escalation",
+            Severity::Critical,
+            "bob",
+            "e2",
+        ))
+        .unwrap();
+    assert_eq!(outbox(&h, &c.alert.id).len(), 4, "critical goes everywhere");
+    let l = h
+        .alerting
+        .on_finding(&finding("odd", Severity::Low, "carol", "e3"))
+        .unwrap();
+    assert_eq!(outbox(&h, &l.alert.id), ["mail:firing:pending"]);
+}
+
+#[test]
+fn repeats_fold_into_the_open_alert_and_notify_again_only_after_the_repeat_interval() {
+    let h = harness(&format!("[alerting]\nrepeat_interval = \"1h\"\n{CHANNELS}"));
+    let first = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    deliver_all(&h);
+    h.clock.advance(Duration::from_secs(600));
+    let again = h.alerting.on_finding(&brute("alice", "e2")).unwrap();
+    assert_eq!(again.alert.id, first.alert.id);
+    assert_eq!(again.alert.count, 2);
+    assert_eq!(again.alert.event_ids, ["e1", "e2"]);
+    assert_eq!(outbox(&h, &first.alert.id).len(), 3, "no repeat before 1h");
+    h.clock.advance(Duration::from_secs(3000));
+    h.alerting.on_finding(&brute("alice", "e3")).unwrap();
+    let rows = outbox(&h, &first.alert.id);
+    assert_eq!(rows.len(), 6, "{rows:?}");
+    assert_eq!(
+        rows[3..],
+        [
+            "chat:firing:pending",
+            "mail:firing:pending",
+            "pager:firing:pending"
+        ]
+    );
+    let other = h.alerting.on_finding(&brute("bob", "e4")).unwrap();
+    assert_ne!(
+        other.alert.id, first.alert.id,
+        "another group is another alert"
+    );
+}
+
+#[test]
+fn a_rise_in_severity_notifies_at_once() {
+    let h = harness(CHANNELS);
+    let a = h
+        .alerting
+        .on_finding(&finding("x", Severity::Low, "alice", "e1"))
+        .unwrap();
+    deliver_all(&h);
+    let b = h
+        .alerting
+        .on_finding(&finding("x", Severity::Critical, "alice", "e2"))
+        .unwrap();
+    assert_eq!(b.alert.severity, Severity::Critical);
+    assert_eq!(outbox(&h, &a.alert.id).len(), 1 + 4);
+}
+
+#[test]
+fn silenced_alerts_are_suppressed_and_not_sent_until_the_silence_ends() {
+    let h = harness(CHANNELS);
+    let s = h
+        .alerting
+        .add_silence(
+            NewSilence {
+                matchers: vec![
+                    "name=brute_force_detection".into(),
+                    "metadata.user_id=alice".into(),
+                ],
+                duration: Some("2h".into()),
+                comment: "pen test".into(),
+                ..NewSilence::default()
+            },
+            "tester",
+        )
+        .unwrap();
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    assert_eq!(a.alert.status, AlertStatus::Suppressed);
+    assert!(outbox(&h, &a.alert.id).is_empty());
+    let b = h.alerting.on_finding(&brute("bob", "e2")).unwrap();
+    assert_eq!(b.alert.status, AlertStatus::New, "bob is not silenced");
+    h.alerting.expire_silence(&s.id).unwrap();
+    let a = h.alerting.on_finding(&brute("alice", "e3")).unwrap();
+    assert_eq!(a.alert.status, AlertStatus::New);
+    assert_eq!(outbox(&h, &a.alert.id).len(), 3);
+}
+
+#[test]
+fn a_new_silence_suppresses_open_alerts_it_matches() {
+    let h = harness(CHANNELS);
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    h.alerting
+        .add_silence(
+            NewSilence {
+                matchers: vec!["severity=~high|critical".into()],
+                duration: Some("1h".into()),
+                comment: "maintenance".into(),
+                ..NewSilence::default()
+            },
+            "tester",
+        )
+        .unwrap();
+    assert_eq!(
+        h.alerting.get(&a.alert.id).unwrap().alert.status,
+        AlertStatus::Suppressed
+    );
+}
+
+#[test]
+fn bad_silences_say_what_to_fix() {
+    let h = harness(CHANNELS);
+    for (req, want) in [
+        (
+            NewSilence {
+                duration: Some("1h".into()),
+                comment: "c".into(),
+                ..NewSilence::default()
+            },
+            "at least one matcher",
+        ),
+        (
+            NewSilence {
+                matchers: vec!["name".into()],
+                duration: Some("1h".into()),
+                comment: "c".into(),
+                ..NewSilence::default()
+            },
+            "no operator",
+        ),
+        (
+            NewSilence {
+                matchers: vec!["name=x".into()],
+                duration: Some("1h".into()),
+                ..NewSilence::default()
+            },
+            "comment",
+        ),
+        (
+            NewSilence {
+                matchers: vec!["name=x".into()],
+                comment: "c".into(),
+                ..NewSilence::default()
+            },
+            "ends_at or duration",
+        ),
+        (
+            NewSilence {
+                matchers: vec!["name=x".into()],
+                duration: Some("soon".into()),
+                comment: "c".into(),
+                ..NewSilence::default()
+            },
+            "soon",
+        ),
+    ] {
+        let err = h.alerting.add_silence(req, "t").unwrap_err().to_string();
+        assert!(err.contains(want), "{err}");
+    }
+}
+
+#[test]
+fn acknowledged_alerts_keep_counting_but_are_not_notified_again() {
+    let h = harness(&format!("[alerting]\nrepeat_interval = \"1m\"\n{CHANNELS}"));
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    deliver_all(&h);
+    let acked = h.alerting.acknowledge(&a.alert.id).unwrap();
+    assert_eq!(acked.alert.status, AlertStatus::Acknowledged);
+    assert!(acked.acknowledged_at.is_some());
+    h.clock.advance(Duration::from_secs(3600));
+    let b = h.alerting.on_finding(&brute("alice", "e2")).unwrap();
+    assert_eq!(
+        (b.alert.status, b.alert.count),
+        (AlertStatus::Acknowledged, 2)
+    );
+    assert_eq!(outbox(&h, &a.alert.id).len(), 3);
+}
+
+#[test]
+fn resolving_queues_resolved_notifications_and_the_next_firing_opens_a_new_alert() {
+    let h = harness(CHANNELS);
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    deliver_all(&h);
+    let r = h.alerting.resolve(&a.alert.id).unwrap();
+    assert_eq!(r.alert.status, AlertStatus::Resolved);
+    assert_eq!(
+        outbox(&h, &a.alert.id)[3..],
+        [
+            "chat:resolved:pending",
+            "mail:resolved:pending",
+            "pager:resolved:pending"
+        ]
+    );
+    let again = h.alerting.resolve(&a.alert.id).unwrap();
+    assert_eq!(
+        outbox(&h, &again.alert.id).len(),
+        6,
+        "resolving twice queues nothing more"
+    );
+    let err = h.alerting.acknowledge(&a.alert.id).unwrap_err().to_string();
+    assert!(err.contains("already resolved"), "{err}");
+    let b = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    assert_ne!(b.alert.id, a.alert.id);
+    assert_eq!(b.alert.count, 1);
+}
+
+#[test]
+fn alerts_resolve_after_the_quiet_period() {
+    let h = harness(&format!("[alerting]\nresolve_after = \"30m\"\n{CHANNELS}"));
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    h.clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(h.alerting.tick(h.clock.now()).unwrap(), 0);
+    h.alerting.on_finding(&brute("alice", "e2")).unwrap();
+    h.clock.advance(Duration::from_secs(29 * 60));
+    assert_eq!(
+        h.alerting.tick(h.clock.now()).unwrap(),
+        0,
+        "the second firing restarted the quiet period"
+    );
+    h.clock.advance(Duration::from_secs(2 * 60));
+    assert_eq!(h.alerting.tick(h.clock.now()).unwrap(), 1);
+    let r: AlertRecord = h.alerting.get(&a.alert.id).unwrap();
+    assert_eq!(r.alert.status, AlertStatus::Resolved);
+}
+
+#[test]
+fn without_channels_alerts_are_kept_and_nothing_is_queued() {
+    let h = harness("");
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    assert_eq!(a.alert.status, AlertStatus::New);
+    assert!(outbox(&h, &a.alert.id).is_empty());
+}
+
+#[test]
+fn explicit_routes_replace_the_severity_mapping() {
+    let h = harness(&format!(
+        "{CHANNELS}\n[[routes]]\nname = [\"brute_*\"]\ntags = [\"authentication\"]\nchannels = [\"hook\"]\n"
+    ));
+    let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
+    assert_eq!(outbox(&h, &a.alert.id), ["hook:firing:pending"]);
+    let b = h
+        .alerting
+        .on_finding(&finding("other", Severity::Critical, "bob", "e2"))
+        .unwrap();
+    assert!(outbox(&h, &b.alert.id).is_empty());
+}
+
+#[test]
+fn lists_filter_and_page_with_a_cursor() {
+    let h = harness("");
+    for (i, user) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        h.alerting
+            .on_finding(&brute(user, &format!("e{i}")))
+            .unwrap();
+    }
+    h.alerting
+        .on_finding(&finding("odd", Severity::Low, "z", "e9"))
+        .unwrap();
+    let mut filter = AlertFilter {
+        limit: 2,
+        severity: Some(Severity::High),
+        ..AlertFilter::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let (page, next) = h.alerting.list(&filter).unwrap();
+        seen.extend(
+            page.iter()
+                .map(|a| a.alert.group["metadata.user_id"].clone()),
+        );
+        match next {
+            Some(c) => filter.before_seq = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["e", "d", "c", "b", "a"],
+        "newest first, every page once"
+    );
+}
