@@ -20,6 +20,7 @@ const NOW: i64 = 1_790_000_000_000_000;
 
 struct Api {
     router: Router,
+    pipeline: Pipeline,
     _dir: tempfile::TempDir,
 }
 
@@ -45,7 +46,7 @@ fn api_with(tokens: Vec<TokenConfig>, max_body: usize) -> Api {
     .unwrap();
     let auth = Authenticator::build(&AuthConfig { tokens }, &|_| None).unwrap();
     let state = AppState {
-        pipeline,
+        pipeline: pipeline.clone(),
         reader: store.reader(),
         auth: Arc::new(auth),
         clock,
@@ -57,6 +58,7 @@ fn api_with(tokens: Vec<TokenConfig>, max_body: usize) -> Api {
     };
     Api {
         router: router(state),
+        pipeline,
         _dir: dir,
     }
 }
@@ -365,4 +367,31 @@ async fn tools_users_series_and_summary() {
     assert_eq!(r.body["tool_failures_last_hour"], 4);
     assert_eq!(api.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(api.get("/readyz").await.body["status"], "ready");
+}
+
+#[tokio::test]
+async fn a_full_pipeline_answers_503_with_retry_after_and_stores_nothing() {
+    let api = api();
+    let pending = &api.pipeline.health().pending_events;
+    pending.fetch_add(100_000, std::sync::atomic::Ordering::SeqCst);
+    let r = api
+        .post("application/json", auth_failure("a").to_string())
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(r.body["error"]["code"], "overloaded");
+    pending.fetch_sub(100_000, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        api.get("/api/v1/events").await.body["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(
+        api.post("application/json", auth_failure("a").to_string())
+            .await
+            .status,
+        StatusCode::ACCEPTED
+    );
 }

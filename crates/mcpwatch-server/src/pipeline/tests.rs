@@ -198,3 +198,47 @@ async fn stages_see_every_batch_in_order_and_their_events_are_stored_redacted() 
     // Everything was seen by the stage, including its own events, and nothing is pending.
     assert_eq!(seen.lock().unwrap().len(), 10);
 }
+
+#[tokio::test]
+async fn retention_runs_in_the_background_between_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let now = Timestamp::from_micros(1_790_000_000_000_000);
+    let clock = Arc::new(ManualClock::new(now));
+    let config = PipelineConfig {
+        max_pending_events: 100_000,
+        retention: RetentionPolicy {
+            max_age: Duration::from_secs(3600),
+            max_size: None,
+        },
+        retention_interval: Duration::from_millis(50),
+    };
+    let (p, _h) = Pipeline::start(
+        store.writer().unwrap(),
+        Redactor::default(),
+        clock.clone(),
+        config,
+        vec![],
+    )
+    .unwrap();
+    let aged = |id: &str, secs_ago: u64| {
+        let mut e = event(id, json!({}));
+        e.timestamp = now.saturating_sub(Duration::from_secs(secs_ago));
+        e
+    };
+    p.submit_events(vec![aged("old", 7200), aged("new", 60)])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.reader().event("old").unwrap().is_some() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        store.reader().event("old").unwrap().is_none(),
+        "an event past max_age is deleted"
+    );
+    assert!(store.reader().event("new").unwrap().is_some());
+    assert_eq!(p.health().retention_deleted.load(Ordering::SeqCst), 1);
+    // Ingest still works while retention keeps running.
+    assert!(p.submit_events(vec![aged("later", 1)]).await.is_ok());
+}
