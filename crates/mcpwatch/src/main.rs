@@ -2,6 +2,7 @@
 //! module under `cmd/`, which wires the pipeline stages together (like Vector's topology).
 
 mod cmd;
+mod demo;
 mod term;
 mod topology;
 
@@ -33,6 +34,8 @@ enum Command {
     Rules(cmd::rules::RulesCommand),
     /// Run recorded events through detection offline, deterministically; delivers nothing.
     Replay(cmd::replay::ReplayArgs),
+    /// A collector on a temporary data dir fed with realistic traffic and a few attacks.
+    Demo(cmd::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
             Command::Replay(args) => cmd::replay::run(args),
+            Command::Demo(args) => cmd::demo::run(args).await,
         }
     });
     match result {
