@@ -15,12 +15,14 @@ pub mod config;
 mod error;
 pub mod families;
 pub mod health;
+pub mod host;
 mod http;
 pub mod labels;
 mod stage;
 mod traffic;
 pub mod window;
 
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
@@ -37,6 +39,7 @@ pub use stage::{Clock, MetricsStage};
 
 use crate::families::Families;
 use crate::health::{HealthCollector, StoreStatsCache};
+use crate::host::HostSampler;
 use crate::traffic::Traffic;
 
 /// The metrics of one collector: its stage and its `/metrics` endpoint.
@@ -62,6 +65,8 @@ pub struct Sources {
     pub reader: Option<Arc<dyn EventReader>>,
     /// Published by the detection stage.
     pub detector: Arc<DetectorHealth>,
+    /// The data directory: the host sampler reports the disk that holds it.
+    pub data_dir: PathBuf,
 }
 
 impl Metrics {
@@ -71,6 +76,14 @@ impl Metrics {
         let families = Families::register(&mut registry, settings.per_user);
         let now = sources.clock.now();
         let traffic = Traffic::new(families, settings, now.as_micros());
+        let host = settings.host_interval.map(|every| {
+            HostSampler::new(
+                &mut registry,
+                every,
+                settings.host_events,
+                sources.data_dir.clone(),
+            )
+        });
         let pipeline = Arc::new(OnceLock::new());
         let store = sources
             .reader
@@ -81,7 +94,7 @@ impl Metrics {
             store: store.clone(),
         }));
         Metrics {
-            stage: MetricsStage::new(traffic),
+            stage: MetricsStage::new(traffic, host),
             endpoint: MetricsEndpoint {
                 registry: Arc::new(registry),
                 pipeline,

@@ -9,16 +9,18 @@ use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_server::Stage;
 use mcpwatch_store::PreparedEvent;
 
+use crate::host::HostSampler;
 use crate::traffic::Traffic;
 
 /// Counts committed events into the metrics.
 pub struct MetricsStage {
     traffic: Traffic,
+    host: Option<HostSampler>,
 }
 
 impl MetricsStage {
-    pub(crate) fn new(traffic: Traffic) -> Self {
-        Self { traffic }
+    pub(crate) fn new(traffic: Traffic, host: Option<HostSampler>) -> Self {
+        Self { traffic, host }
     }
 
     /// Counts one event (what `on_commit` does for each; public for benchmarks and tests).
@@ -43,8 +45,11 @@ impl Stage for MetricsStage {
         }
     }
 
-    fn on_tick(&mut self, now: Timestamp, _emit: &mut Vec<Event>) {
+    fn on_tick(&mut self, now: Timestamp, emit: &mut Vec<Event>) {
         self.traffic.roll(now.as_micros());
+        if let Some(host) = &mut self.host {
+            host.tick(now, emit);
+        }
     }
 }
 

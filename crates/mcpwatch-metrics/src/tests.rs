@@ -70,6 +70,7 @@ fn scrape(settings: &MetricsSettings, events: &[Event]) -> BTreeMap<String, f64>
             clock: clock.clone(),
             reader: None,
             detector: Arc::new(DetectorHealth::default()),
+            data_dir: std::env::temp_dir(),
         },
     );
     for e in events {
@@ -449,6 +450,7 @@ fn rates_forget_what_left_the_window() {
             clock: clock.clone(),
             reader: None,
             detector: Arc::new(DetectorHealth::default()),
+            data_dir: std::env::temp_dir(),
         },
     );
     m.stage.observe(&tool("fs", "t", "tool_error", 0.1, "a"));

@@ -270,3 +270,67 @@ async fn prometheus_scrapes_serve_and_promql_sees_tool_counts_and_errors() {
     drop(prom);
     serve.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_sampler_feeds_gauges_and_system_performance_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mcpwatch.toml");
+    std::fs::write(&config, "[metrics]\nhost_interval = \"1s\"\n").unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut names = std::collections::BTreeSet::new();
+    while names.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "only {names:?} arrived as system_performance events"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let page: Value = client
+            .get(format!("{}/api/v1/events", serve.url))
+            .query(&[
+                ("category", "performance"),
+                ("event_type", "system_performance"),
+                ("limit", "100"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in page["events"].as_array().unwrap() {
+            assert_eq!(e["source"], "mcpwatch:host");
+            names.insert(e["metadata"]["metric_name"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        [
+            "cpu_usage",
+            "disk_usage",
+            "memory_usage",
+            "network_throughput"
+        ]
+    );
+    let text = client
+        .get(format!("{}/metrics", serve.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "mcpwatch_host_cpu_usage_ratio ",
+        "mcpwatch_host_memory_total_bytes ",
+        "mcpwatch_host_disk_used_bytes ",
+        "mcpwatch_process_resident_memory_bytes ",
+    ] {
+        assert!(text.contains(series), "{series} missing from /metrics");
+    }
+    serve.stop();
+}

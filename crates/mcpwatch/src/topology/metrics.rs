@@ -37,6 +37,7 @@ pub(super) fn build(
             clock: ctx.clock.clone(),
             reader: Some(ctx.reader.clone()),
             detector,
+            data_dir: ctx.data_dir.clone(),
         },
     );
     let (endpoint, auth) = (metrics.endpoint, ctx.auth.clone());
