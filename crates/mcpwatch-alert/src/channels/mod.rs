@@ -214,7 +214,7 @@ pub(crate) fn title(n: &Notification<'_>) -> String {
         crate::model::NotificationKind::Test => "test notification",
     };
     one_line(&format!(
-        "[{}] {} {state} ({}×) for {}",
+        "[{}] {} {state} ({}x) for {}",
         a.severity.as_str().to_uppercase(),
         a.name,
         a.count,
@@ -228,6 +228,3 @@ pub(crate) fn one_line(s: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,1 +1,0 @@
-//! Channel rendering and delivery against local receivers.
