@@ -36,16 +36,33 @@ pub const DEFAULT_KEYS: &[&str] = &[
 ];
 
 /// Shapes of secrets redacted wherever they appear in a string.
-pub const DEFAULT_PATTERNS: &[&str] = &[
-    r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
-    r"\b[Bb]earer\s+[A-Za-z0-9\-._~+/]{8,}=*",
-    r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}\b",
-    r"\bxox[abprs]-[A-Za-z0-9-]{10,}",
-    r"\bsk-[A-Za-z0-9_-]{20,}",
-    r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+/// Each with the kind recorded in `metadata.redacted` when it is cut out.
+pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
+    ("aws_access_key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+    (
+        "private_key",
+        r"-----BEGIN [A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END [A-Z ]*PRIVATE KEY-----|\z)",
+    ),
+    ("bearer_token", r"\b[Bb]earer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
+    (
+        "github_token",
+        r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b",
+    ),
+    ("github_token", r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"),
+    ("slack_token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}"),
+    ("api_key", r"\bsk-[A-Za-z0-9_-]{20,}"),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+    ),
 ];
+
+/// Where secrets cut out by shape are recorded on the event: `[{"field", "kind"}]`, so
+/// detection can report a credential a tool exposed even though the store never sees it.
+pub const REDACTED_FIELD: &str = "redacted";
+
+/// Most entries kept in `metadata.redacted`.
+const MAX_RECORDED: usize = 16;
 
 /// Literals one of which every built-in pattern contains: strings without any of them skip
 /// the regular expressions entirely (most strings).
@@ -147,7 +164,12 @@ impl RedactionConfig {
         let builtin = if self.replace_defaults {
             None
         } else {
-            let defaults: Vec<String> = DEFAULT_PATTERNS.iter().map(|s| s.to_string()).collect();
+            // Named groups tell which shape matched, for `metadata.redacted`.
+            let defaults: Vec<String> = DEFAULT_PATTERNS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, re))| format!("(?P<k{i}>{re})"))
+                .collect();
             let literals = AhoCorasick::new(DEFAULT_LITERALS)
                 .map_err(|e| vec![ConfigError::at("redaction", e.to_string())])?;
             combine(&defaults)?.map(|re| (literals, re))
@@ -195,53 +217,102 @@ impl Default for Redactor {
 }
 
 impl Redactor {
-    /// Redacts one event in place.
+    /// Redacts one event in place. Secrets cut out by shape are recorded, by field and kind, in
+    /// `metadata.redacted` (merged with what an earlier redaction, e.g. at the edge, recorded).
     pub fn redact_event(&self, event: &mut Event) {
-        self.redact_string(&mut event.message);
+        let mut seen = Vec::new();
+        self.redact_str_at(&mut event.message, &Path::root("message"), &mut seen);
+        let metadata = Path::root("metadata");
         for (key, value) in event.metadata.iter_mut() {
+            if key == REDACTED_FIELD {
+                continue;
+            }
+            let path = metadata.child(key);
             if self.privacy_mode && (key == "parameters" || key == "arguments") {
-                self.redact_value(value);
+                self.walk(value, &path, &mut seen);
                 hash_leaves(value);
                 continue;
             }
-            self.redact_entry(key, value);
+            self.entry_at(key, value, &path, &mut seen);
         }
         for tag in &mut event.tags {
-            self.redact_string(tag);
+            self.redact_str_at(tag, &Path::root("tags"), &mut seen);
+        }
+        if !seen.is_empty() {
+            record(event, seen);
         }
     }
 
     /// Redacts a JSON value in place, as found under no particular key.
     pub fn redact_value(&self, value: &mut Value) {
-        match value {
-            Value::String(s) => self.redact_string(s),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_value(v)),
-            Value::Object(map) => map.iter_mut().for_each(|(k, v)| self.redact_entry(k, v)),
-            _ => {}
-        }
-    }
-
-    fn redact_entry(&self, key: &str, value: &mut Value) {
-        if self.is_sensitive_key(key) {
-            match value {
-                Value::String(_) | Value::Number(_) => *value = Value::String(REDACTED.into()),
-                Value::Array(_) | Value::Object(_) => *value = Value::String(REDACTED.into()),
-                Value::Bool(_) | Value::Null => {}
-            }
-            return;
-        }
-        self.redact_value(value);
+        self.walk(value, &Path::root(""), &mut Vec::new());
     }
 
     /// Redacts secrets inside one string and truncates it if it is too long.
     pub fn redact_string(&self, s: &mut String) {
+        self.redact_str_at(s, &Path::root(""), &mut Vec::new());
+    }
+
+    fn walk(&self, value: &mut Value, path: &Path<'_>, seen: &mut Vec<(String, &'static str)>) {
+        match value {
+            Value::String(s) => self.redact_str_at(s, path, seen),
+            Value::Array(items) => items
+                .iter_mut()
+                .for_each(|v| self.walk(v, &path.child("*"), seen)),
+            Value::Object(map) => map
+                .iter_mut()
+                .for_each(|(k, v)| self.entry_at(k, v, &path.child(k), seen)),
+            _ => {}
+        }
+    }
+
+    fn entry_at(
+        &self,
+        key: &str,
+        value: &mut Value,
+        path: &Path<'_>,
+        seen: &mut Vec<(String, &'static str)>,
+    ) {
+        if self.is_sensitive_key(key) {
+            if !matches!(value, Value::Bool(_) | Value::Null) {
+                *value = Value::String(REDACTED.into());
+            }
+            return;
+        }
+        self.walk(value, path, seen);
+    }
+
+    fn redact_str_at(
+        &self,
+        s: &mut String,
+        path: &Path<'_>,
+        seen: &mut Vec<(String, &'static str)>,
+    ) {
         if let Some((literals, re)) = &self.builtin {
             if literals.is_match(s.as_str()) {
-                replace_all(re, s);
+                let replaced = re.replace_all(s, |caps: &regex::Captures<'_>| {
+                    let kind = (0..DEFAULT_PATTERNS.len())
+                        .find(|i| caps.name(&format!("k{i}")).is_some())
+                        .map_or("secret", |i| DEFAULT_PATTERNS[i].0);
+                    if seen.len() < MAX_RECORDED {
+                        seen.push((path.render(), kind));
+                    }
+                    REDACTED
+                });
+                if let std::borrow::Cow::Owned(r) = replaced {
+                    *s = r;
+                }
             }
         }
         if let Some(re) = &self.custom {
-            replace_all(re, s);
+            let mut hit = false;
+            if let std::borrow::Cow::Owned(r) = re.replace_all(s, REDACTED) {
+                *s = r;
+                hit = true;
+            }
+            if hit && seen.len() < MAX_RECORDED {
+                seen.push((path.render(), "custom"));
+            }
         }
         truncate(s, self.max_value_bytes);
     }
@@ -264,10 +335,47 @@ impl Redactor {
     }
 }
 
-fn replace_all(re: &Regex, s: &mut String) {
-    if let std::borrow::Cow::Owned(replaced) = re.replace_all(s, REDACTED) {
-        *s = replaced;
+/// A field's path, built on the stack while walking and rendered only when a secret is found.
+struct Path<'a> {
+    key: &'a str,
+    parent: Option<&'a Path<'a>>,
+}
+
+impl<'a> Path<'a> {
+    fn root(key: &'a str) -> Self {
+        Path { key, parent: None }
     }
+
+    fn child(&'a self, key: &'a str) -> Path<'a> {
+        Path {
+            key,
+            parent: Some(self),
+        }
+    }
+
+    fn render(&self) -> String {
+        match self.parent {
+            Some(p) => format!("{}.{}", p.render(), self.key),
+            None => self.key.to_owned(),
+        }
+    }
+}
+
+/// Merges what was cut out into `metadata.redacted`, keeping what was already there.
+fn record(event: &mut Event, seen: Vec<(String, &'static str)>) {
+    let mut entries = match event.metadata.remove(REDACTED_FIELD) {
+        Some(Value::Array(items)) => items,
+        _ => Vec::new(),
+    };
+    for (field, kind) in seen {
+        let entry = serde_json::json!({"field": field, "kind": kind});
+        if entries.len() < MAX_RECORDED && !entries.contains(&entry) {
+            entries.push(entry);
+        }
+    }
+    event
+        .metadata
+        .insert(REDACTED_FIELD.into(), Value::Array(entries));
 }
 
 /// Most words of a key that are told apart; the rest count as part of the last.
@@ -424,7 +532,9 @@ mod tests {
             json!({"cmd": "export AWS=AKIAIOSFODNN7EXAMPLE; ls", "h": "Authorization: Bearer abcdefghijklmnop",
                    "gh": "ghp_0123456789abcdefghijklmnopqrstuvwxyz", "pem": format!("key: {pem} end"), "plain": "hello"}),
             json!({"cmd": "export AWS=[REDACTED]; ls", "h": "Authorization: [REDACTED]", "gh": "[REDACTED]",
-                   "pem": "key: [REDACTED] end", "plain": "hello"}),
+                   "pem": "key: [REDACTED] end", "plain": "hello",
+                   "redacted": [{"field": "metadata.cmd", "kind": "aws_access_key"}, {"field": "metadata.gh", "kind": "github_token"},
+                                {"field": "metadata.h", "kind": "bearer_token"}, {"field": "metadata.pem", "kind": "private_key"}]}),
         );
         let mut ev = event(
             json!({}),
@@ -444,7 +554,7 @@ mod tests {
         check(
             &cfg,
             json!({"ssn": "123-45-6789", "note": "ticket INT-123456"}),
-            json!({"ssn": "[REDACTED]", "note": "ticket [REDACTED]"}),
+            json!({"ssn": "[REDACTED]", "note": "ticket [REDACTED]", "redacted": [{"field": "metadata.note", "kind": "custom"}]}),
         );
         let bad = RedactionConfig {
             patterns: vec!["ok".into(), "(unclosed".into()],
@@ -454,6 +564,43 @@ mod tests {
         let errs = bad.build().unwrap_err();
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["redaction.patterns[1]", "redaction.keys[0]"]);
+    }
+
+    #[test]
+    fn secrets_cut_from_results_are_recorded_by_field_and_kind_and_merged() {
+        let r = Redactor::default();
+        let mut ev = event(
+            json!({"result": {"text": "aws: AKIAIOSFODNN7EXAMPLE", "items": ["xoxb-1234567890-abcdef"]},
+                   "redacted": [{"field": "metadata.result.text", "kind": "jwt"}]}),
+            "",
+        );
+        r.redact_event(&mut ev);
+        assert_eq!(
+            ev.metadata["redacted"],
+            json!([{"field": "metadata.result.text", "kind": "jwt"}, {"field": "metadata.result.items.*", "kind": "slack_token"},
+                   {"field": "metadata.result.text", "kind": "aws_access_key"}])
+        );
+        // Redacting again (the collector after wrap) records nothing twice.
+        let before = ev.metadata["redacted"].clone();
+        r.redact_event(&mut ev);
+        assert_eq!(ev.metadata["redacted"], before);
+        // The record is bounded whatever the input.
+        let many: Vec<String> = (0..100)
+            .map(|i| format!("AKIAIOSFODNN7EXAMP{i:02}"))
+            .collect();
+        let mut ev = event(json!({"list": many}), "");
+        r.redact_event(&mut ev);
+        assert_eq!(
+            ev.metadata["redacted"].as_array().unwrap().len(),
+            1,
+            "same field and kind once"
+        );
+        let keys: serde_json::Map<String, Value> = (0..100)
+            .map(|i| (format!("k{i}"), json!("AKIAIOSFODNN7EXAMPLE")))
+            .collect();
+        let mut ev = event(Value::Object(keys), "");
+        r.redact_event(&mut ev);
+        assert_eq!(ev.metadata["redacted"].as_array().unwrap().len(), 16);
     }
 
     #[test]

@@ -134,9 +134,25 @@ impl ThreatScanner {
             ] {
                 let mut hits = Vec::new();
                 sig.scan(text, &mut hits);
+                if name == "secret_exposure" {
+                    redacted_in_result(event, &mut hits);
+                }
                 if !hits.is_empty() {
                     out.push(threat(&ctx(), name, sev, &hits, "the tool result"));
                 }
+            }
+        } else if complete {
+            // A result without text can still have had credentials cut out of it.
+            let mut hits = Vec::new();
+            redacted_in_result(event, &mut hits);
+            if !hits.is_empty() {
+                out.push(threat(
+                    &ctx(),
+                    "secret_exposure",
+                    Severity::High,
+                    &hits,
+                    "the tool result",
+                ));
             }
         }
     }
@@ -300,6 +316,41 @@ fn action(name: &str) -> &'static str {
         "prompt_injection" => "Treat the session as compromised: review what the agent did after this result and remove the injected content at its source",
         "tool_poisoning" => "Disable the tool or server until the description is reviewed; pin a known-good definition",
         _ => "Review the tool definition change against the pinned version before using the server again",
+    }
+}
+
+/// Credentials the redactor cut out of the result before anything was stored (it records them
+/// in `metadata.redacted` by field and kind; see `mcpwatch_core::redact`). Redaction runs before
+/// detection, so this is how detection learns of secrets the store never sees.
+fn redacted_in_result(event: &Event, hits: &mut Vec<Hit>) {
+    let Some(entries) = event
+        .metadata
+        .get(mcpwatch_core::redact::REDACTED_FIELD)
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    for entry in entries {
+        let field = entry.get("field").and_then(Value::as_str).unwrap_or("");
+        if !field.starts_with("metadata.result") {
+            continue;
+        }
+        let label = match entry.get("kind").and_then(Value::as_str).unwrap_or("") {
+            "aws_access_key" => "AWS access key (redacted)",
+            "private_key" => "private key (redacted)",
+            "bearer_token" => "bearer token (redacted)",
+            "github_token" => "GitHub token (redacted)",
+            "slack_token" => "Slack token (redacted)",
+            "api_key" => "API key (redacted)",
+            "jwt" => "JWT (redacted)",
+            _ => "secret (redacted)",
+        };
+        if !hits.iter().any(|h| h.label == label) {
+            hits.push(Hit {
+                label,
+                evidence: format!("removed from {field} before storage"),
+            });
+        }
     }
 }
 

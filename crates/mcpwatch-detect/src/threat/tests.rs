@@ -144,3 +144,37 @@ fn definition_changes_pass_through() {
     );
     check(&[e], &["tool_definition_changed:high"]);
 }
+
+#[test]
+fn credentials_cut_out_by_redaction_are_still_reported_as_exposed() {
+    // In serve, redaction runs before detection: the store never sees the token, and the
+    // redactor's record of what it removed is what detection reports.
+    let redactor = mcpwatch_core::Redactor::default();
+    let mut leaked = result("deploy key: ghp_0123456789abcdefghijklmnopqrstuvwxyz");
+    redactor.redact_event(&mut leaked);
+    assert!(!leaked.metadata["result"]["text"]
+        .as_str()
+        .unwrap()
+        .contains("ghp_"));
+    assert_eq!(
+        leaked.metadata["redacted"],
+        json!([{"field": "metadata.result.text", "kind": "github_token"}])
+    );
+    check(&[leaked.clone()], &["secret_exposure:high"]);
+    let mut scanner = ThreatScanner::new(100);
+    let mut out = Vec::new();
+    scanner.process(&leaked, &mut out);
+    assert!(
+        out[0].description.contains("GitHub token (redacted)"),
+        "{}",
+        out[0].description
+    );
+    // A secret removed from the parameters (the caller's own input) is not an exposure.
+    let mut sent = call(json!({"token_value": "ghp_0123456789abcdefghijklmnopqrstuvwxyz"}));
+    redactor.redact_event(&mut sent);
+    check(&[sent], &[]);
+    // Nor is a clean result.
+    let mut clean = result("no secrets here");
+    redactor.redact_event(&mut clean);
+    check(&[clean], &[]);
+}
