@@ -6,9 +6,11 @@
 //! reads the file (with progress), renders the summary and writes the alerts atomically.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -77,41 +79,132 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads a JSON-lines file of events; a bad line is an error naming the file and the line.
-/// Reports progress on stderr for big files.
+/// Bytes read and parsed at a time; chunks end at a line end.
+const CHUNK_BYTES: usize = 4 << 20;
+/// The longest line accepted.
+const MAX_LINE_BYTES: usize = 64 << 20;
+
+/// A run of whole lines and the 1-based number of its first line.
+struct Chunk {
+    index: usize,
+    first_line: usize,
+    bytes: Vec<u8>,
+}
+
+type Parsed = (usize, anyhow::Result<Vec<Event>>);
+
+/// Reads a JSON-lines file of events in file order; a bad line is an error naming the file
+/// and the line. Lines are parsed on every core (parsing, not detection, is most of a replay's
+/// time); progress goes to stderr for big files.
 fn read_events(path: &Path) -> anyhow::Result<Vec<Event>> {
-    let file = File::open(path).with_context(|| {
+    let mut file = File::open(path).with_context(|| {
         format!(
             "cannot open {}; check the path (record events with `mcpwatch events --json > FILE.jsonl`)",
             path.display()
         )
     })?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut events = Vec::new();
-    let mut line = String::new();
-    let mut number = 0usize;
-    let mut progress = Progress::new();
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .with_context(|| format!("{}:{}: cannot read", path.display(), number + 1))?;
-        if read == 0 {
-            break;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let parsed_events = AtomicUsize::new(0);
+    let (chunk_tx, chunk_rx) = mpsc::sync_channel::<Chunk>(workers * 2);
+    let chunk_rx = Mutex::new(chunk_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Parsed>();
+    let read = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (chunk_rx, done_tx, counter) = (&chunk_rx, done_tx.clone(), &parsed_events);
+            scope.spawn(move || loop {
+                let next = chunk_rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                let Ok(chunk) = next else { return };
+                let result = parse_chunk(path, &chunk, counter);
+                if done_tx.send((chunk.index, result)).is_err() {
+                    return;
+                }
+            });
         }
-        number += 1;
-        if line.trim().is_empty() {
+        drop(done_tx);
+        let read = split_into_chunks(&mut file, path, &chunk_tx, &parsed_events);
+        drop(chunk_tx);
+        read
+    });
+    read?;
+    let mut parts: Vec<Parsed> = done_rx.into_iter().collect();
+    parts.sort_by_key(|(index, _)| *index);
+    let mut events = Vec::with_capacity(parsed_events.load(Ordering::Relaxed));
+    for (_, part) in parts {
+        events.append(&mut part?);
+    }
+    Ok(events)
+}
+
+/// Reads the file into chunks of whole lines and hands them to the parsers.
+fn split_into_chunks(
+    file: &mut File,
+    path: &Path,
+    tx: &mpsc::SyncSender<Chunk>,
+    parsed: &AtomicUsize,
+) -> anyhow::Result<()> {
+    let mut progress = Progress::new();
+    let mut carry: Vec<u8> = Vec::new();
+    let (mut index, mut next_line) = (0usize, 1usize);
+    loop {
+        let mut buf = std::mem::take(&mut carry);
+        let start = buf.len();
+        buf.resize(start + CHUNK_BYTES, 0);
+        let n = file
+            .read(&mut buf[start..])
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        buf.truncate(start + n);
+        let eof = n == 0;
+        let line_end = buf.iter().rposition(|b| *b == b'\n');
+        let cut = match (eof, line_end) {
+            (true, _) => buf.len(),
+            (false, Some(i)) => i + 1,
+            (false, None) if buf.len() > MAX_LINE_BYTES => bail!(
+                "{}:{next_line}: a line is longer than {} MB; is this a JSON-lines file (one event per line)?",
+                path.display(),
+                MAX_LINE_BYTES >> 20
+            ),
+            (false, None) => {
+                carry = buf;
+                continue;
+            }
+        };
+        carry = buf.split_off(cut);
+        if !buf.is_empty() {
+            let lines = buf.iter().filter(|b| **b == b'\n').count();
+            let chunk = Chunk {
+                index,
+                first_line: next_line,
+                bytes: buf,
+            };
+            index += 1;
+            next_line += lines;
+            if tx.send(chunk).is_err() {
+                bail!("the parser threads stopped; this is a bug, please report it");
+            }
+        }
+        progress.tick(parsed.load(Ordering::Relaxed));
+        if eof {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_chunk(path: &Path, chunk: &Chunk, parsed: &AtomicUsize) -> anyhow::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    for (k, line) in chunk.bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let event = serde_json::from_str::<Event>(&line).map_err(|e| {
+        let event = serde_json::from_slice::<Event>(line).map_err(|e| {
             anyhow::anyhow!(
-                "{}:{number}: not a valid event: {e}; fix or remove that line (one JSON event per line, each with id, timestamp, level, category, source, event_type)",
-                path.display()
+                "{}:{}: not a valid event: {e}; fix or remove that line (one JSON event per line, each with id, timestamp, level, category, source, event_type)",
+                path.display(),
+                chunk.first_line + k
             )
         })?;
         events.push(event);
-        progress.tick(events.len());
     }
+    parsed.fetch_add(events.len(), Ordering::Relaxed);
     Ok(events)
 }
 
@@ -131,7 +224,7 @@ impl Progress {
     }
 
     fn tick(&mut self, events: usize) {
-        if events & 4095 != 0 || self.last.elapsed() < PROGRESS_EVERY {
+        if self.last.elapsed() < PROGRESS_EVERY {
             return;
         }
         self.last = Instant::now();
@@ -174,9 +267,10 @@ fn print_summary(events_file: &Path, summary: &ReplaySummary, alerts: &[Alert]) 
         );
     }
     println!();
+    // On stderr: the byte estimate follows allocation sizes, so it is not deterministic.
     let h = &summary.health;
-    println!(
-        "state at the end: {} tracked keys (~{} bytes), {} expired, {} evicted",
+    eprintln!(
+        "replay: state at the end: {} tracked keys (~{} bytes), {} expired, {} evicted",
         h.tracked_keys, h.state_bytes, h.expired_keys, h.evicted_keys
     );
     println!("{} alert(s){}", alerts.len(), by_severity(alerts));
