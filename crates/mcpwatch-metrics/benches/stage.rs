@@ -71,6 +71,7 @@ fn ns_per_event(per_user: bool, batch: &[PreparedEvent], rounds: usize) -> f64 {
             reader: None,
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
+            otlp: None,
         },
     );
     let mut emit = Vec::new();

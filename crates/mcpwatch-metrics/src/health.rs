@@ -112,6 +112,8 @@ pub struct HealthCollector {
     pub detector: Arc<DetectorHealth>,
     /// The store's size.
     pub store: Option<Arc<StoreStatsCache>>,
+    /// The OTLP exporter, when configured.
+    pub export: Option<Arc<crate::otlp::ExportHealth>>,
 }
 
 pub(crate) fn counter(
@@ -227,6 +229,9 @@ impl Collector for HealthCollector {
                 "Failed reads of the store's size",
                 s.errors.load(Ordering::Relaxed),
             )?;
+        }
+        if let Some(x) = &self.export {
+            x.encode(&mut enc)?;
         }
         Ok(())
     }

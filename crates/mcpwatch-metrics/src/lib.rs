@@ -18,6 +18,7 @@ pub mod health;
 pub mod host;
 mod http;
 pub mod labels;
+pub mod otlp;
 mod stage;
 mod traffic;
 pub mod window;
@@ -40,6 +41,7 @@ pub use stage::{Clock, MetricsStage};
 use crate::families::Families;
 use crate::health::{HealthCollector, StoreStatsCache};
 use crate::host::HostSampler;
+use crate::otlp::Exporter;
 use crate::traffic::Traffic;
 
 /// The metrics of one collector: its stage and its `/metrics` endpoint.
@@ -55,6 +57,7 @@ pub struct MetricsEndpoint {
     registry: Arc<Registry>,
     pipeline: Arc<OnceLock<Arc<mcpwatch_server::pipeline::PipelineHealth>>>,
     store: Option<Arc<StoreStatsCache>>,
+    exporter: Option<Exporter>,
 }
 
 /// What [`Metrics::build`] needs from the collector.
@@ -67,6 +70,8 @@ pub struct Sources {
     pub detector: Arc<DetectorHealth>,
     /// The data directory: the host sampler reports the disk that holds it.
     pub data_dir: PathBuf,
+    /// OTLP export, when `[otlp]` is configured.
+    pub otlp: Option<OtlpSettings>,
 }
 
 impl Metrics {
@@ -88,17 +93,26 @@ impl Metrics {
         let store = sources
             .reader
             .map(|r| StoreStatsCache::new(r, settings.store_stats_max_age));
+        let (spans, exporter, export) = match sources.otlp {
+            Some(o) => {
+                let (q, x, h) = otlp::channel(o, sources.clock.clone());
+                (Some(q), Some(x), Some(h))
+            }
+            None => (None, None, None),
+        };
         registry.register_collector(Box::new(HealthCollector {
             pipeline: pipeline.clone(),
             detector: sources.detector,
             store: store.clone(),
+            export,
         }));
         Metrics {
-            stage: MetricsStage::new(traffic, host),
+            stage: MetricsStage::new(traffic, host, spans),
             endpoint: MetricsEndpoint {
                 registry: Arc::new(registry),
                 pipeline,
                 store,
+                exporter,
             },
         }
     }
@@ -106,9 +120,18 @@ impl Metrics {
 
 impl MetricsEndpoint {
     /// The `/metrics` route, reading the running pipeline's health.
-    pub fn router(self, pipeline: &Pipeline, auth: Arc<Authenticator>) -> Router {
+    /// Also starts the OTLP exporter, when configured (call it inside the runtime).
+    pub fn router(mut self, pipeline: &Pipeline, auth: Arc<Authenticator>) -> Router {
         let _ = self.pipeline.set(pipeline.health().clone());
+        self.start_export();
         http::router(auth, self.registry, self.store)
+    }
+
+    /// Starts the OTLP exporter on the current runtime, once; it stops when the stage is gone.
+    pub fn start_export(&mut self) {
+        if let Some(x) = self.exporter.take() {
+            tokio::spawn(x.run(self.registry.clone()));
+        }
     }
 
     /// The metrics as OpenMetrics text (what a scrape returns, minus the store refresh).

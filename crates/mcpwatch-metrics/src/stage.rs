@@ -10,22 +10,35 @@ use mcpwatch_server::Stage;
 use mcpwatch_store::PreparedEvent;
 
 use crate::host::HostSampler;
+use crate::otlp::SpanQueue;
 use crate::traffic::Traffic;
 
 /// Counts committed events into the metrics.
 pub struct MetricsStage {
     traffic: Traffic,
     host: Option<HostSampler>,
+    spans: Option<SpanQueue>,
 }
 
 impl MetricsStage {
-    pub(crate) fn new(traffic: Traffic, host: Option<HostSampler>) -> Self {
-        Self { traffic, host }
+    pub(crate) fn new(
+        traffic: Traffic,
+        host: Option<HostSampler>,
+        spans: Option<SpanQueue>,
+    ) -> Self {
+        Self {
+            traffic,
+            host,
+            spans,
+        }
     }
 
     /// Counts one event (what `on_commit` does for each; public for benchmarks and tests).
     pub fn observe(&mut self, e: &Event) {
         self.traffic.observe(e);
+        if let Some(q) = &self.spans {
+            q.offer(e);
+        }
     }
 
     /// Rolls the rate windows to `now` (what `on_tick` does).
@@ -41,7 +54,7 @@ impl Stage for MetricsStage {
 
     fn on_commit(&mut self, batch: &[PreparedEvent], _emit: &mut Vec<Event>) {
         for p in batch {
-            self.traffic.observe(&p.event);
+            self.observe(&p.event);
         }
     }
 

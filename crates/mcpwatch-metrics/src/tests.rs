@@ -71,6 +71,7 @@ fn scrape(settings: &MetricsSettings, events: &[Event]) -> BTreeMap<String, f64>
             reader: None,
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
+            otlp: None,
         },
     );
     for e in events {
@@ -451,6 +452,7 @@ fn rates_forget_what_left_the_window() {
             reader: None,
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
+            otlp: None,
         },
     );
     m.stage.observe(&tool("fs", "t", "tool_error", 0.1, "a"));

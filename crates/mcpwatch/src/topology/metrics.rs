@@ -1,9 +1,9 @@
 //! The metrics stage and `GET /metrics`: builds [`mcpwatch_metrics::Metrics`] from `[metrics]`,
 //! registers its stage after detection (so it counts what detection emitted too), and serves
-//! the registry once the pipeline runs.
+//! the registry once the pipeline runs; with `[otlp]`, also exports spans and metrics.
 
 use anyhow::Context as _;
-use mcpwatch_metrics::{DetectorHealth, Metrics, MetricsConfig, Sources};
+use mcpwatch_metrics::{DetectorHealth, Metrics, MetricsConfig, OtlpConfig, Sources};
 use mcpwatch_server::{Pipeline, Stage};
 use std::sync::Arc;
 
@@ -31,6 +31,24 @@ pub(super) fn build(
                 .join("\n")
         )
     })?;
+    let otlp = match ctx.config.extra.get("otlp") {
+        Some(v) => {
+            let c: OtlpConfig = v
+                .clone()
+                .try_into()
+                .context("invalid [otlp] (run `mcpwatch config check`)")?;
+            Some(c.build().map_err(|errs| {
+                anyhow::anyhow!(
+                    "invalid [otlp]:\n{}",
+                    errs.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?)
+        }
+        None => None,
+    };
     let metrics = Metrics::build(
         &settings,
         Sources {
@@ -38,6 +56,7 @@ pub(super) fn build(
             reader: Some(ctx.reader.clone()),
             detector,
             data_dir: ctx.data_dir.clone(),
+            otlp,
         },
     );
     let (endpoint, auth) = (metrics.endpoint, ctx.auth.clone());
