@@ -26,6 +26,8 @@ enum Command {
     Wrap(cmd::wrap::WrapArgs),
     /// Query or tail events from a running collector.
     Events(Box<cmd::events::EventsArgs>),
+    /// Alert operations on a running collector: list, ack, resolve, silence, test a channel.
+    Alerts(cmd::alerts::AlertsArgs),
     /// Configuration file tools.
     #[command(subcommand)]
     Config(cmd::config::ConfigCommand),
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Wrap(args) => cmd::wrap::run(args).await,
             Command::Events(args) => cmd::events::run(*args).await,
+            Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
             Command::Replay(args) => cmd::replay::run(args),

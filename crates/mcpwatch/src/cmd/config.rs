@@ -57,6 +57,10 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         .map_err(Problems::Read)?;
     let config = Config::from_toml(&text).map_err(Problems::Invalid)?;
     Authenticator::build(&config.auth, &process_env).map_err(Problems::Invalid)?;
+    let alerting = mcpwatch_alert::check(&config);
+    if !alerting.is_empty() {
+        return Err(Problems::Invalid(alerting));
+    }
     Ok(config)
 }
 

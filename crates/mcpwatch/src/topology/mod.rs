@@ -5,6 +5,7 @@
 //! Order matters: detection runs first and hands its findings to the finding observers
 //! (alerting); every stage then sees the events detection emitted once they are committed.
 
+mod alerts;
 mod detect;
 mod metrics;
 
@@ -65,8 +66,9 @@ impl Topology {
     /// Builds every stage from the configuration; all configuration errors at once.
     pub fn build(ctx: &Context) -> anyhow::Result<Topology> {
         let mut routes: Vec<RouteFactory> = Vec::new();
-        let observers: Vec<Box<dyn FindingObserver>> = Vec::new();
+        let mut observers: Vec<Box<dyn FindingObserver>> = Vec::new();
         // Finding observers register here (alerting).
+        observers.extend([alerts::build(ctx, &mut routes)?]);
 
         let (detect_stage, rules) = detect::build(ctx, observers, &mut routes)?;
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage)];
