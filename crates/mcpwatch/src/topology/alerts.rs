@@ -59,7 +59,7 @@ pub(super) fn build(
     let channels = settings.channels.len();
     let alerting = Alerting::open(&ctx.data_dir, settings, ctx.clock.clone())
         .context("cannot open the alert store")?;
-    tracing::info!(
+    tracing::debug!(
         channels,
         "alerting ready; pending notifications are delivered now"
     );
