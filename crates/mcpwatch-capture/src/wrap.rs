@@ -4,6 +4,22 @@
 //! and spool), the [`SessionTracker`] fed from the relay's [`TapQueue`] by one parser task, and
 //! the relay threads around the spawned server. Signals are forwarded to the server; the exit
 //! code is the server's (128 + signal when it was killed).
+//!
+//! Where the monitoring runs, and why: parsing, event building, redaction and delivery cost
+//! several times more CPU per message than relaying it (measured with `benches/relay.rs`), and
+//! on a 2-core machine they competed with the relay threads, the client and the server. So they
+//! run on one dedicated thread, `mcpwatch-monitor`, with its own single-threaded tokio runtime:
+//! at most one core's worth of monitoring, never a worker pool as wide as the machine. When the
+//! monitor falls behind, the bounded queue drops copies and the drops are reported as events.
+//!
+//! Not done (yet): running that thread at nice 19 so the relay always wins a contended core.
+//! Tried and measured: it starved delivery so badly while other tests ran on this 2-core
+//! machine that `wrap_interop`'s collector-down test lost its 30 s deadline, every time.
+//!
+//! The parser polls the queue every [`POLL`] while traffic flows instead of waiting in `recv`:
+//! a waiting receiver makes every relay `try_send` wake it with a system call, a polling one
+//! costs the relay nothing and takes everything that piled up in one go. After [`PARK_AFTER`]
+//! without traffic it waits in `recv` again, so an idle session costs one wake-up per second.
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
@@ -16,6 +32,7 @@ use std::time::Duration;
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::{Event, Redactor};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::classify::ClassificationConfig;
 use crate::delivery::DeliveryConfig;
@@ -42,8 +59,8 @@ pub struct WrapConfig {
     pub request_timeout: Duration,
     /// Lines longer than this are relayed but not parsed.
     pub max_line: usize,
-    /// Most lines waiting for the parser.
-    pub queue_lines: usize,
+    /// Most reads (each with the lines it completed) waiting for the parser.
+    pub queue_reads: usize,
     /// Which data is sensitive.
     pub classification: ClassificationConfig,
     /// Removes secrets from events.
@@ -71,7 +88,7 @@ impl WrapConfig {
             data_dir,
             request_timeout: Duration::from_secs(60),
             max_line: relay::DEFAULT_MAX_LINE,
-            queue_lines: relay::DEFAULT_QUEUE_LINES,
+            queue_reads: relay::DEFAULT_QUEUE_READS,
             classification: ClassificationConfig::default(),
             redactor: Redactor::default(),
         }
@@ -139,7 +156,6 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     let safe_name = safe_file_name(&cfg.name);
     delivery.spool_dir = Some(cfg.data_dir.join("spool").join(&safe_name));
     let (events_tx, worker) = delivery.build(health.clone())?;
-    let delivered = tokio::spawn(worker.run());
 
     let session = SessionConfig {
         server: cfg.name.clone(),
@@ -157,7 +173,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     );
 
     let (queue, tapped) =
-        TapQueue::new(cfg.queue_lines, relay::DEFAULT_QUEUE_BYTES, health.clone());
+        TapQueue::new(cfg.queue_reads, relay::DEFAULT_QUEUE_BYTES, health.clone());
     let mut child = spawn(&cfg.command)?;
     let child_pid = child.id();
     let (stdout_done_tx, stdout_done) = oneshot::channel();
@@ -166,15 +182,22 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     drop(queue); // only the relay threads hold senders now
 
     let (exit_tx, exit_rx) = oneshot::channel();
-    let parser = tokio::spawn(parse_loop(
+    let parser = Parser {
         tracker,
-        releaser,
-        cfg.max_line,
+        queue: releaser,
+        max_line: cfg.max_line,
         tapped,
-        events_tx,
+        events: events_tx,
         health,
-        exit_rx,
-    ));
+    };
+    let grace = cfg.delivery.shutdown_grace + Duration::from_secs(1);
+    let (monitor_done_tx, monitor_done) = oneshot::channel();
+    start_monitor(move || async move {
+        let delivered = tokio::spawn(worker.run());
+        parser.run(exit_rx).await;
+        let _ = tokio::time::timeout(grace, delivered).await;
+        let _ = monitor_done_tx.send(());
+    })?;
     let signals = tokio::spawn(forward_signals(child_pid));
 
     let status = tokio::task::spawn_blocking(move || child.wait())
@@ -186,10 +209,32 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     let _ = tokio::time::timeout(Duration::from_secs(2), stdout_done).await;
     let code = exit_code(status);
     let _ = exit_tx.send(status);
-    let _ = parser.await;
-    let grace = cfg.delivery.shutdown_grace + Duration::from_secs(1);
-    let _ = tokio::time::timeout(grace, delivered).await;
+    // The monitor finishes parsing what the relay handed over, then delivery flushes.
+    let _ = tokio::time::timeout(grace + Duration::from_secs(5), monitor_done).await;
     Ok(code)
+}
+
+/// Runs the monitoring on its own thread (see the module docs).
+fn start_monitor<F, Fut>(work: F) -> Result<(), CaptureError>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    std::thread::Builder::new()
+        .name("mcpwatch-monitor".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(work()),
+                Err(e) => {
+                    tracing::error!("mcpwatch: cannot start the monitor, not monitoring: {e}")
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| CaptureError::Config(format!("cannot start the monitor thread: {e}")))
 }
 
 fn safe_file_name(name: &str) -> String {
@@ -270,70 +315,116 @@ fn start_pumps(
     )
 }
 
+/// How often the parser looks at the queue while traffic flows.
+const POLL: Duration = Duration::from_millis(2);
+/// After this long without traffic the parser waits in `recv` (woken by the next line).
+const PARK_AFTER: Duration = Duration::from_millis(200);
+/// Most reads parsed before events are handed to delivery.
+const DRAIN_MAX: usize = 256;
+/// How often pending requests are checked for timeouts and losses reported.
+const TICK: Duration = Duration::from_secs(1);
+
 /// The parser task: tapped lines through the tracker, events to delivery, ticks for timeouts.
-async fn parse_loop(
-    mut tracker: SessionTracker,
+struct Parser {
+    tracker: SessionTracker,
     queue: Releaser,
     max_line: usize,
-    mut tapped: mpsc::Receiver<Tapped>,
+    tapped: mpsc::Receiver<Tapped>,
     events: mpsc::Sender<Event>,
     health: Arc<CaptureHealth>,
-    mut exit: oneshot::Receiver<ExitStatus>,
-) {
-    let mut out = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut reported = (0u64, 0u64, 0u64);
-    let mut exit_status = None;
-    let mut tap_open = true;
-    loop {
-        tokio::select! {
-            biased;
-            t = tapped.recv(), if tap_open => match t {
-                Some(t) => {
-                    queue.release(&t);
-                    match t {
-                        Tapped::Line(dir, line) => tracker.on_frame(dir, &line, &mut out),
-                        Tapped::Oversized(dir, len) => tracker.on_oversized(dir, len, max_line, &mut out),
-                    }
-                }
-                None => tap_open = false,
-            },
-            status = &mut exit, if exit_status.is_none() => {
-                exit_status = Some(status.ok());
-                // Drain what the relay already handed over, then finish.
-                while let Ok(t) = tapped.try_recv() {
-                    queue.release(&t);
-                    match t {
-                        Tapped::Line(dir, line) => tracker.on_frame(dir, &line, &mut out),
-                        Tapped::Oversized(dir, len) => tracker.on_oversized(dir, len, max_line, &mut out),
-                    }
-                }
-                break;
-            },
-            _ = tick.tick() => {
-                tracker.on_tick(&mut out);
-                report_losses(&mut tracker, &health, &mut reported, &mut out);
+}
+
+impl Parser {
+    async fn run(mut self, mut exit: oneshot::Receiver<ExitStatus>) {
+        let mut out = Vec::new();
+        let mut reported = (0u64, 0u64, 0u64);
+        let mut next_tick = Instant::now() + TICK;
+        let mut last_traffic = Instant::now();
+        let mut tap_open = true;
+        let exit_status = loop {
+            let (took, open) = self.drain(&mut out);
+            tap_open &= open;
+            let now = Instant::now();
+            if took {
+                last_traffic = now;
             }
-        }
-        for ev in out.drain(..) {
-            if events.send(ev).await.is_err() {
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.tracker.on_tick(&mut out);
+                report_losses(&mut self.tracker, &self.health, &mut reported, &mut out);
+            }
+            if !self.ship(&mut out).await {
+                return;
+            }
+            let idle = now.duration_since(last_traffic) >= PARK_AFTER;
+            tokio::select! {
+                biased;
+                status = &mut exit => break status.ok(),
+                t = self.tapped.recv(), if idle && tap_open => match t {
+                    Some(t) => self.take(t, &mut out),
+                    None => tap_open = false,
+                },
+                () = tokio::time::sleep_until(next_tick), if idle || !tap_open => {}
+                () = tokio::time::sleep(POLL), if !idle && tap_open => {}
+            }
+        };
+        // Parse what the relay already handed over, then finish.
+        while let (true, _) = self.drain(&mut out) {
+            if !self.ship(&mut out).await {
                 return;
             }
         }
+        report_losses(&mut self.tracker, &self.health, &mut reported, &mut out);
+        let reason = match exit_status {
+            Some(s) if s.success() => "server exited".to_string(),
+            Some(s) => format!("server exited with code {}", exit_code(s)),
+            None => "server exited".to_string(),
+        };
+        self.tracker.on_close(
+            &reason,
+            exit_status.map(|s| i32::from(exit_code(s))),
+            &mut out,
+        );
+        self.ship(&mut out).await;
     }
-    report_losses(&mut tracker, &health, &mut reported, &mut out);
-    let status = exit_status.flatten();
-    let reason = match status {
-        Some(s) if s.success() => "server exited".to_string(),
-        Some(s) => format!("server exited with code {}", exit_code(s)),
-        None => "server exited".to_string(),
-    };
-    tracker.on_close(&reason, status.map(|s| i32::from(exit_code(s))), &mut out);
-    for ev in out.drain(..) {
-        if events.send(ev).await.is_err() {
-            return;
+
+    /// Parses what waits in the queue, at most [`DRAIN_MAX`] reads so events keep flowing
+    /// under sustained load. Returns (whether anything was taken, whether the queue is open).
+    fn drain(&mut self, out: &mut Vec<Event>) -> (bool, bool) {
+        let mut took = false;
+        for _ in 0..DRAIN_MAX {
+            match self.tapped.try_recv() {
+                Ok(t) => {
+                    took = true;
+                    self.take(t, out);
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return (took, true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return (took, false),
+            }
         }
+        (took, true)
+    }
+
+    fn take(&mut self, t: Tapped, out: &mut Vec<Event>) {
+        self.queue.release(&t);
+        match t {
+            Tapped::Lines(dir, batch) => {
+                for line in relay::lines(&batch) {
+                    self.tracker.on_frame(dir, line, out);
+                }
+            }
+            Tapped::Oversized(dir, len) => self.tracker.on_oversized(dir, len, self.max_line, out),
+        }
+    }
+
+    /// Hands events to delivery; false when delivery has gone.
+    async fn ship(&mut self, out: &mut Vec<Event>) -> bool {
+        for ev in out.drain(..) {
+            if self.events.send(ev).await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 }
 
