@@ -72,6 +72,7 @@ fn ns_per_event(per_user: bool, batch: &[PreparedEvent], rounds: usize) -> f64 {
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
             otlp: None,
+            extra: Vec::new(),
         },
     );
     let mut emit = Vec::new();

@@ -103,9 +103,31 @@ impl StoreStatsCache {
     }
 }
 
+/// One value another component reports about its own health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthValue {
+    /// Metric name, `mcpwatch_` prefixed, without `_total` (added for counters).
+    pub name: &'static str,
+    /// What it means, for the HELP line.
+    pub help: &'static str,
+    /// The value now.
+    pub value: f64,
+    /// A counter (only goes up) rather than a gauge.
+    pub counter: bool,
+}
+
+/// A component that reports its own health on `/metrics` (alerting's delivery counters, say)
+/// without this crate depending on it.
+pub trait HealthSource: Send + Sync + std::fmt::Debug {
+    /// Appends this component's values.
+    fn report(&self, out: &mut Vec<HealthValue>);
+}
+
 /// Reads every health source at scrape time.
 #[derive(Debug)]
 pub struct HealthCollector {
+    /// Other components' own health.
+    pub extra: Vec<Arc<dyn HealthSource>>,
     /// Set once the pipeline runs (the route factory gets it).
     pub pipeline: Arc<OnceLock<Arc<PipelineHealth>>>,
     /// Published by the detection stage.
@@ -139,6 +161,17 @@ pub(crate) fn gauge(
 
 impl Collector for HealthCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
+        let mut values = Vec::new();
+        for source in &self.extra {
+            source.report(&mut values);
+        }
+        for v in values {
+            if v.counter {
+                counter(&mut enc, v.name, v.help, v.value as u64)?;
+            } else {
+                gauge(&mut enc, v.name, v.help, None, v.value)?;
+            }
+        }
         if let Some(p) = self.pipeline.get() {
             let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
             gauge(&mut enc, "mcpwatch_pipeline_pending_events", "Events accepted but not yet committed and seen by every stage (the queue depth that bounds ingest; at server.max_pending_events ingest answers 503)", None, p.pending_events.load(Ordering::Relaxed) as f64)?;

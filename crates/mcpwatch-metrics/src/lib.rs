@@ -34,7 +34,7 @@ use prometheus_client::registry::Registry;
 
 pub use config::{MetricsConfig, MetricsSettings, OtlpConfig, OtlpSettings};
 pub use error::MetricsError;
-pub use health::DetectorHealth;
+pub use health::{DetectorHealth, HealthSource, HealthValue};
 pub use http::CONTENT_TYPE;
 pub use stage::{Clock, MetricsStage};
 
@@ -72,6 +72,8 @@ pub struct Sources {
     pub data_dir: PathBuf,
     /// OTLP export, when `[otlp]` is configured.
     pub otlp: Option<OtlpSettings>,
+    /// Other components' own health (alerting's deliveries, …).
+    pub extra: Vec<Arc<dyn HealthSource>>,
 }
 
 impl Metrics {
@@ -101,6 +103,7 @@ impl Metrics {
             None => (None, None, None),
         };
         registry.register_collector(Box::new(HealthCollector {
+            extra: sources.extra,
             pipeline: pipeline.clone(),
             detector: sources.detector,
             store: store.clone(),

@@ -72,6 +72,7 @@ fn scrape(settings: &MetricsSettings, events: &[Event]) -> BTreeMap<String, f64>
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
             otlp: None,
+            extra: Vec::new(),
         },
     );
     for e in events {
@@ -453,6 +454,7 @@ fn rates_forget_what_left_the_window() {
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
             otlp: None,
+            extra: Vec::new(),
         },
     );
     m.stage.observe(&tool("fs", "t", "tool_error", 0.1, "a"));

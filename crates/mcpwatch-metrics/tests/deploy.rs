@@ -104,6 +104,7 @@ fn every_metric_served_is_documented() {
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
             otlp: Some(otlp.build().unwrap()),
+            extra: Vec::new(),
         },
     );
     for e in every_kind_of_event() {

@@ -84,6 +84,7 @@ fn metrics_with_otlp(toml_text: &str) -> Metrics {
             detector: Arc::new(DetectorHealth::default()),
             data_dir: std::env::temp_dir(),
             otlp: Some(otlp.build().expect("valid [otlp]")),
+            extra: Vec::new(),
         },
     )
 }

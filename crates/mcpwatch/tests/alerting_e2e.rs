@@ -350,6 +350,27 @@ async fn a_receiver_that_was_down_gets_the_alert_once_it_is_up() {
     let bodies = pd.bodies();
     assert_eq!(bodies.len(), 1, "delivered once: {bodies:?}");
     assert_eq!(bodies[0]["dedup_key"], alerts[0]["fingerprint"]);
+    // The retries and the delivery show on /metrics.
+    let metrics = client
+        .get(format!("{}/metrics", serve.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    assert!(value("mcpwatch_alert_delivery_retries_total ") >= 1.0);
+    assert_eq!(value("mcpwatch_alert_notifications_delivered_total "), 1.0);
+    assert_eq!(value("mcpwatch_alert_delivery_failures_total "), 0.0);
     serve.stop();
 }
 

@@ -11,6 +11,7 @@ use mcpwatch_alert::Alerting;
 use mcpwatch_core::paths::process_env;
 use mcpwatch_core::Timestamp;
 use mcpwatch_detect::Finding;
+use mcpwatch_metrics::{HealthSource, HealthValue};
 use mcpwatch_server::Pipeline;
 
 use super::{Context, FindingObserver, RouteFactory};
@@ -43,10 +44,67 @@ impl FindingObserver for AlertObserver {
 }
 
 /// Builds alerting: the observer, the API routes and the delivery worker.
+/// Alerting's delivery counters, as `/metrics` reports them.
+struct AlertHealthSource(Arc<Alerting>);
+
+impl std::fmt::Debug for AlertHealthSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlertHealthSource")
+    }
+}
+
+impl HealthSource for AlertHealthSource {
+    fn report(&self, out: &mut Vec<HealthValue>) {
+        let h = self.0.health();
+        let ld =
+            |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let mut counter = |name, help, value| {
+            out.push(HealthValue {
+                name,
+                help,
+                value,
+                counter: true,
+            })
+        };
+        counter(
+            "mcpwatch_alert_notifications_queued",
+            "Notifications put in the alert outbox",
+            ld(&h.queued),
+        );
+        counter(
+            "mcpwatch_alert_notifications_delivered",
+            "Notifications a receiver accepted",
+            ld(&h.delivered),
+        );
+        counter(
+            "mcpwatch_alert_delivery_retries",
+            "Delivery attempts that failed and will be retried",
+            ld(&h.retried),
+        );
+        counter(
+            "mcpwatch_alert_delivery_failures",
+            "Notifications given up on after the last attempt or a permanent refusal",
+            ld(&h.failed),
+        );
+        counter(
+            "mcpwatch_alert_outbox_full_drops",
+            "Notifications not queued because the outbox was full",
+            ld(&h.dropped_outbox_full),
+        );
+        counter(
+            "mcpwatch_alert_store_errors",
+            "Findings or ticks that failed on the alert store",
+            ld(&h.store_errors),
+        );
+    }
+}
+
+/// Builds the alerting observer, its routes and the delivery worker; returns the observer and
+/// alerting's health for `/metrics`.
 pub(super) fn build(
     ctx: &Context,
     routes: &mut Vec<RouteFactory>,
-) -> anyhow::Result<Box<dyn FindingObserver>> {
+) -> anyhow::Result<(Box<dyn FindingObserver>, Arc<dyn HealthSource>)> {
     let settings = mcpwatch_alert::build(&ctx.config, &process_env).map_err(|errs| {
         anyhow::anyhow!(
             "invalid alerting configuration:\n{}\n(run `mcpwatch config check FILE` to see every error with its line)",
@@ -68,5 +126,6 @@ pub(super) fn build(
     routes.push(Box::new(move |_: &Pipeline| {
         mcpwatch_alert::api::router(for_routes, auth)
     }));
-    Ok(Box::new(AlertObserver { alerting }))
+    let health: Arc<dyn HealthSource> = Arc::new(AlertHealthSource(alerting.clone()));
+    Ok((Box::new(AlertObserver { alerting }), health))
 }

@@ -3,7 +3,7 @@
 //! the registry once the pipeline runs; with `[otlp]`, also exports spans and metrics.
 
 use anyhow::Context as _;
-use mcpwatch_metrics::{DetectorHealth, Metrics, MetricsConfig, OtlpConfig, Sources};
+use mcpwatch_metrics::{DetectorHealth, HealthSource, Metrics, MetricsConfig, OtlpConfig, Sources};
 use mcpwatch_server::{Pipeline, Stage};
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use super::{Context, RouteFactory};
 pub(super) fn build(
     ctx: &Context,
     detector: Arc<DetectorHealth>,
+    extra: Vec<Arc<dyn HealthSource>>,
     routes: &mut Vec<RouteFactory>,
 ) -> anyhow::Result<Box<dyn Stage>> {
     let config: MetricsConfig = match ctx.config.extra.get("metrics") {
@@ -57,6 +58,7 @@ pub(super) fn build(
             detector,
             data_dir: ctx.data_dir.clone(),
             otlp,
+            extra,
         },
     );
     let (endpoint, auth) = (metrics.endpoint, ctx.auth.clone());

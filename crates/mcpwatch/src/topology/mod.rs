@@ -68,7 +68,8 @@ impl Topology {
         let mut routes: Vec<RouteFactory> = Vec::new();
         let mut observers: Vec<Box<dyn FindingObserver>> = Vec::new();
         // Finding observers register here (alerting).
-        observers.extend([alerts::build(ctx, &mut routes)?]);
+        let (alert_observer, alert_health) = alerts::build(ctx, &mut routes)?;
+        observers.push(alert_observer);
 
         let (detect_stage, rules) = detect::build(ctx, observers, &mut routes)?;
         let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage)];
@@ -76,6 +77,7 @@ impl Topology {
         stages.push(metrics::build(
             ctx,
             rules.detector_health.clone(),
+            vec![alert_health],
             &mut routes,
         )?);
 
