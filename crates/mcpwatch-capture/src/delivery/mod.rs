@@ -111,8 +111,20 @@ pub struct DeliveryWorker {
 /// What happened to one batch.
 enum Shipped {
     Delivered,
-    /// Not delivered; the collector should be retried later (after the given time).
-    Later(Duration),
+    /// Not all delivered; the collector should be retried later (after the given time) with
+    /// these events, the ones not yet delivered.
+    Later(Duration, Vec<Event>),
+}
+
+impl Shipped {
+    /// `Later` with `first` and every batch still waiting on the `work` stack, in send order.
+    fn later(after: Duration, first: Vec<Event>, work: Vec<Vec<Event>>) -> Shipped {
+        let mut rest = first;
+        for batch in work.into_iter().rev() {
+            rest.extend(batch);
+        }
+        Shipped::Later(after, rest)
+    }
 }
 
 impl DeliveryWorker {
@@ -166,10 +178,11 @@ impl DeliveryWorker {
             self.spool_batch(&batch);
             return;
         }
-        match self.post(batch.clone()).await {
+        // The batch moves into `post`; what it could not deliver comes back to be spooled.
+        match self.post(batch).await {
             Shipped::Delivered => self.backoff = INITIAL_BACKOFF,
-            Shipped::Later(after) => {
-                self.spool_batch(&batch);
+            Shipped::Later(after, rest) => {
+                self.spool_batch(&rest);
                 self.defer(after);
             }
         }
@@ -209,7 +222,8 @@ impl DeliveryWorker {
                         spool.consume();
                     }
                 }
-                Shipped::Later(after) => {
+                Shipped::Later(after, _) => {
+                    // The spool still holds them: it is consumed only after a delivery.
                     self.defer(after);
                     return;
                 }
@@ -235,18 +249,17 @@ impl DeliveryWorker {
     /// Posts a batch, dropping invalid events and splitting too-large batches.
     async fn post(&mut self, batch: Vec<Event>) -> Shipped {
         let mut work = vec![batch];
-        let mut later = None;
         while let Some(batch) = work.pop() {
-            if batch.is_empty() || later.is_some() {
+            if batch.is_empty() {
                 continue;
             }
             match self.sink.post(&batch).await {
                 Ok(_) => CaptureHealth::add(&self.health.delivered_events, batch.len() as u64),
                 Err(PostError::Unreachable(why)) => {
                     tracing::debug!("mcpwatch: collector unreachable, spooling: {why}");
-                    later = Some(Duration::ZERO);
+                    return Shipped::later(Duration::ZERO, batch, work);
                 }
-                Err(PostError::Busy(after)) => later = Some(after),
+                Err(PostError::Busy(after)) => return Shipped::later(after, batch, work),
                 Err(PostError::TooLarge) if batch.len() > 1 => {
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
@@ -273,7 +286,7 @@ impl DeliveryWorker {
                             CaptureHealth::add(&self.health.delivered_events, keep.len() as u64)
                         }
                         Err(PostError::Unreachable(_)) | Err(PostError::Busy(_)) => {
-                            later = Some(Duration::ZERO);
+                            return Shipped::later(Duration::ZERO, keep, work);
                         }
                         Err(e) => self.drop_batch(keep.len(), &e),
                     }
@@ -281,12 +294,7 @@ impl DeliveryWorker {
                 Err(e) => self.drop_batch(batch.len(), &e),
             }
         }
-        // On `Later` the caller keeps the whole batch; redelivering the part that did arrive
-        // is harmless because the collector ignores ids it already has.
-        match later {
-            None => Shipped::Delivered,
-            Some(after) => Shipped::Later(after),
-        }
+        Shipped::Delivered
     }
 
     fn drop_batch(&self, n: usize, e: &PostError) {
