@@ -320,14 +320,13 @@ impl WriterLoop {
                     .committed_events
                     .fetch_add(total as u64, Ordering::Relaxed);
                 for r in group {
-                    if let Some(reply) = r.reply {
-                        let _ = reply.send(Ok(()));
-                    }
                     if self.published.receiver_count() > 0 {
                         let _ = self.published.send(r.events.clone());
                     }
-                    // The batch stays counted as pending until the stages have seen it. The
-                    // submitter holds the other reference, so the events are freed off this thread.
+                    // The batch stays counted as pending until the stages have seen it (without
+                    // stages, until now), and the count is settled before the submitter hears
+                    // back. The submitter holds the other reference, so the events are freed
+                    // off this thread.
                     match &self.to_stages {
                         Some(stages) if stages.send(r.events.clone()).is_ok() => {}
                         _ => {
@@ -335,6 +334,9 @@ impl WriterLoop {
                                 .pending_events
                                 .fetch_sub(r.events.len(), Ordering::SeqCst);
                         }
+                    }
+                    if let Some(reply) = r.reply {
+                        let _ = reply.send(Ok(()));
                     }
                 }
             }
