@@ -1,7 +1,7 @@
 //! mcpwatch-capture: where events come from.
 //!
 //! `mcpwatch wrap` runs an MCP server behind a byte-for-byte stdio [`relay`]; copies of its lines
-//! go to the transport-independent [`session`] tracker (which the HTTP gateway will reuse), whose
+//! go to the transport-independent [`session`] tracker (which the HTTP [`gateway`] reuses), whose
 //! events reach the collector through [`delivery`] (batches over HTTP, a bounded spool when the
 //! collector is away). Tool listings are pinned by [`pins`]; [`classify`] says which data is
 //! sensitive.
@@ -13,6 +13,7 @@
 pub mod classify;
 pub mod delivery;
 pub mod error;
+pub mod gateway;
 pub mod health;
 pub mod jsonrpc;
 pub mod pins;

@@ -215,7 +215,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
 }
 
 /// Runs the monitoring on its own thread (see the module docs).
-fn start_monitor<F, Fut>(work: F) -> Result<(), CaptureError>
+pub(crate) fn start_monitor<F, Fut>(work: F) -> Result<(), CaptureError>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,

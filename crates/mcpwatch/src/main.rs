@@ -29,6 +29,8 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Run a stdio MCP server behind the capture relay: `mcpwatch wrap --name N -- CMD ARGS…`.
     Wrap(cmd::wrap::WrapArgs),
+    /// Streamable HTTP proxy in front of MCP servers at /mcp/NAME, with auth, policy and rate limits.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Query or tail events from a running collector.
     Events(Box<cmd::events::EventsArgs>),
     /// Alert operations on a running collector: list, ack, resolve, silence, test a channel.
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Wrap(args) => cmd::wrap::run(args).await,
+            Command::Gateway(args) => cmd::gateway::run(args).await,
             Command::Events(args) => cmd::events::run(*args).await,
             Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Config(c) => cmd::config::run(c),

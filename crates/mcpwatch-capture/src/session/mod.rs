@@ -92,6 +92,7 @@ enum Ending {
     Cancelled(Option<String>),
     Timeout,
     TransportError(String),
+    Denied(String),
 }
 
 /// Timed-out ids remembered so a late response is not mistaken for a stray one.
@@ -156,6 +157,24 @@ impl SessionTracker {
                 }
             }
             Err(e) => self.protocol_error(dir, &e, bytes, out),
+        }
+    }
+
+    /// A client request (a JSON-RPC body) that a gateway refused by policy and never forwarded:
+    /// each request in it is recorded, and completed at once with outcome `denied`.
+    pub fn on_denied(&mut self, bytes: &[u8], reason: &str, out: &mut Vec<Event>) {
+        let dir = Direction::ClientToServer;
+        let Ok(frame) = parse_frame(bytes) else {
+            return;
+        };
+        for message in frame.messages {
+            if let Message::Request { id, method, params } = message {
+                let key = id_key(&id);
+                self.on_request(dir, id, method, params, out);
+                if let Some(p) = self.pending[dir.index()].remove(&key) {
+                    self.complete(dir, p, Ending::Denied(reason.to_string()), out);
+                }
+            }
         }
     }
 
@@ -521,6 +540,7 @@ impl SessionTracker {
             Ending::Cancelled(_) => Outcome::Cancelled,
             Ending::Timeout => Outcome::Timeout,
             Ending::TransportError(_) => Outcome::TransportError,
+            Ending::Denied(_) => Outcome::Denied,
         };
         let success = outcome == Outcome::Success;
         let mut detail = Map::new();
@@ -533,7 +553,7 @@ impl SessionTracker {
             Ending::Cancelled(Some(reason)) => {
                 detail.insert("reason".into(), json!(reason));
             }
-            Ending::TransportError(reason) => {
+            Ending::TransportError(reason) | Ending::Denied(reason) => {
                 detail.insert("reason".into(), json!(reason));
             }
             _ => {}

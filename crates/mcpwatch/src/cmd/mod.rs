@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod config;
 pub mod demo;
 pub mod events;
+pub mod gateway;
 pub mod replay;
 pub mod rules;
 pub mod serve;

@@ -1,0 +1,146 @@
+//! `mcpwatch gateway`: a Streamable HTTP proxy in front of one or more MCP servers, with
+//! authentication, policy and rate limits, its sessions tracked like `wrap`'s.
+//!
+//! Wiring, inside out: [`config`] builds the [`auth`], [`policy`] and [`limits`] parts; the
+//! [`monitor`] runs on its own thread (like `wrap`'s parser, see [`crate::wrap`]) with the
+//! [`delivery`](crate::delivery) worker beside it; the [`proxy`] (axum in front, reqwest to the
+//! upstreams) serves `/mcp/{name}` and hands copies of every body and stream chunk to the
+//! monitor without waiting. [`sse`] splits event streams for both.
+//!
+//! Architecture Invariant: the proxy never waits on the monitoring; a full tap queue drops the
+//! copy (counted, reported as an event), never the request.
+
+pub mod auth;
+pub mod config;
+pub mod limits;
+pub mod monitor;
+pub mod policy;
+pub mod proxy;
+pub mod sse;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::Redactor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::classify::ClassificationConfig;
+use crate::delivery::DeliveryConfig;
+use crate::error::CaptureError;
+use crate::health::CaptureHealth;
+pub use config::{Built, GatewayConfig};
+use monitor::{Monitor, MonitorConfig};
+use proxy::Shared;
+
+/// Everything the gateway runs with, resolved by the CLI.
+pub struct GatewayRun {
+    /// Upstreams, auth, policy, limits.
+    pub built: Built,
+    /// Sizes and times.
+    pub limits: config::LimitsSection,
+    /// Where events go.
+    pub delivery: DeliveryConfig,
+    /// Where pins and the spool live (`None`: memory only, no spool).
+    pub data_dir: Option<PathBuf>,
+    /// Which data is sensitive.
+    pub classification: ClassificationConfig,
+    /// Removes secrets from events.
+    pub redactor: Redactor,
+}
+
+/// Copies waiting for the monitor at most.
+const TAP_QUEUE: usize = 65_536;
+
+/// Serves on `listener` until `shutdown` resolves, then ends the sessions and flushes events.
+pub async fn serve(
+    listener: TcpListener,
+    run: GatewayRun,
+    clock: SharedClock,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CaptureError> {
+    let health = Arc::new(CaptureHealth::default());
+    let mut delivery = run.delivery.clone();
+    delivery.spool_dir = run
+        .data_dir
+        .as_ref()
+        .map(|d| d.join("spool").join("gateway"));
+    let (events_tx, worker) = delivery.build(health.clone())?;
+    let monitor_cfg = MonitorConfig {
+        max_sessions: run.limits.max_sessions.max(1),
+        request_timeout: run.limits.request_timeout(),
+        session_idle: Duration::from_secs(run.limits.session_idle_secs.max(1)),
+        max_body: run.limits.max_body_bytes,
+        classification: run.classification,
+        redactor: run.redactor,
+        pins_dir: run.data_dir.as_ref().map(|d| d.join("pins")),
+        queue: TAP_QUEUE,
+    };
+    let (taps, monitor) = Monitor::new(monitor_cfg, clock.clone(), events_tx, health);
+    let grace = run.delivery.shutdown_grace + Duration::from_secs(1);
+    let (monitor_done_tx, monitor_done) = oneshot::channel();
+    crate::wrap::start_monitor(move || async move {
+        let delivered = tokio::spawn(worker.run());
+        monitor.run().await;
+        let _ = tokio::time::timeout(grace, delivered).await;
+        let _ = monitor_done_tx.send(());
+    })?;
+
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| CaptureError::Config(format!("cannot build the upstream HTTP client: {e}")))?;
+    let built = run.built;
+    let shared = Arc::new(Shared {
+        upstreams: built
+            .upstreams
+            .into_iter()
+            .map(|(name, url)| {
+                let shared_name: Arc<str> = Arc::from(name.as_str());
+                (name, (shared_name, url))
+            })
+            .collect(),
+        auth: built.auth,
+        policy: built.policy,
+        limiter: built.limiter,
+        client,
+        taps,
+        clock,
+        max_body: run.limits.max_body_bytes,
+        next_id: AtomicU64::new(1),
+    });
+    let app = proxy::router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_rx.await;
+    });
+    let mut server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    let _ = stop_tx.send(());
+    // Open SSE streams would hold a graceful shutdown forever: give them a moment, then go.
+    match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+        Ok(Ok(Err(e))) => {
+            return Err(CaptureError::Config(format!(
+                "the gateway's listener failed: {e}"
+            )))
+        }
+        Ok(_) => {}
+        Err(_) => {
+            tracing::info!("mcpwatch gateway: closing streams still open at shutdown");
+            server.abort();
+        }
+    }
+    // The router (and with it the last tap sender) is gone: the monitor ends the sessions.
+    let _ = tokio::time::timeout(grace + Duration::from_secs(5), monitor_done).await;
+    Ok(())
+}

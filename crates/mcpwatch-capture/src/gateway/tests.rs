@@ -1,0 +1,268 @@
+//! Unit tests of the gateway's config and authentication (the proxy itself is tested end to
+//! end in `crates/mcpwatch/tests/gateway_interop.rs`). `testdata/rsa_*.pem` is a throwaway
+//! key pair made for these tests only.
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde_json::json;
+
+use super::auth::{sha256, AuthFailure, Authenticator};
+use super::config::GatewayConfig;
+
+const RSA_PRIVATE: &str = include_str!("testdata/rsa_private.pem");
+const RSA_PUBLIC: &str = include_str!("testdata/rsa_public.pem");
+const SECRET: &str = "a-long-hs256-test-secret";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "JWT_SECRET" => Some(SECRET.into()),
+        "BOB_KEY" => Some("bob-key-0123456789abcdef".into()),
+        _ => None,
+    }
+}
+
+fn gateway(toml_text: &str) -> Result<super::Built, Vec<String>> {
+    let table: toml::Table = toml::from_str(toml_text).expect("valid TOML");
+    let gw = table
+        .get("gateway")
+        .and_then(|g| g.as_table())
+        .cloned()
+        .unwrap_or_default();
+    let cfg = GatewayConfig::from_table(&gw)
+        .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    cfg.build(&env)
+        .map_err(|e| e.iter().map(ToString::to_string).collect())
+}
+
+fn auth_config() -> String {
+    format!(
+        r#"
+[gateway.upstreams]
+everything = "http://127.0.0.1:3001/mcp"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key_sha256 = "{}"
+roles = ["dev"]
+[[gateway.auth.api_keys]]
+user_id = "bob"
+key = "${{BOB_KEY}}"
+[[gateway.auth.jwt]]
+algorithm = "HS256"
+secret = "${{JWT_SECRET}}"
+issuer = "https://idp.test"
+audience = "mcpwatch"
+[[gateway.auth.jwt]]
+algorithm = "RS256"
+public_key = """{RSA_PUBLIC}"""
+issuer = "https://rsa.test"
+audience = "mcpwatch"
+"#,
+        hex(&sha256(b"alice-key-0123456789"))
+    )
+}
+
+fn token(
+    alg: jsonwebtoken::Algorithm,
+    key: &EncodingKey,
+    iss: &str,
+    aud: &str,
+    exp_offset: i64,
+) -> String {
+    use mcpwatch_core::Clock;
+    let now = mcpwatch_core::SystemClock.now().as_secs_f64() as i64;
+    let claims = json!({"sub": "carol", "roles": ["ops", "dev"], "iss": iss, "aud": aud, "exp": now + exp_offset});
+    encode(&Header::new(alg), &claims, key).expect("token encodes")
+}
+
+fn check(
+    auth: &Authenticator,
+    authorization: Option<&str>,
+    api_key: Option<&str>,
+    expected: Result<(&str, &str), AuthFailure>,
+) {
+    let got = auth
+        .authenticate(authorization, api_key)
+        .map(|p| (p.user_id, p.method));
+    let expected = expected.map(|(u, m)| (u.to_string(), m));
+    assert_eq!(got, expected, "{authorization:?} / {api_key:?}");
+}
+
+#[test]
+fn api_keys_and_jwts_map_to_principals_and_failures_say_why() {
+    let built = gateway(&auth_config()).expect("valid config");
+    let a = &built.auth;
+    assert!(a.enabled());
+    let hs = EncodingKey::from_secret(SECRET.as_bytes());
+    let rs = EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("test key");
+    use jsonwebtoken::Algorithm::{HS256, RS256};
+    check(
+        a,
+        Some("Bearer alice-key-0123456789"),
+        None,
+        Ok(("alice", "api_key")),
+    );
+    check(
+        a,
+        None,
+        Some("bob-key-0123456789abcdef"),
+        Ok(("bob", "api_key")),
+    );
+    check(
+        a,
+        Some("Bearer wrong-key"),
+        None,
+        Err(AuthFailure::Invalid("unknown API key")),
+    );
+    check(a, None, None, Err(AuthFailure::Missing));
+    check(
+        a,
+        Some("Basic YWxpY2U6eA=="),
+        None,
+        Err(AuthFailure::Invalid(
+            "unsupported Authorization scheme; use Bearer",
+        )),
+    );
+    let good = token(HS256, &hs, "https://idp.test", "mcpwatch", 600);
+    check(
+        a,
+        Some(&format!("Bearer {good}")),
+        None,
+        Ok(("carol", "jwt")),
+    );
+    let roles = a
+        .authenticate(Some(&format!("Bearer {good}")), None)
+        .map(|p| p.roles);
+    assert_eq!(roles, Ok(vec!["ops".to_string(), "dev".to_string()]));
+    let expired = token(HS256, &hs, "https://idp.test", "mcpwatch", -600);
+    check(
+        a,
+        Some(&format!("Bearer {expired}")),
+        None,
+        Err(AuthFailure::Expired),
+    );
+    let wrong_aud = token(HS256, &hs, "https://idp.test", "someone-else", 600);
+    check(
+        a,
+        Some(&format!("Bearer {wrong_aud}")),
+        None,
+        Err(AuthFailure::Invalid("wrong audience")),
+    );
+    let wrong_iss = token(HS256, &hs, "https://evil.test", "mcpwatch", 600);
+    check(
+        a,
+        Some(&format!("Bearer {wrong_iss}")),
+        None,
+        Err(AuthFailure::Invalid("wrong issuer")),
+    );
+    let forged = token(
+        HS256,
+        &EncodingKey::from_secret(b"not-the-secret-at-all"),
+        "https://idp.test",
+        "mcpwatch",
+        600,
+    );
+    check(
+        a,
+        Some(&format!("Bearer {forged}")),
+        None,
+        Err(AuthFailure::Invalid(
+            "token not accepted by any configured issuer",
+        )),
+    );
+    let rsa = token(RS256, &rs, "https://rsa.test", "mcpwatch", 600);
+    check(
+        a,
+        Some(&format!("Bearer {rsa}")),
+        None,
+        Ok(("carol", "jwt")),
+    );
+}
+
+#[test]
+fn bad_config_reports_every_error_with_its_key_path() {
+    let errors = gateway(
+        r#"
+[gateway]
+listen = "nowhere"
+bogus = 1
+[gateway.upstreams]
+"bad name" = "ftp://x"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key_sha256 = "abc"
+[[gateway.auth.jwt]]
+algorithm = "ES256"
+issuer = "i"
+audience = "a"
+[gateway.policy.roles.dev]
+deny = ["delete_*"]
+[gateway.rate_limits]
+per_tool = { rate = 0.0 }
+"#,
+    )
+    .err()
+    .expect("invalid");
+    let first_pass: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        first_pass,
+        ["gateway.bogus", "gateway.listen"],
+        "{errors:#?}"
+    );
+
+    let errors = gateway(
+        r#"
+[gateway.upstreams]
+"bad name" = "ftp://x"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key_sha256 = "abc"
+[[gateway.auth.jwt]]
+algorithm = "ES256"
+issuer = "i"
+audience = "a"
+[[gateway.auth.jwt]]
+algorithm = "HS256"
+secret = "${UNSET_SECRET}"
+issuer = "i"
+audience = "a"
+[gateway.policy.roles.dev]
+deny = ["delete_*"]
+[gateway.rate_limits]
+per_tool = { rate = 0.0 }
+"#,
+    )
+    .err()
+    .expect("invalid");
+    let paths: Vec<&str> = errors
+        .iter()
+        .map(|e| e.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "gateway.upstreams.bad name",
+            "gateway.upstreams.bad name",
+            "gateway.auth.api_keys[0].key_sha256",
+            "gateway.auth.jwt[0].algorithm",
+            "gateway.auth.jwt[1].secret",
+            "gateway.policy.roles.dev.deny[0]",
+            "gateway.rate_limits.per_tool",
+        ],
+        "{errors:#?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("UNSET_SECRET is not set")),
+        "{errors:#?}"
+    );
+    let none = gateway("[gateway]\n").err().expect("no upstreams");
+    assert!(
+        none[0].starts_with("gateway.upstreams: no upstream MCP servers"),
+        "{none:?}"
+    );
+}
