@@ -58,7 +58,7 @@ fn parse_run_time(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    super::serve::init_logging("warn");
     if !(args.rate.is_finite() && args.rate >= 0.0) {
         anyhow::bail!("--rate must be a number of events per second, 0 or more");
     }
@@ -91,7 +91,7 @@ async fn run_in(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     print_welcome(&url, &collector.addr, data_dir, args);
     let outcome = tokio::select! {
         r = drive(&url, args) => r,
-        _ = shutdown_signal() => {
+        _ = super::serve::shutdown_signal() => {
             eprintln!("\ninterrupted: stopping the demo");
             Ok(())
         }
@@ -269,34 +269,4 @@ fn make_data_dir() -> anyhow::Result<PathBuf> {
         "cannot create a temporary data dir in {}: too many leftovers named mcpwatch-demo-*; remove them",
         base.display()
     )
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MCPWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -35,7 +35,7 @@ pub struct ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    init_logging();
+    init_logging("info");
     let mut config = super::config::load_for_command(args.config.as_deref())?;
     if let Some(l) = args.listen {
         config.server.listen = l;
@@ -206,16 +206,18 @@ fn reload_on_sighup(rules: RulesHandle) {
     let _ = rules;
 }
 
-fn init_logging() {
+/// Logs to stderr at `$MCPWATCH_LOG`, else at `default_level`.
+pub(crate) fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MCPWATCH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
