@@ -1,0 +1,651 @@
+//! End-to-end tests of `mcpwatch gateway` against real peers and a real collector.
+//!
+//! `@modelcontextprotocol/server-everything` runs in its Streamable HTTP mode; the official MCP
+//! Python SDK drives it once directly and once through the gateway (responses must be
+//! identical, events must arrive with the right outcomes). Raw HTTP checks cover what an SDK
+//! hides: 401s with `WWW-Authenticate`, 429s with `Retry-After`, 404 and 502 errors. Peers come
+//! from `scripts/install-peers`; a missing peer fails the test with that instruction.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use common::Serve;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A peer installed by scripts/install-peers, or a failure saying how to get it.
+fn peer(relative: &str) -> String {
+    let p = root().join(".test-deps").join(relative);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("an address").port()
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// server-everything in Streamable HTTP mode; returns the process and its MCP URL.
+fn everything() -> (Proc, String) {
+    let script = peer("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(script)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node runs (install Node.js and run scripts/install-peers)");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "server-everything did not listen on {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Proc(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// `mcpwatch gateway` with a config file; returns the process and its base URL.
+fn gateway(config: &str, collector: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, config).expect("write config");
+    let mut child = common::bin()
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .args(["--collector", collector, "--data-dir"])
+        .arg(dir.join("gw-data"))
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mcpwatch gateway");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            } else {
+                eprintln!("gateway: {line}");
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway did not report its address within 30 s");
+    (Proc(child), url)
+}
+
+/// Runs the Python SDK client; returns its JSON lines.
+fn run_client(scenario: &str, url: &str, token: Option<&str>) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/http_client.py");
+    let mut cmd = Command::new(peer("venv/bin/python"));
+    cmd.arg(script)
+        .arg(scenario)
+        .arg(url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(t) = token {
+        cmd.env("MCP_TOKEN", t);
+    }
+    let out = cmd.output().expect("the Python client runs");
+    assert!(
+        out.status.success(),
+        "client {scenario} failed ({}) against {url}",
+        out.status
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("the client prints JSON lines"))
+        .collect()
+}
+
+/// Events of one type, polled until `done` holds or 30 s pass.
+fn wait_events(collector: &str, event_type: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = client.events(collector, event_type);
+        if done(&got) || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A tiny blocking HTTP/1.1 client over std, enough for the API and the gateway's answers.
+mod http {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    /// An HTTP answer: status, lower-cased headers, body.
+    pub struct Answer {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: String,
+    }
+
+    impl Answer {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap_or(Value::Null)
+        }
+    }
+
+    pub struct Client;
+
+    impl Client {
+        pub fn new() -> Self {
+            Client
+        }
+
+        pub fn events(&self, collector: &str, event_type: &str) -> Vec<Value> {
+            let url = format!("{collector}/api/v1/events?event_type={event_type}&limit=1000");
+            let a = self.send("GET", &url, &[], "");
+            a.json()["events"].as_array().cloned().unwrap_or_default()
+        }
+
+        pub fn send(
+            &self,
+            method: &str,
+            url: &str,
+            headers: &[(&str, &str)],
+            body: &str,
+        ) -> Answer {
+            let rest = url.strip_prefix("http://").expect("an http URL");
+            let (host, path) = rest
+                .split_once('/')
+                .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+            let mut s = TcpStream::connect(host).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+            for (k, v) in headers {
+                req.push_str(&format!("{k}: {v}\r\n"));
+            }
+            req.push_str("\r\n");
+            req.push_str(body);
+            s.write_all(req.as_bytes()).expect("send");
+            let mut raw = Vec::new();
+            let _ = s.read_to_end(&mut raw);
+            let text = String::from_utf8_lossy(&raw).into_owned();
+            let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+            let mut lines = head.lines();
+            let status = lines
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+                .collect();
+            let chunked = headers
+                .iter()
+                .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+            let body = if chunked {
+                dechunk(body)
+            } else {
+                body.to_string()
+            };
+            Answer {
+                status,
+                headers,
+                body,
+            }
+        }
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+        }
+        out
+    }
+}
+
+use http::{Answer, Client};
+
+const MCP_HEADERS: [(&str, &str); 2] = [
+    ("Content-Type", "application/json"),
+    ("Accept", "application/json, text/event-stream"),
+];
+
+fn initialize_body() -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}}).to_string()
+}
+
+fn post(url: &str, extra: &[(&str, &str)], body: &str) -> Answer {
+    let mut headers: Vec<(&str, &str)> = MCP_HEADERS.to_vec();
+    headers.extend_from_slice(extra);
+    Client::new().send("POST", url, &headers, body)
+}
+
+fn by_tool(events: &[Value]) -> Vec<(String, String, String)> {
+    let mut v: Vec<(String, String, String)> = events
+        .iter()
+        .map(|e| {
+            let m = &e["metadata"];
+            let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            (s("tool_name"), s("outcome"), s("user_id"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn jwt(secret: &str, claims: Value) -> String {
+    let out = Command::new(peer("venv/bin/python"))
+        .args(["-c", "import jwt, json, sys; print(jwt.encode(json.loads(sys.argv[2]), sys.argv[1], algorithm='HS256'))", secret])
+        .arg(claims.to_string())
+        .output()
+        .expect("python (PyJWT comes with the MCP SDK) runs");
+    assert!(
+        out.status.success(),
+        "PyJWT failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn unix_now() -> i64 {
+    use mcpwatch_core::Clock;
+    mcpwatch_core::SystemClock.now().as_secs_f64() as i64
+}
+
+#[test]
+fn server_everything_direct_and_through_gateway_are_identical_and_recorded() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!("[gateway.upstreams]\neverything = \"{upstream}\"\n");
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+
+    let direct = run_client("everything", &upstream, None);
+    let through = run_client("everything", &format!("{gw}/mcp/everything"), None);
+    assert_eq!(direct, through, "responses through the gateway differ");
+    assert!(direct.len() >= 7, "the scenario ran: {direct:?}");
+
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 3);
+    assert_eq!(
+        by_tool(&done),
+        [
+            ("echo".into(), "success".into(), "anonymous".into()),
+            ("get-sum".into(), "success".into(), "anonymous".into()),
+            (
+                "no-such-tool".into(),
+                "tool_error".into(),
+                "anonymous".into()
+            ),
+        ]
+    );
+    assert!(done
+        .iter()
+        .all(|e| e["source"] == "gateway:everything" && e["metadata"]["server"] == "everything"));
+    let started = wait_events(&serve.url, "session_start", |e| !e.is_empty());
+    assert_eq!(started.len(), 1, "one session: {started:?}");
+    let reads = wait_events(&serve.url, "data_access", |e| !e.is_empty());
+    assert_eq!(
+        reads[0]["metadata"]["uri"],
+        "demo://resource/static/document/architecture.md"
+    );
+    let perf = wait_events(&serve.url, "request_performance", |e| e.len() >= 7);
+    assert!(
+        perf.len() >= 7,
+        "a request_performance per request: {}",
+        perf.len()
+    );
+    let ended = wait_events(&serve.url, "session_end", |e| !e.is_empty());
+    assert_eq!(ended.len(), 1, "the client's DELETE ends the session");
+}
+
+#[test]
+fn missing_wrong_and_expired_tokens_get_401_and_failure_events() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let secret = "jwt-secret-for-the-gateway-test";
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key = "${{ALICE_KEY}}"
+roles = ["dev"]
+[[gateway.auth.jwt]]
+algorithm = "HS256"
+secret = "${{JWT_SECRET}}"
+issuer = "https://idp.test"
+audience = "mcpwatch"
+"#
+    );
+    let env = [
+        ("ALICE_KEY", "alice-key-0123456789abcdef"),
+        ("JWT_SECRET", secret),
+    ];
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &env);
+    let mcp = format!("{gw}/mcp/everything");
+
+    let claims = |exp: i64| json!({"sub": "carol", "roles": ["dev"], "iss": "https://idp.test", "aud": "mcpwatch", "exp": exp});
+    let expired = jwt(secret, claims(unix_now() - 600));
+    // (what, headers sent, the RFC 6750 error code expected)
+    let cases = [
+        ("missing", Vec::<(&str, String)>::new(), "invalid_request"),
+        (
+            "wrong",
+            vec![("Authorization", "Bearer not-a-key".into())],
+            "invalid_token",
+        ),
+        (
+            "expired",
+            vec![("Authorization", format!("Bearer {expired}"))],
+            "invalid_token",
+        ),
+    ];
+    for (what, headers, code) in &cases {
+        let mut h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        h.push(("User-Agent", "gateway-test/1"));
+        let a = post(&mcp, &h, &initialize_body());
+        assert_eq!(a.status, 401, "{what}: {}", a.body);
+        let challenge = a.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer realm=\"mcpwatch\"") && challenge.contains(code),
+            "{what}: {challenge}"
+        );
+    }
+    assert!(post(&mcp, &[], &initialize_body())
+        .header("www-authenticate")
+        .is_some());
+
+    let good = jwt(secret, claims(unix_now() + 600));
+    let through = run_client("everything", &mcp, Some(&good));
+    assert_eq!(through[0]["value"]["server"], "mcp-servers/everything");
+    let by_key = run_client("everything", &mcp, Some("alice-key-0123456789abcdef"));
+    assert_eq!(through, by_key);
+
+    let auth = wait_events(&serve.url, "authentication", |e| {
+        e.iter()
+            .filter(|e| e["metadata"]["result"] == "failure")
+            .count()
+            >= 4
+            && e.iter().any(|e| e["metadata"]["user_id"] == "carol")
+            && e.iter().any(|e| e["metadata"]["user_id"] == "alice")
+    });
+    let failures: Vec<&Value> = auth
+        .iter()
+        .filter(|e| e["metadata"]["result"] == "failure")
+        .collect();
+    assert_eq!(failures.len(), 4, "{failures:#?}");
+    let reasons: Vec<&str> = failures
+        .iter()
+        .map(|e| e["metadata"]["reason"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        reasons.contains(&"token expired") && reasons.contains(&"unknown API key"),
+        "{reasons:?}"
+    );
+    for e in &failures {
+        assert_eq!(e["metadata"]["ip_address"], "127.0.0.1");
+        assert_eq!(e["category"], "security");
+    }
+    assert!(failures
+        .iter()
+        .any(|e| e["metadata"]["user_agent"] == "gateway-test/1"));
+    assert!(auth
+        .iter()
+        .any(|e| e["metadata"]["result"] == "success" && e["metadata"]["user_id"] == "carol"));
+    assert!(
+        !serde_json::to_string(&auth)
+            .unwrap_or_default()
+            .contains("alice-key-0123456789abcdef"),
+        "a key reached the store"
+    );
+
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 6);
+    let users: std::collections::BTreeSet<String> =
+        by_tool(&done).into_iter().map(|(_, _, u)| u).collect();
+    assert_eq!(
+        users,
+        ["alice".to_string(), "carol".to_string()].into(),
+        "the principal is each session's user"
+    );
+}
+
+#[test]
+fn a_policy_denial_is_a_jsonrpc_error_an_event_and_hides_the_tool() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key = "${{ALICE_KEY}}"
+roles = ["dev"]
+[gateway.policy.roles.dev]
+allow = ["tool:**", "resource:**", "prompt:**"]
+deny = ["tool:everything/get-sum"]
+"#
+    );
+    let key = "alice-key-0123456789abcdef";
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[("ALICE_KEY", key)]);
+    let lines = run_client("denied", &format!("{gw}/mcp/everything"), Some(key));
+    let step = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l["step"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let listed = step("tools");
+    let tools: Vec<&str> = listed["value"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        tools.contains(&"echo") && !tools.contains(&"get-sum"),
+        "get-sum is hidden: {tools:?}"
+    );
+    assert_eq!(
+        step("denied")["value"]["error"]["code"],
+        -32001,
+        "{lines:#?}"
+    );
+    let allowed = &step("allowed")["value"]["content"][0]["text"];
+    assert_eq!(allowed, "Echo: still allowed");
+
+    let authz = wait_events(&serve.url, "authorization", |e| !e.is_empty());
+    assert_eq!(authz.len(), 1, "{authz:#?}");
+    let m = &authz[0]["metadata"];
+    assert_eq!(
+        (&m["result"], &m["resource"], &m["action"], &m["user_id"]),
+        (
+            &json!("denied"),
+            &json!("tool:everything/get-sum"),
+            &json!("call"),
+            &json!("alice")
+        )
+    );
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 2);
+    assert_eq!(
+        by_tool(&done),
+        [
+            ("echo".into(), "success".into(), "alice".into()),
+            ("get-sum".into(), "denied".into(), "alice".into())
+        ]
+    );
+    let denied = done
+        .iter()
+        .find(|e| e["metadata"]["tool_name"] == "get-sum")
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(denied["metadata"]["success"], false);
+}
+
+#[test]
+fn rate_limits_unknown_and_unreachable_upstreams_get_clear_answers() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let closed = free_port();
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+down = "http://127.0.0.1:{closed}/mcp"
+[gateway.rate_limits]
+per_tool = {{ rate = 0.01, burst = 1 }}
+"#
+    );
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let mcp = format!("{gw}/mcp/everything");
+
+    let init = post(&mcp, &[], &initialize_body());
+    assert_eq!(init.status, 200, "{}", init.body);
+    let session = init
+        .header("mcp-session-id")
+        .expect("the upstream's session id passes through")
+        .to_string();
+    let s = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-06-18"),
+    ];
+    let note = post(
+        &mcp,
+        &s,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string(),
+    );
+    assert_eq!(note.status, 202, "{}", note.body);
+    let call = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "echo", "arguments": {"message": "hi"}}}).to_string()
+    };
+    let first = post(&mcp, &s, &call(2));
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert!(first.body.contains("Echo: hi"), "{}", first.body);
+    let second = post(&mcp, &s, &call(3));
+    assert_eq!(second.status, 429, "{}", second.body);
+    let retry: u64 = second
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(retry >= 1);
+    assert_eq!(second.json()["id"], 3);
+    assert_eq!(second.json()["error"]["code"], -32003);
+    let limited = wait_events(&serve.url, "rate_limited", |e| !e.is_empty());
+    assert_eq!(limited[0]["metadata"]["tool"], "everything/echo");
+    assert_eq!(limited[0]["metadata"]["scope"], "tool");
+
+    let unknown = post(&format!("{gw}/mcp/nope"), &[], &initialize_body());
+    assert_eq!(unknown.status, 404);
+    assert!(
+        unknown.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/mcp/{down,everything}"),
+        "{}",
+        unknown.body
+    );
+    let down = post(&format!("{gw}/mcp/down"), &[], &initialize_body());
+    assert_eq!(down.status, 502, "{}", down.body);
+    assert_eq!(down.json()["id"], 1);
+    assert_eq!(down.json()["error"]["code"], -32002);
+    assert!(
+        down.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upstream down is unreachable"),
+        "{}",
+        down.body
+    );
+    let deleted = Client::new().send("DELETE", &mcp, &s, "");
+    assert_eq!(deleted.status, 200, "{}", deleted.body);
+}
+
+#[test]
+fn sse_progress_of_a_long_running_tool_arrives_incrementally() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!("[gateway.upstreams]\neverything = \"{upstream}\"\n");
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let lines = run_client("longrun", &format!("{gw}/mcp/everything"), None);
+    let times = |step: &str| -> Vec<f64> {
+        lines
+            .iter()
+            .filter(|l| l["step"] == step)
+            .filter_map(|l| l["t"].as_f64())
+            .collect()
+    };
+    let progress = times("progress");
+    let result = times("result");
+    assert_eq!(progress.len(), 3, "{lines:#?}");
+    assert_eq!(result.len(), 1, "{lines:#?}");
+    // Steps are a second apart upstream: buffered, they would all arrive with the result.
+    assert!(
+        result[0] - progress[0] >= 1.5,
+        "progress came late: {progress:?} vs {}",
+        result[0]
+    );
+    assert!(
+        progress.windows(2).all(|w| w[1] - w[0] >= 0.5),
+        "progress bunched up: {progress:?}"
+    );
+    let done = wait_events(&serve.url, "execution_complete", |e| !e.is_empty());
+    assert_eq!(
+        by_tool(&done),
+        [(
+            "trigger-long-running-operation".into(),
+            "success".into(),
+            "anonymous".into()
+        )]
+    );
+}
