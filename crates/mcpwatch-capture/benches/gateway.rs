@@ -1,0 +1,306 @@
+//! Gateway benchmark (SPEC 11): requests/s and latency, direct vs through `mcpwatch gateway`,
+//! against a local upstream, side by side in one run.
+//!
+//! Everything runs in this process on loopback: a minimal axum MCP-ish echo upstream (answers
+//! each `tools/call` with a small JSON result), an accept-everything collector that counts the
+//! events it gets, the gateway itself (`mcpwatch_capture::gateway::serve`, monitoring and
+//! delivery on, no auth) and the load: closed-loop clients over keep-alive connections.
+//! Throughput uses `CONCURRENCY` clients; latency one client, request after request.
+//! The machine is shared and has 2 cores, so each phase runs `MCPWATCH_BENCH_ROUNDS` (default
+//! 3) times and medians are reported, with ratios against the SPEC targets (≥ 90 % of direct
+//! requests/s; ≤ 1 ms added at p99) and MET / NOT MET. The collector's event count shows the
+//! monitoring kept up (3 events per call: execution_start, execution_complete,
+//! request_performance).
+//!
+//! Run: `cargo bench -p mcpwatch-capture --bench gateway`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::header;
+use axum::response::IntoResponse;
+use mcpwatch_capture::delivery::DeliveryConfig;
+use mcpwatch_capture::gateway::config::LimitsSection;
+use mcpwatch_capture::gateway::{GatewayConfig, GatewayRun};
+use mcpwatch_core::SystemClock;
+
+const CONCURRENCY: usize = 16;
+const LATENCY_REQUESTS: usize = 3_000;
+const WARMUP: usize = 300;
+
+fn main() {
+    let rounds: usize = env_or("MCPWATCH_BENCH_ROUNDS", 3);
+    let secs: u64 = env_or("MCPWATCH_BENCH_SECS", 3);
+    let events = Arc::new(AtomicU64::new(0));
+    let upstream = spawn_server(
+        "bench-upstream",
+        axum::Router::new().route("/mcp", axum::routing::post(echo)),
+    );
+    let counted = events.clone();
+    let collector = spawn_server(
+        "bench-collector",
+        axum::Router::new().route(
+            "/api/v1/events",
+            axum::routing::post(move |body: Bytes| {
+                let counted = counted.clone();
+                async move { accept(&counted, &body) }
+            }),
+        ),
+    );
+    let gateway = spawn_gateway(upstream, collector);
+    let direct_url = format!("http://{upstream}/mcp");
+    let gateway_url = format!("http://{gateway}/mcp/echo");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()
+        .expect("client");
+    let mut results: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut calls_through = 0u64;
+    rt.block_on(async {
+        for url in [&direct_url, &gateway_url] {
+            latency(&client, url, WARMUP).await;
+        }
+        for round in 0..rounds {
+            for (name, url) in [("direct", &direct_url), ("gateway", &gateway_url)] {
+                let (n, rps) = throughput(&client, url, Duration::from_secs(secs)).await;
+                if name == "gateway" {
+                    calls_through += n;
+                }
+                results
+                    .entry(leak(format!("{name} rps")))
+                    .or_default()
+                    .push(rps);
+                let mut lat = latency(&client, url, LATENCY_REQUESTS).await;
+                if name == "gateway" {
+                    calls_through += LATENCY_REQUESTS as u64;
+                }
+                lat.sort_by(f64::total_cmp);
+                results
+                    .entry(leak(format!("{name} p50")))
+                    .or_default()
+                    .push(pct(&lat, 0.50));
+                results
+                    .entry(leak(format!("{name} p99")))
+                    .or_default()
+                    .push(pct(&lat, 0.99));
+            }
+            eprintln!("round {}/{rounds} done", round + 1);
+        }
+    });
+    // Let delivery catch up before counting what the collector got.
+    std::thread::sleep(Duration::from_secs(3));
+    let m = |k: &str| median(results.get(k).cloned().unwrap_or_default());
+    let (d_rps, g_rps) = (m("direct rps"), m("gateway rps"));
+    let (d50, g50, d99, g99) = (
+        m("direct p50"),
+        m("gateway p50"),
+        m("direct p99"),
+        m("gateway p99"),
+    );
+    println!("\ngateway benchmark: {rounds} rounds × {secs} s, {CONCURRENCY} clients for throughput, 1 client for latency (medians)\n");
+    println!("{:<22}{:>14}{:>14}{:>12}", "", "direct", "gateway", "ratio");
+    println!(
+        "{:<22}{:>14.0}{:>14.0}{:>11.1}%",
+        "requests/s",
+        d_rps,
+        g_rps,
+        100.0 * g_rps / d_rps
+    );
+    println!(
+        "{:<22}{:>14.1}{:>14.1}{:>+12.1}",
+        "latency p50 (µs)",
+        d50,
+        g50,
+        g50 - d50
+    );
+    println!(
+        "{:<22}{:>14.1}{:>14.1}{:>+12.1}",
+        "latency p99 (µs)",
+        d99,
+        g99,
+        g99 - d99
+    );
+    let got = events.load(Ordering::Relaxed);
+    println!("\nmonitoring: {calls_through} calls through the gateway (+{WARMUP} warm-up), {got} events at the collector (3 expected per call)");
+    let verdict = |ok: bool| if ok { "MET" } else { "NOT MET" };
+    println!("\nSPEC 11 targets:");
+    println!(
+        "  requests/s ≥ 90 % of direct: {:.1} %  {}",
+        100.0 * g_rps / d_rps,
+        verdict(g_rps >= 0.9 * d_rps)
+    );
+    println!(
+        "  p99 added ≤ 1 ms:            {:+.3} ms  {}",
+        (g99 - d99) / 1e3,
+        verdict(g99 - d99 <= 1_000.0)
+    );
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+fn call_body(id: u64) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"hello"}}}}}}"#
+    )
+}
+
+async fn send(client: &reqwest::Client, url: &str, id: u64) {
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", "bench-session")
+        .body(call_body(id))
+        .send()
+        .await
+        .expect("request");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.bytes().await.expect("body");
+}
+
+/// Closed loop, `CONCURRENCY` clients for `for_how_long`: (requests, requests per second).
+async fn throughput(client: &reqwest::Client, url: &str, for_how_long: Duration) -> (u64, f64) {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + for_how_long;
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|c| {
+            let (client, url, done) = (client.clone(), url.to_string(), done.clone());
+            tokio::spawn(async move {
+                let mut id = (c as u64) << 32;
+                while Instant::now() < deadline {
+                    id += 1;
+                    send(&client, &url, id).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    let n = done.load(Ordering::Relaxed);
+    (n, n as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One client, `n` requests one after another: latencies in µs.
+async fn latency(client: &reqwest::Client, url: &str, n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        send(client, url, i as u64).await;
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    out
+}
+
+/// The upstream: a JSON result carrying the request's id.
+async fn echo(body: Bytes) -> impl IntoResponse {
+    let text = std::str::from_utf8(&body).unwrap_or_default();
+    let id = text
+        .split_once("\"id\":")
+        .and_then(|(_, rest)| rest.split([',', '}']).next())
+        .unwrap_or("null");
+    let reply = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"content":[{{"type":"text","text":"Echo: hello"}}],"isError":false}}}}"#
+    );
+    ([(header::CONTENT_TYPE, "application/json")], reply)
+}
+
+/// The collector: accepts every batch and counts its events (by their `event_type` keys, so
+/// that counting costs the shared CPUs next to nothing).
+fn accept(counted: &AtomicU64, body: &[u8]) -> impl IntoResponse {
+    let n = memchr::memmem::find_iter(body, b"\"event_type\"").count();
+    counted.fetch_add(n as u64, Ordering::Relaxed);
+    let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+    (
+        axum::http::StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({"accepted": n, "ids": ids})),
+    )
+}
+
+/// Serves `app` on its own thread with a current-thread runtime; returns its address.
+fn spawn_server(name: &str, app: axum::Router) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                axum::serve(listener, app).await.expect("serve");
+            });
+        })
+        .expect("thread");
+    addr
+}
+
+/// The gateway as `mcpwatch gateway` runs it (a multi-threaded runtime), in front of `upstream`.
+fn spawn_gateway(upstream: SocketAddr, collector: SocketAddr) -> SocketAddr {
+    let mut cfg = GatewayConfig::default();
+    cfg.upstreams
+        .insert("echo".into(), format!("http://{upstream}/mcp"));
+    let built = cfg.build(&|_| None).expect("valid config");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::Builder::new()
+        .name("bench-gateway".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let run = GatewayRun {
+                    built,
+                    limits: LimitsSection::default(),
+                    delivery: DeliveryConfig::new(format!("http://{collector}")),
+                    data_dir: None,
+                    classification: Default::default(),
+                    redactor: Default::default(),
+                };
+                let forever = std::future::pending::<()>();
+                mcpwatch_capture::gateway::serve(listener, run, Arc::new(SystemClock), forever)
+                    .await
+                    .expect("gateway");
+            });
+        })
+        .expect("thread");
+    addr
+}
