@@ -410,6 +410,31 @@ audience = "mcpwatch"
     let by_key = run_client("everything", &mcp, Some("alice-key-0123456789abcdef"));
     assert_eq!(through, by_key);
 
+    // A session belongs to whoever opened it: carol cannot ride on alice's.
+    let alice = [("Authorization", "Bearer alice-key-0123456789abcdef")];
+    let opened = post(&mcp, &alice, &initialize_body());
+    let session = opened
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let carol = format!("Bearer {good}");
+    let foreign = [
+        ("Authorization", carol.as_str()),
+        ("Mcp-Session-Id", session.as_str()),
+    ];
+    let ride = post(
+        &mcp,
+        &foreign,
+        &json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string(),
+    );
+    assert_eq!(ride.status, 403, "{}", ride.body);
+    let own = [alice[0], ("Mcp-Session-Id", session.as_str())];
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    assert_eq!(post(&mcp, &own, &note).status, 202);
+    let authz = wait_events(&serve.url, "authorization", |e| !e.is_empty());
+    assert_eq!(authz[0]["metadata"]["resource"], "session:everything");
+    assert_eq!(authz[0]["metadata"]["user_id"], "carol");
+
     let auth = wait_events(&serve.url, "authentication", |e| {
         e.iter()
             .filter(|e| e["metadata"]["result"] == "failure")
@@ -606,6 +631,16 @@ per_tool = {{ rate = 0.01, burst = 1 }}
         "{}",
         down.body
     );
+    let failed = wait_events(&serve.url, "request_performance", |e| {
+        e.iter().any(|e| e["metadata"]["server"] == "down")
+    });
+    let failed: Vec<&Value> = failed
+        .iter()
+        .filter(|e| e["metadata"]["server"] == "down")
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["metadata"]["outcome"], "transport_error");
+    assert_eq!(failed[0]["metadata"]["method"], "initialize");
     let deleted = Client::new().send("DELETE", &mcp, &s, "");
     assert_eq!(deleted.status, 200, "{}", deleted.body);
 }

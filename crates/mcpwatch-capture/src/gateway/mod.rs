@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod limits;
 pub mod monitor;
+pub mod owners;
 pub mod policy;
 pub mod proxy;
 pub mod sse;
@@ -118,6 +119,7 @@ pub async fn serve(
         clock,
         max_body: run.limits.max_body_bytes,
         next_id: AtomicU64::new(1),
+        owners: owners::SessionOwners::new(run.limits.max_sessions.max(1)),
     });
     let app = proxy::router(shared).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -52,6 +52,13 @@ pub enum Tap {
         body: Bytes,
         reason: String,
     },
+    /// A client body already tapped got no response: the upstream could not be reached.
+    Failed {
+        session: Arc<str>,
+        route: Arc<Route>,
+        body: Bytes,
+        reason: String,
+    },
     /// A response body streamed from the upstream begins (SSE or JSON).
     Open {
         stream: u64,
@@ -102,7 +109,9 @@ impl TapSender {
     /// Hands a copy over, or drops and counts it when the monitor is behind.
     pub fn send(&self, tap: Tap) {
         let len = match &tap {
-            Tap::Body { body, .. } | Tap::Denied { body, .. } => body.len(),
+            Tap::Body { body, .. } | Tap::Denied { body, .. } | Tap::Failed { body, .. } => {
+                body.len()
+            }
             Tap::Chunk { bytes, .. } => bytes.len(),
             _ => 0,
         };
@@ -325,6 +334,16 @@ impl Monitor {
                 self.session(&route, session)
                     .tracker
                     .on_denied(&body, &reason, out);
+            }
+            Tap::Failed {
+                session,
+                route,
+                body,
+                reason,
+            } => {
+                self.session(&route, session)
+                    .tracker
+                    .on_request_failed(&body, &reason, out);
             }
             Tap::Open {
                 stream,

@@ -28,6 +28,7 @@ use serde_json::{json, Map, Value};
 use super::auth::{Authenticator, Principal};
 use super::limits::{Limited, RateLimiter};
 use super::monitor::{Route, SecurityFact, Tap, TapSender};
+use super::owners::SessionOwners;
 use super::policy::Policy;
 use super::sse::{event_data, with_data, SseSplitter};
 use crate::session::Direction;
@@ -59,6 +60,8 @@ pub struct Shared {
     pub max_body: usize,
     /// Stream and provisional-session numbering.
     pub next_id: AtomicU64,
+    /// Who opened which session (checked when authentication is on).
+    pub owners: SessionOwners,
 }
 
 /// The gateway's routes.
@@ -128,6 +131,11 @@ async fn handle(
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
+    if let Some(s) = session.as_deref() {
+        if gw.auth.enabled() && !gw.owners.may_use(&route.server, s, &route.user) {
+            return foreign_session(&gw, &route, s);
+        }
+    }
     let headers = forward_headers(&parts.headers, gw.auth.enabled());
     match parts.method {
         Method::POST => post(gw.clone(), url, route, principal, session, headers, body).await,
@@ -145,6 +153,7 @@ async fn handle(
             };
             let session = session.unwrap_or_else(|| Arc::from(""));
             if method == Method::DELETE && resp.status().is_success() {
+                gw.owners.forget(&route.server, &session);
                 gw.taps.send(Tap::Close {
                     server: route.server.clone(),
                     session: session.clone(),
@@ -209,12 +218,20 @@ async fn post(
         .client
         .post(url.clone())
         .headers(headers)
-        .body(bytes)
+        .body(bytes.clone())
         .send()
         .await;
     let resp = match sent {
         Ok(r) => r,
-        Err(e) => return upstream_down(&route.server, url, &e, first_id),
+        Err(e) => {
+            gw.taps.send(Tap::Failed {
+                session,
+                route: route.clone(),
+                body: bytes,
+                reason: format!("upstream unreachable: {}", root_cause(&e)),
+            });
+            return upstream_down(&route.server, url, &e, first_id);
+        }
     };
     if provisional {
         if let Some(id) = resp
@@ -223,6 +240,7 @@ async fn post(
             .and_then(|v| v.to_str().ok())
         {
             let to: Arc<str> = Arc::from(id);
+            gw.owners.bind(&route.server, &to, &route.user);
             gw.taps.send(Tap::Alias {
                 server: route.server.clone(),
                 from: session.clone(),
@@ -373,6 +391,31 @@ fn authenticate(
         }
         Box::new(resp)
     })
+}
+
+/// A caller presenting a session another principal opened: refused, and recorded.
+fn foreign_session(gw: &Shared, route: &Arc<Route>, session: &str) -> Response {
+    let mut meta = Map::new();
+    meta.insert("user_id".into(), json!(route.user.as_ref()));
+    meta.insert(
+        "resource".into(),
+        json!(format!("session:{}", route.server)),
+    );
+    meta.insert("action".into(), json!("use"));
+    meta.insert("result".into(), json!("denied"));
+    gw.taps.send(Tap::Security(SecurityFact {
+        event_type: "authorization",
+        level: Level::Warning,
+        message: format!(
+            "Denied: {} presented a {} session opened by another user",
+            route.user, route.server
+        ),
+        metadata: meta,
+        server: Some(route.server.clone()),
+        session: Some(Arc::from(session)),
+    }));
+    let msg = "this Mcp-Session-Id belongs to another user; start your own session with initialize";
+    (StatusCode::FORBIDDEN, axum::Json(json!({"error": msg}))).into_response()
 }
 
 fn limited(

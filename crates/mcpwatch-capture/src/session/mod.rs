@@ -178,6 +178,23 @@ impl SessionTracker {
         }
     }
 
+    /// The requests in a client body (already seen through [`Self::on_frame`]) will get no
+    /// response because the transport failed (a gateway could not reach the server): each is
+    /// completed with outcome `transport_error`.
+    pub fn on_request_failed(&mut self, bytes: &[u8], reason: &str, out: &mut Vec<Event>) {
+        let dir = Direction::ClientToServer;
+        let Ok(frame) = parse_frame(bytes) else {
+            return;
+        };
+        for message in frame.messages {
+            if let Message::Request { id, .. } = message {
+                if let Some(p) = self.pending[dir.index()].remove(&id_key(&id)) {
+                    self.complete(dir, p, Ending::TransportError(reason.to_string()), out);
+                }
+            }
+        }
+    }
+
     /// A line too long to parse (relayed unchanged).
     pub fn on_oversized(&mut self, dir: Direction, len: usize, limit: usize, out: &mut Vec<Event>) {
         let mut m = Map::new();
