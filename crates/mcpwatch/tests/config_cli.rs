@@ -62,3 +62,18 @@ fn a_missing_file_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("cannot read config file /nonexistent/mcpwatch.toml"));
 }
+
+#[test]
+fn every_section_is_checked_and_all_errors_come_together() {
+    let (ok, _, stderr) = check(
+        "[detection]\nmax_keys_per_rule = \"lots\"\n\n[rules]\nfiles = [\"/nonexistent/rules.yaml\"]\n\n\
+         [metrics]\ncolour = 1\n\n[gateway]\nlisten = \"nowhere\"\n\n[channels.pager]\ntype = \"carrier-pigeon\"\n",
+    );
+    assert!(!ok);
+    for section in ["detection", "rules.files", "metrics", "gateway", "channels"] {
+        assert!(
+            stderr.contains(section),
+            "no error about {section}:\n{stderr}"
+        );
+    }
+}

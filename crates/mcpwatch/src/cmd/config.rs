@@ -56,12 +56,31 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
         .with_context(|| format!("cannot read config file {}; check the path (or leave --config out for the defaults)", path.display()))
         .map_err(Problems::Read)?;
     let config = Config::from_toml(&text).map_err(Problems::Invalid)?;
-    Authenticator::build(&config.auth, &process_env).map_err(Problems::Invalid)?;
-    let alerting = mcpwatch_alert::check(&config);
-    if !alerting.is_empty() {
-        return Err(Problems::Invalid(alerting));
+    // Every section owner checks its own; all errors are reported together.
+    let mut errors = Authenticator::build(&config.auth, &process_env)
+        .err()
+        .unwrap_or_default();
+    errors.extend(mcpwatch_alert::check(&config));
+    errors.extend(crate::topology::check(&config));
+    errors.extend(gateway_errors(&config));
+    if !errors.is_empty() {
+        return Err(Problems::Invalid(errors));
     }
     Ok(config)
+}
+
+/// Problems in `[gateway]`, which `mcpwatch gateway` reads from the same file.
+fn gateway_errors(config: &Config) -> Vec<ConfigError> {
+    let Some(value) = config.extra.get("gateway") else {
+        return Vec::new();
+    };
+    let Some(table) = value.as_table() else {
+        return vec![ConfigError::at("gateway", "must be a table: [gateway]")];
+    };
+    match mcpwatch_capture::gateway::GatewayConfig::from_table(table) {
+        Ok(cfg) => cfg.build(&process_env).err().unwrap_or_default(),
+        Err(errors) => errors,
+    }
 }
 
 /// Loads a config file for a command, turning every error into one message.

@@ -28,9 +28,9 @@ use super::{Context, FindingObserver, RouteFactory};
 /// `[rules]` in the config file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-struct RulesSection {
+pub(super) struct RulesSection {
     /// Rule files (YAML), loaded after the built-in rules (unless `detection.default_rules = false`).
-    files: Vec<PathBuf>,
+    pub(super) files: Vec<PathBuf>,
 }
 
 /// Where the rules come from, and the slot a reload drops new rules into.

@@ -9,6 +9,47 @@ use std::sync::Arc;
 
 use super::{Context, RouteFactory};
 
+/// Every problem in `[metrics]` and `[otlp]`, with key paths.
+pub(super) fn check(
+    config: &mcpwatch_core::config::Config,
+) -> Vec<mcpwatch_core::config::ConfigError> {
+    use mcpwatch_core::config::ConfigError;
+    let mut errors = Vec::new();
+    if let Some(v) = config.extra.get("metrics") {
+        match v.clone().try_into::<MetricsConfig>() {
+            Ok(c) => errors.extend(
+                c.build()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(from_metrics),
+            ),
+            Err(e) => errors.push(ConfigError::at("metrics", e.message().to_owned())),
+        }
+    }
+    if let Some(v) = config.extra.get("otlp") {
+        match v.clone().try_into::<OtlpConfig>() {
+            Ok(c) => errors.extend(
+                c.build()
+                    .err()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(from_metrics),
+            ),
+            Err(e) => errors.push(ConfigError::at("otlp", e.message().to_owned())),
+        }
+    }
+    errors
+}
+
+fn from_metrics(e: mcpwatch_metrics::MetricsError) -> mcpwatch_core::config::ConfigError {
+    match e {
+        mcpwatch_metrics::MetricsError::Config { key, message } => {
+            mcpwatch_core::config::ConfigError::at(key, message)
+        }
+    }
+}
+
 /// Builds the stage and pushes the `/metrics` route factory.
 pub(super) fn build(
     ctx: &Context,

@@ -52,6 +52,47 @@ pub trait FindingObserver: Send + 'static {
 /// Builds extra routes once the pipeline runs.
 pub type RouteFactory = Box<dyn FnOnce(&Pipeline) -> Router + Send>;
 
+/// Every problem in the sections the stages own (`[detection]`, `[rules]` and the rule files,
+/// `[metrics]`, `[otlp]`), for `mcpwatch config check`; `serve` refuses the same problems.
+pub fn check(config: &Config) -> Vec<mcpwatch_core::config::ConfigError> {
+    use mcpwatch_core::config::ConfigError;
+    let mut errors = Vec::new();
+    let detection = match config.extra.get("detection") {
+        None => Some(mcpwatch_detect::DetectConfig::default()),
+        Some(v) => v
+            .clone()
+            .try_into::<mcpwatch_detect::DetectConfig>()
+            .map_err(|e| errors.push(ConfigError::at("detection", e.message())))
+            .ok(),
+    };
+    let settings = detection.and_then(|d| d.build().map_err(|e| errors.extend(e)).ok());
+    let files = match config.extra.get("rules") {
+        None => Some(Vec::new()),
+        Some(v) => v
+            .clone()
+            .try_into::<detect::RulesSection>()
+            .map(|r| r.files)
+            .map_err(|e| errors.push(ConfigError::at("rules", e.message())))
+            .ok(),
+    };
+    if let Some(files) = files {
+        let with_defaults = settings.as_ref().is_none_or(|s| s.default_rules);
+        match mcpwatch_detect::RuleSet::load(&files, with_defaults) {
+            Ok(_) => {}
+            Err(mcpwatch_detect::DetectError::Rules(rule_errors)) => {
+                errors.extend(
+                    rule_errors
+                        .into_iter()
+                        .map(|r| ConfigError::at("rules.files", r.to_string())),
+                );
+            }
+            Err(other) => errors.push(ConfigError::at("rules.files", other.to_string())),
+        }
+    }
+    errors.extend(metrics::check(config));
+    errors
+}
+
 /// The stages and routes of a collector.
 pub struct Topology {
     /// Post-commit stages, in order.
