@@ -5,13 +5,18 @@
 //! command, known credential formats) so that ordinary text in parameters and results does not
 //! fire; the tests hold both the attacks and benign look-alikes.
 
+use std::sync::OnceLock;
+
 use regex::{Regex, RegexSet, RegexSetBuilder};
 
-/// One family of patterns.
+/// One family of patterns. The set decides whether anything matches; the single regexes, only
+/// needed to quote the matched text as evidence, are compiled on first use: they are most of the
+/// memory (case-insensitive patterns compile large) and most never match.
 #[derive(Debug)]
 pub(crate) struct Signature {
     set: RegexSet,
-    regexes: Vec<Regex>,
+    sources: Vec<String>,
+    regexes: Vec<OnceLock<Option<Regex>>>,
     labels: Vec<&'static str>,
 }
 
@@ -24,26 +29,29 @@ pub(crate) struct Hit {
 
 impl Signature {
     fn new(patterns: &[(&'static str, &str)]) -> Self {
-        let sources: Vec<&str> = patterns.iter().map(|(_, p)| *p).collect();
+        let sources: Vec<String> = patterns.iter().map(|(_, p)| p.to_string()).collect();
         // The patterns are constants of this file; the tests compile every one of them.
         let set = RegexSetBuilder::new(&sources)
             .case_insensitive(true)
             .build()
             .unwrap_or_else(|e| panic!("built-in signature does not compile: {e}"));
-        let regexes = sources
-            .iter()
-            .map(|p| {
-                regex::RegexBuilder::new(p)
-                    .case_insensitive(true)
-                    .build()
-                    .unwrap_or_else(|e| panic!("built-in signature does not compile: {e}"))
-            })
-            .collect();
         Self {
             set,
-            regexes,
+            regexes: sources.iter().map(|_| OnceLock::new()).collect(),
+            sources,
             labels: patterns.iter().map(|(l, _)| *l).collect(),
         }
+    }
+
+    fn regex(&self, i: usize) -> Option<&Regex> {
+        self.regexes[i]
+            .get_or_init(|| {
+                regex::RegexBuilder::new(&self.sources[i])
+                    .case_insensitive(true)
+                    .build()
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Every pattern of this family that matches `text`.
@@ -52,8 +60,9 @@ impl Signature {
             return;
         }
         for i in self.set.matches(text).iter() {
-            let evidence = self.regexes[i]
-                .find(text)
+            let evidence = self
+                .regex(i)
+                .and_then(|re| re.find(text))
                 .map_or(String::new(), |m| snippet(m.as_str()));
             hits.push(Hit {
                 label: self.labels[i],
