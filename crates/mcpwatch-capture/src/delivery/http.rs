@@ -95,8 +95,22 @@ impl HttpSink {
         })
     }
 
-    /// Posts one batch and reports exactly what the collector said.
+    /// Posts one batch and reports exactly what the collector said, with the ids it kept.
     pub async fn post(&self, events: &[Event]) -> Result<Vec<String>, PostError> {
+        let bytes = self.send(events).await?;
+        Ok(serde_json::from_slice::<Accepted>(&bytes)
+            .map(|a| a.ids)
+            .unwrap_or_default())
+    }
+
+    /// Posts one batch like [`Self::post`], for a caller that does not need the ids back: the
+    /// delivery worker, which would otherwise parse one string per event it delivers.
+    pub async fn deliver(&self, events: &[Event]) -> Result<(), PostError> {
+        self.send(events).await.map(drop)
+    }
+
+    /// Posts one batch; on a 2xx, the collector's answer.
+    async fn send(&self, events: &[Event]) -> Result<bytes::Bytes, PostError> {
         let body = serde_json::to_vec(events).map_err(|e| PostError::Status(0, e.to_string()))?;
         let mut req = self
             .client
@@ -122,9 +136,7 @@ impl HttpSink {
             .await
             .map_err(|e| PostError::Unreachable(e.to_string()))?;
         match status {
-            200..=299 => Ok(serde_json::from_slice::<Accepted>(&bytes)
-                .map(|a| a.ids)
-                .unwrap_or_default()),
+            200..=299 => Ok(bytes),
             400 => Err(rejected(&bytes)),
             413 => Err(PostError::TooLarge),
             429 | 503 => Err(PostError::Busy(

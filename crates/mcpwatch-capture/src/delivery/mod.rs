@@ -253,7 +253,7 @@ impl DeliveryWorker {
             if batch.is_empty() {
                 continue;
             }
-            match self.sink.post(&batch).await {
+            match self.sink.deliver(&batch).await {
                 Ok(_) => CaptureHealth::add(&self.health.delivered_events, batch.len() as u64),
                 Err(PostError::Unreachable(why)) => {
                     tracing::debug!("mcpwatch: collector unreachable, spooling: {why}");
@@ -281,7 +281,7 @@ impl DeliveryWorker {
                         .map(|(_, e)| e)
                         .collect();
                     // Retried once, alone; a second rejection drops the lot below.
-                    match self.sink.post(&keep).await {
+                    match self.sink.deliver(&keep).await {
                         Ok(_) => {
                             CaptureHealth::add(&self.health.delivered_events, keep.len() as u64)
                         }

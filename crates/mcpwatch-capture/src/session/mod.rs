@@ -81,6 +81,8 @@ struct Pending {
     id: Value,
     method: String,
     started: Timestamp,
+    /// Position in the order of arrival (see [`SessionTracker::arrivals`]).
+    seq: u64,
     /// For `tools/call`: execution id and tool name.
     tool: Option<(String, String)>,
 }
@@ -109,7 +111,14 @@ pub struct SessionTracker {
     started: Timestamp,
     pins: PinStore,
     client: Option<Value>,
+    shared: SharedMetadata,
     pending: [HashMap<String, Pending>; 2],
+    /// Keys of `pending` in order of arrival, oldest first, so that eviction is O(1) amortised
+    /// instead of a scan of the whole map per request once it is full. Entries whose request has
+    /// since completed (or whose key was reused, told apart by `seq`) are skipped lazily and
+    /// compacted away when they outnumber the live ones.
+    arrivals: [VecDeque<(u64, String)>; 2],
+    next_seq: u64,
     timed_out: [VecDeque<String>; 2],
     listing: Vec<Value>,
     requests: u64,
@@ -122,6 +131,7 @@ impl SessionTracker {
         let ids = IdGenerator::new();
         let started = clock.now();
         let session_id = ids.next(started);
+        let shared = SharedMetadata::build(&cfg, &session_id, None);
         Self {
             cfg,
             clock,
@@ -130,7 +140,10 @@ impl SessionTracker {
             started,
             pins,
             client: None,
+            shared,
             pending: [HashMap::new(), HashMap::new()],
+            arrivals: [VecDeque::new(), VecDeque::new()],
+            next_seq: 0,
             timed_out: [VecDeque::new(), VecDeque::new()],
             listing: Vec::new(),
             requests: 0,
@@ -270,6 +283,7 @@ impl SessionTracker {
     /// The transport closed: pending requests end as `transport_error`, then `session_end`.
     pub fn on_close(&mut self, reason: &str, exit_code: Option<i32>, out: &mut Vec<Event>) {
         for dir in [Direction::ClientToServer, Direction::ServerToClient] {
+            self.arrivals[dir.index()].clear();
             let mut all: Vec<Pending> = self.pending[dir.index()].drain().map(|(_, p)| p).collect();
             all.sort_by_key(|p| p.started);
             for p in all {
@@ -328,6 +342,8 @@ impl SessionTracker {
             if let Some(info) = params.get("clientInfo") {
                 self.client =
                     Some(json!({"name": info.get("name"), "version": info.get("version")}));
+                self.shared =
+                    SharedMetadata::build(&self.cfg, &self.session_id, self.client.as_ref());
             }
         }
         let tool = if method == "tools/call" {
@@ -341,12 +357,16 @@ impl SessionTracker {
         if method == "tools/list" && params.get("cursor").is_none() {
             self.listing.clear();
         }
+        let seq = self.next_seq;
+        self.next_seq += 1;
         let pending = Pending {
             id,
             method,
             started: now,
+            seq,
             tool,
         };
+        self.arrivals[dir.index()].push_back((seq, key.clone()));
         if let Some(old) = self.pending[dir.index()].insert(key, pending) {
             let mut m = Map::new();
             m.insert("kind".into(), json!("duplicate_request_id"));
@@ -371,14 +391,21 @@ impl SessionTracker {
 
     fn evict_if_full(&mut self, dir: Direction, out: &mut Vec<Event>) {
         let map = &mut self.pending[dir.index()];
+        let arrivals = &mut self.arrivals[dir.index()];
+        if arrivals.len() > 2 * map.len() + 64 {
+            arrivals.retain(|(seq, key)| map.get(key).is_some_and(|p| p.seq == *seq));
+        }
         if map.len() <= self.cfg.max_pending {
             return;
         }
-        let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, p)| p.started)
-            .map(|(k, _)| k.clone())
-        else {
+        let mut oldest = None;
+        while let Some((seq, key)) = arrivals.pop_front() {
+            if map.get(&key).is_some_and(|p| p.seq == seq) {
+                oldest = Some(key);
+                break;
+            }
+        }
+        let Some(oldest) = oldest else {
             return;
         };
         if let Some(p) = map.remove(&oldest) {
@@ -576,8 +603,14 @@ impl SessionTracker {
             _ => {}
         }
 
-        let mut m = detail.clone();
-        m.insert("request_id".into(), json!(id_display(&p.id)));
+        let request_id = id_display(&p.id);
+        // `execution_complete` shares the detail; without a tool, it need not be copied.
+        let mut m = if p.tool.is_some() {
+            detail.clone()
+        } else {
+            std::mem::take(&mut detail)
+        };
+        m.insert("request_id".into(), json!(request_id));
         m.insert("method".into(), json!(p.method));
         m.insert("direction".into(), json!(request_dir.as_str()));
         m.insert("response_time".into(), json!(elapsed));
@@ -601,7 +634,7 @@ impl SessionTracker {
             let mut m = detail;
             m.insert("execution_id".into(), json!(execution_id));
             m.insert("tool_name".into(), json!(tool_name));
-            m.insert("request_id".into(), json!(id_display(&p.id)));
+            m.insert("request_id".into(), Value::String(request_id));
             m.insert("execution_time".into(), json!(elapsed));
             m.insert("success".into(), json!(success));
             if let Ending::Result(result, size) = &ending {
@@ -811,11 +844,8 @@ impl SessionTracker {
         tags: &[&str],
     ) -> Event {
         let timestamp = self.clock.now();
-        metadata.insert("server".into(), json!(self.cfg.server));
-        metadata.insert("session_id".into(), json!(self.session_id));
-        metadata.insert("user_id".into(), json!(self.cfg.user_id));
-        if let Some(client) = &self.client {
-            metadata.insert("client".into(), client.clone());
+        if !self.shared.clean {
+            self.shared.add_to(&mut metadata);
         }
         let mut event = Event {
             id: self.ids.next(timestamp),
@@ -829,7 +859,56 @@ impl SessionTracker {
             tags: tags.iter().map(|t| (*t).to_string()).collect(),
         };
         self.cfg.redactor.redact_event(&mut event);
+        if self.shared.clean {
+            // The redactor leaves these as they are (checked when they were built), and it
+            // treats every metadata key on its own: adding them afterwards gives the same event
+            // without scanning the same strings again for every event of the session.
+            self.shared.add_to(&mut event.metadata);
+        }
         event
+    }
+}
+
+/// The metadata every event of a session carries (`server`, `session_id`, `user_id` and, once
+/// the client has introduced itself, `client`), built once rather than per event.
+struct SharedMetadata {
+    fields: Vec<(String, Value)>,
+    /// Whether the redactor leaves these fields unchanged, so that they can be added after an
+    /// event is redacted instead of being redacted again with every event.
+    clean: bool,
+}
+
+impl SharedMetadata {
+    fn build(cfg: &SessionConfig, session_id: &str, client: Option<&Value>) -> Self {
+        let mut fields = vec![
+            ("server".to_string(), json!(cfg.server)),
+            ("session_id".to_string(), json!(session_id)),
+            ("user_id".to_string(), json!(cfg.user_id)),
+        ];
+        if let Some(client) = client {
+            fields.push(("client".to_string(), client.clone()));
+        }
+        let mut probe = Event {
+            id: String::new(),
+            timestamp: Timestamp::from_micros(0),
+            level: Level::Info,
+            category: String::new(),
+            source: String::new(),
+            event_type: String::new(),
+            message: String::new(),
+            metadata: fields.iter().cloned().collect(),
+            tags: Vec::new(),
+        };
+        cfg.redactor.redact_event(&mut probe);
+        let clean = probe.metadata.len() == fields.len()
+            && fields.iter().all(|(k, v)| probe.metadata.get(k) == Some(v));
+        Self { fields, clean }
+    }
+
+    fn add_to(&self, metadata: &mut Map<String, Value>) {
+        for (key, value) in &self.fields {
+            metadata.insert(key.clone(), value.clone());
+        }
     }
 }
 

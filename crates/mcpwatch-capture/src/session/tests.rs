@@ -375,6 +375,57 @@ fn pending_requests_are_bounded() {
     assert_eq!(evicted[0].metadata["request_id"], "0");
 }
 
+#[test]
+fn eviction_skips_completed_and_reused_ids_and_takes_the_oldest_live_one() {
+    let ping = |i: &str| format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"ping"}}"#);
+    let pong = |i: &str| format!(r#"{{"jsonrpc":"2.0","id":{i},"result":{{}}}}"#);
+    // 0 and 1 complete, 2 is reused (the reuse is younger than 3), so with 4 allowed the
+    // request that must go first is 3, then 4.
+    let frames = [
+        (C, ping("0")),
+        (C, ping("1")),
+        (C, ping("2")),
+        (S, pong("0")),
+        (S, pong("1")),
+        (C, ping("3")),
+        (C, ping("4")),
+        (C, ping("2")),
+        (C, ping("5")),
+        (C, ping("6")),
+        (C, ping("7")),
+    ];
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    for (dir, f) in &frames {
+        steps.push(Step::Frame(*dir, f));
+        steps.push(Step::Wait(1));
+    }
+    let events = run(&steps);
+    let evicted: Vec<&Value> = of_type(&events, "pending_evicted")
+        .iter()
+        .map(|e| &e.metadata["request_id"])
+        .collect();
+    assert_eq!(evicted, [&json!("3"), &json!("4")]);
+}
+
+#[test]
+fn session_metadata_that_holds_a_secret_is_redacted_in_every_event() {
+    let mut cfg = config();
+    cfg.user_id = "AKIAIOSFODNN7EXAMPLE".into();
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let mut t = SessionTracker::new(cfg, Arc::new(clock), PinStore::new(None));
+    let mut out = Vec::new();
+    t.on_frame(C, br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, &mut out);
+    t.on_frame(S, br#"{"jsonrpc":"2.0","id":1,"result":{}}"#, &mut out);
+    t.on_close("server exited", Some(0), &mut out);
+    assert_eq!(out.len(), 2);
+    for e in &out {
+        let user = e.metadata["user_id"].as_str().unwrap_or_default();
+        assert!(!user.contains("AKIA"), "{user}");
+        assert!(e.metadata.contains_key("redacted"), "{:?}", e.metadata);
+        assert_eq!(e.metadata["server"], "fs");
+    }
+}
+
 const LIST: &str = r#"{"jsonrpc":"2.0","id":5,"method":"tools/list"}"#;
 
 #[test]
