@@ -104,25 +104,21 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds every stage from the configuration; all configuration errors at once.
+    /// Builds every stage from the configuration. Fails on the first bad section;
+    /// [`check`] (behind `config check`) reports them all.
     pub fn build(ctx: &Context) -> anyhow::Result<Topology> {
         let mut routes: Vec<RouteFactory> = Vec::new();
-        let mut observers: Vec<Box<dyn FindingObserver>> = Vec::new();
-        // Finding observers register here (alerting).
+        // Detection hands its findings to alerting; metrics runs after detection so it also
+        // counts what detection emits, and reports alerting's delivery health.
         let (alert_observer, alert_health) = alerts::build(ctx, &mut routes)?;
-        observers.push(alert_observer);
-
-        let (detect_stage, rules) = detect::build(ctx, observers, &mut routes)?;
-        let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage)];
-        // Further post-commit stages register here (metrics).
-        stages.push(metrics::build(
+        let (detect_stage, rules) = detect::build(ctx, vec![alert_observer], &mut routes)?;
+        let metrics_stage = metrics::build(
             ctx,
             rules.detector_health.clone(),
             vec![alert_health],
             &mut routes,
-        )?);
-
-        let _ = &mut stages;
+        )?;
+        let stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage), metrics_stage];
         Ok(Topology {
             stages,
             routes,
