@@ -3,7 +3,6 @@
 //! [`pipeline`] is the one entry point every event goes through (redact, commit, then fan out
 //! to live subscribers); [`http`] is the API of SPEC section 9 on top of it.
 
-
 pub mod http;
 pub mod pipeline;
 
