@@ -231,11 +231,14 @@ pub fn pump(mut from: impl Read, mut to: impl Write, mut tap: Tap) -> u64 {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        // The copy is queued before the peer can see the bytes, so a reply (relayed by the other
+        // direction's thread into the same queue) is always queued after what it answers.
+        // Offering is a non-blocking `try_send`: the relay still never waits on monitoring.
+        tap.feed(&buf[..n]);
         if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
             break;
         }
         total += n as u64;
-        tap.feed(&buf[..n]);
     }
     tap.finish();
     total
@@ -273,6 +276,47 @@ mod tests {
                 Tapped::Oversized(_, n) => vec![format!("<{n} bytes>")],
             })
             .collect()
+    }
+
+    /// A peer that, whenever bytes reach it, checks their copies were already queued.
+    struct Peer {
+        rx: mpsc::Receiver<Tapped>,
+        queued_lines: usize,
+        written_lines: usize,
+    }
+
+    impl std::io::Write for Peer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            while let Ok(t) = self.rx.try_recv() {
+                self.queued_lines += lines(&[t]).len();
+            }
+            self.written_lines += buf.iter().filter(|&&b| b == b'\n').count();
+            assert!(
+                self.queued_lines >= self.written_lines,
+                "a line reached the peer before its copy was queued"
+            );
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn copies_are_queued_before_the_peer_sees_the_bytes() {
+        // Otherwise the peer's reply, queued by the other direction, can overtake its request.
+        let health = Arc::new(CaptureHealth::default());
+        let (q, rx) = TapQueue::new(100, 1 << 20, health);
+        let tap = Tap::new(Direction::ClientToServer, q, 1024);
+        let mut peer = Peer {
+            rx,
+            queued_lines: 0,
+            written_lines: 0,
+        };
+        let input: &[u8] = b"{\"id\":1}\n{\"id\":2}\n";
+        assert_eq!(pump(input, &mut peer, tap), input.len() as u64);
+        assert_eq!(peer.written_lines, 2);
     }
 
     #[test]
