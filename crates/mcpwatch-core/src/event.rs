@@ -68,13 +68,13 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&time_fmt::format_rfc3339(*self))
+        f.write_str(time_fmt::Rfc3339Buf::new(*self).as_str())
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&time_fmt::format_rfc3339(*self))
+        s.serialize_str(time_fmt::Rfc3339Buf::new(*self).as_str())
     }
 }
 
