@@ -49,7 +49,7 @@ impl Rfc3339Buf {
         put(11, 2, u32::from(dt.hour()));
         put(14, 2, u32::from(dt.minute()));
         put(17, 2, u32::from(dt.second()));
-        let len = if sub % 1_000 == 0 {
+        let len = if sub.is_multiple_of(1_000) {
             put(20, 3, sub / 1_000);
             bytes[23] = b'Z';
             24
