@@ -25,7 +25,7 @@ pub struct ClassificationConfig {
 #[serde(deny_unknown_fields)]
 pub struct ResourceRule {
     /// Glob over the resource URI.
-    pub uri: String,
+    pub uri: Glob,
     /// The classification a match gives, e.g. `sensitive`.
     pub classification: String,
 }
@@ -35,12 +35,12 @@ pub struct ResourceRule {
 #[serde(deny_unknown_fields)]
 pub struct ToolRule {
     /// Glob over the tool name; `*` for every tool.
-    pub tool: String,
+    pub tool: Glob,
     /// The argument name to look at; any top-level string argument when absent.
     #[serde(default)]
     pub argument: Option<String>,
     /// Glob over the argument's value.
-    pub value: String,
+    pub value: Glob,
     /// The classification a match gives.
     pub classification: String,
 }
@@ -64,16 +64,16 @@ impl Default for ClassificationConfig {
             resources: sensitive_paths
                 .iter()
                 .map(|p| ResourceRule {
-                    uri: format!("file:///{}", p.trim_start_matches('/')),
+                    uri: Glob::new(&format!("file:///{}", p.trim_start_matches('/'))),
                     classification: "sensitive".into(),
                 })
                 .collect(),
             tools: sensitive_paths
                 .iter()
                 .map(|p| ToolRule {
-                    tool: "*".into(),
+                    tool: Glob::new("*"),
                     argument: None,
-                    value: (*p).into(),
+                    value: Glob::new(p),
                     classification: "sensitive".into(),
                 })
                 .collect(),
@@ -86,7 +86,7 @@ impl ClassificationConfig {
     pub fn classify_uri(&self, uri: &str) -> &str {
         self.resources
             .iter()
-            .find(|r| glob_match(&r.uri, uri))
+            .find(|r| r.uri.matches(uri))
             .map_or(UNCLASSIFIED, |r| r.classification.as_str())
     }
 
@@ -97,12 +97,12 @@ impl ClassificationConfig {
         arguments: &'a Value,
     ) -> Option<(&'a str, &'a str, &'a str)> {
         let args = arguments.as_object()?;
-        for rule in self.tools.iter().filter(|r| glob_match(&r.tool, tool)) {
+        for rule in self.tools.iter().filter(|r| r.tool.matches(tool)) {
             for (name, value) in args {
                 if rule.argument.as_deref().is_some_and(|a| a != name) {
                     continue;
                 }
-                if let Some(s) = value.as_str().filter(|s| glob_match(&rule.value, s)) {
+                if let Some(s) = value.as_str().filter(|s| rule.value.matches(s)) {
                     return Some((rule.classification.as_str(), name.as_str(), s));
                 }
             }
@@ -112,48 +112,203 @@ impl ClassificationConfig {
 }
 
 /// Matches `text` against a glob (`*` within a segment, `**` across, `?` one character).
+/// Compiles the pattern on every call; keep a [`Glob`] for patterns used more than once.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // memo[i][j]: pattern from i matches text from j; bounded by |p|·|t|, both short.
-    let mut memo = vec![None; (p.len() + 1) * (t.len() + 1)];
-    glob_at(&p, &t, 0, 0, &mut memo)
+    Glob::new(pattern).matches(text)
 }
 
-fn glob_at(p: &[char], t: &[char], i: usize, j: usize, memo: &mut [Option<bool>]) -> bool {
-    let slot = i * (t.len() + 1) + j;
-    if let Some(v) = memo[slot] {
-        return v;
-    }
-    let v = match p.get(i) {
-        None => j == t.len(),
-        Some('*') if p.get(i + 1) == Some(&'*') => {
-            // `**/` may also match zero segments.
-            let next = if p.get(i + 2) == Some(&'/') {
-                i + 3
-            } else {
-                i + 2
+/// One step of a compiled glob.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tok {
+    Lit(char),
+    /// `?`: one character other than `/`.
+    One,
+    /// `*`: any run of characters other than `/`.
+    Star,
+    /// `**` not followed by `/`: any run of characters.
+    Any,
+    /// `**/`: nothing, or any run of characters ending with `/` (whole segments).
+    Segments,
+    /// Inside a `**/` that has read something: it may end only after a `/`. Always follows
+    /// [`Tok::Segments`], which alone may be skipped.
+    InSegments,
+}
+
+/// A glob compiled once and matched in time linear in the text (times the pattern's length,
+/// in 64-step words): the texts are tool arguments and resource URIs an agent chose, so no
+/// backtracking, and no allocation per match for patterns of up to 127 steps.
+#[derive(Debug, Clone)]
+pub struct Glob {
+    text: String,
+    toks: Vec<Tok>,
+    /// The longest literal run: a text without it cannot match.
+    needle: Option<String>,
+    /// The literal run the pattern ends with: a text must end with it.
+    tail: String,
+}
+
+impl Glob {
+    /// Compiles a pattern; every string is a valid pattern.
+    pub fn new(pattern: &str) -> Self {
+        let chars: Vec<char> = pattern.chars().collect();
+        let mut toks = Vec::with_capacity(chars.len());
+        let mut i = 0;
+        while i < chars.len() {
+            let tok = match chars[i] {
+                '*' if chars.get(i + 1) == Some(&'*') => {
+                    if chars.get(i + 2) == Some(&'/') {
+                        i += 3;
+                        toks.push(Tok::Segments);
+                        Tok::InSegments
+                    } else {
+                        i += 2;
+                        Tok::Any
+                    }
+                }
+                '*' => {
+                    i += 1;
+                    Tok::Star
+                }
+                '?' => {
+                    i += 1;
+                    Tok::One
+                }
+                c => {
+                    i += 1;
+                    Tok::Lit(c)
+                }
             };
-            (j..=t.len()).any(|k| glob_at(p, t, next, k, memo))
-                || (next == i + 3 && glob_at(p, t, i + 2, j, memo))
+            toks.push(tok);
         }
-        Some('*') => {
-            let mut k = j;
-            loop {
-                if glob_at(p, t, i + 1, k, memo) {
-                    break true;
-                }
-                if k == t.len() || t[k] == '/' {
-                    break false;
-                }
-                k += 1;
+        let mut runs: Vec<String> = vec![String::new()];
+        for t in &toks {
+            match t {
+                Tok::Lit(c) => runs.last_mut().map_or((), |r| r.push(*c)),
+                _ => runs.push(String::new()),
             }
         }
-        Some('?') => j < t.len() && t[j] != '/' && glob_at(p, t, i + 1, j + 1, memo),
-        Some(c) => j < t.len() && t[j] == *c && glob_at(p, t, i + 1, j + 1, memo),
-    };
-    memo[slot] = Some(v);
-    v
+        let tail = runs.last().cloned().unwrap_or_default();
+        let needle = runs
+            .into_iter()
+            .max_by_key(String::len)
+            .filter(|r| !r.is_empty());
+        Self {
+            text: pattern.to_string(),
+            toks,
+            needle,
+            tail,
+        }
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `text` matches the whole pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        match self.toks.as_slice() {
+            [Tok::Any] => return true,
+            [Tok::Star] => return !text.contains('/'),
+            _ => {}
+        }
+        if self.tail.len() == self.text.len() {
+            return text == self.text;
+        }
+        if !text.ends_with(self.tail.as_str()) {
+            return false;
+        }
+        if let Some(n) = &self.needle {
+            if memchr::memmem::find(text.as_bytes(), n.as_bytes()).is_none() {
+                return false;
+            }
+        }
+        let words = (self.toks.len() + 1).div_ceil(64);
+        if words <= 2 {
+            let mut sets = [[0u64; 2]; 2];
+            let [now, next] = &mut sets;
+            self.run(text, &mut now[..words], &mut next[..words])
+        } else {
+            self.run(text, &mut vec![0; words], &mut vec![0; words])
+        }
+    }
+
+    /// Simulates the pattern as an automaton whose states are positions in it: `now` holds
+    /// the positions reachable after the characters read so far.
+    fn run<'a>(&self, text: &str, mut now: &'a mut [u64], mut next: &'a mut [u64]) -> bool {
+        let n = self.toks.len();
+        now.fill(0);
+        set(now, 0);
+        self.close(now);
+        for c in text.chars() {
+            next.fill(0);
+            let mut live = false;
+            for (i, tok) in self.toks.iter().enumerate() {
+                if !get(now, i) {
+                    continue;
+                }
+                live = true;
+                match *tok {
+                    Tok::Lit(l) if l == c => set(next, i + 1),
+                    Tok::One if c != '/' => set(next, i + 1),
+                    Tok::Star if c != '/' => set(next, i),
+                    Tok::Any => set(next, i),
+                    Tok::Segments => {
+                        set(next, i + 1);
+                        if c == '/' {
+                            set(next, i + 2);
+                        }
+                    }
+                    Tok::InSegments => {
+                        set(next, i);
+                        if c == '/' {
+                            set(next, i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !live {
+                return false;
+            }
+            self.close(next);
+            std::mem::swap(&mut now, &mut next);
+        }
+        get(now, n)
+    }
+
+    /// Adds the positions reachable without reading: past `*`, `**` and a `**/` not begun.
+    fn close(&self, set_: &mut [u64]) {
+        for (i, tok) in self.toks.iter().enumerate() {
+            if get(set_, i) {
+                match tok {
+                    Tok::Star | Tok::Any => set(set_, i + 1),
+                    Tok::Segments => set(set_, i + 2),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+fn set(bits: &mut [u64], i: usize) {
+    bits[i / 64] |= 1 << (i % 64);
+}
+
+fn get(bits: &[u64], i: usize) -> bool {
+    bits[i / 64] & (1 << (i % 64)) != 0
+}
+
+impl PartialEq for Glob {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<'de> Deserialize<'de> for Glob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Glob::new(&s))
+    }
 }
 
 #[cfg(test)]
@@ -182,10 +337,37 @@ mod tests {
             ("a?c", "abc", true),
             ("a?c", "a/c", false),
             ("*", "read_file", true),
+            // `**/` is whole segments: a name that merely ends the same way is no match.
+            ("**/.env", "/srv/app/prod.env", false),
+            ("**/id_rsa*", "/home/a/.ssh/id_rsa.pub", true),
+            ("**/id_rsa*", "/home/a/.ssh/id_rsa/x", false),
+            ("tool:**", "tool:fs/delete", true),
+            ("tool:fs/delete_*", "tool:fs/delete_file", true),
+            ("tool:fs/delete_*", "tool:fs/x/delete_file", false),
+            ("a**b", "a/x/b", true),
+            ("", "", true),
+            ("", "x", false),
+            ("?", "é", true),
         ];
         for (pattern, text, want) in cases {
             assert_eq!(glob_match(pattern, text), want, "{pattern} vs {text}");
         }
+    }
+
+    #[test]
+    fn hostile_texts_match_in_linear_time() {
+        // A backtracking matcher takes |text|² steps per `**` here; this one reads the text
+        // once per pattern step.
+        let text = format!("/{}x", "a/".repeat(200_000));
+        let started = std::time::Instant::now();
+        for p in ["**/a/**/a/**/b", "**/*/*/*/*/b", "**a**a**a**b"] {
+            assert!(!glob_match(p, &text), "{p}");
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        // Patterns of more than 127 steps use the heap for their state sets.
+        let long = format!("{}*", "x".repeat(300));
+        assert!(glob_match(&long, &format!("{}yz", "x".repeat(300))));
+        assert!(!glob_match(&long, &"x".repeat(299)));
     }
 
     #[test]

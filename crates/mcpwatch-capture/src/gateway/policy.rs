@@ -1,7 +1,7 @@
 //! Authorization: per-role allow/deny glob patterns over `tool:{server}/{tool}`,
 //! `resource:{uri}` and `prompt:{server}/{prompt}`; deny wins.
 //!
-//! Patterns use [`glob_match`]: `*` stays within a `/` segment, `**` crosses them, so
+//! Patterns are [`Glob`]s, compiled once: `*` stays within a `/` segment, `**` crosses them, so
 //! `tool:**` is every tool and `tool:filesystem/delete_*` one server's deleting tools.
 //! A principal may use a target when none of its roles denies it and at least one allows it;
 //! a principal none of whose roles has rules gets the policy's `default`.
@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use mcpwatch_core::config::ConfigError;
 
 use super::config::PolicySection;
-use crate::classify::glob_match;
+use crate::classify::Glob;
 
 struct Rules {
-    allow: Vec<String>,
-    deny: Vec<String>,
+    allow: Vec<Glob>,
+    deny: Vec<Glob>,
 }
 
 /// Allow/deny patterns per role.
@@ -55,8 +55,8 @@ impl Policy {
             roles.insert(
                 role.clone(),
                 Rules {
-                    allow,
-                    deny: r.deny.clone(),
+                    allow: allow.iter().map(|p| Glob::new(p)).collect(),
+                    deny: r.deny.iter().map(|p| Glob::new(p)).collect(),
                 },
             );
         }
@@ -76,10 +76,10 @@ impl Policy {
         let mut allowed = false;
         for rules in roles.iter().filter_map(|r| self.roles.get(r)) {
             ruled = true;
-            if rules.deny.iter().any(|p| glob_match(p, target)) {
+            if rules.deny.iter().any(|p| p.matches(target)) {
                 return false;
             }
-            allowed |= rules.allow.iter().any(|p| glob_match(p, target));
+            allowed |= rules.allow.iter().any(|p| p.matches(target));
         }
         if ruled {
             allowed
@@ -95,7 +95,9 @@ impl Policy {
             return self.default_allow;
         }
         ruled.iter().all(|r| r.deny.is_empty())
-            && ruled.iter().any(|r| r.allow.iter().any(|p| p == "**"))
+            && ruled
+                .iter()
+                .any(|r| r.allow.iter().any(|p| p.as_str() == "**"))
     }
 }
 
