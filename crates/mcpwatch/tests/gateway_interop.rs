@@ -48,6 +48,18 @@ impl Drop for Proc {
     }
 }
 
+/// Waits until something listens on `port`.
+fn await_listener(what: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on {port} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// server-everything in Streamable HTTP mode; returns the process and its MCP URL.
 fn everything() -> (Proc, String) {
     let script = peer("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
@@ -60,15 +72,29 @@ fn everything() -> (Proc, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("node runs (install Node.js and run scripts/install-peers)");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "server-everything did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Proc(child), format!("http://127.0.0.1:{port}/mcp"))
+    let proc = Proc(child);
+    await_listener("server-everything", port);
+    (proc, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// `tests/peers/sdk_server.mjs` on the TypeScript SDK, answering with `json` bodies or `sse`
+/// streams; returns the process and its MCP URL.
+fn sdk_server(mode: &str) -> (Proc, String) {
+    let sdk = peer("node/node_modules/@modelcontextprotocol/sdk");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sdk_server.mjs");
+    let port = free_port();
+    let child = Command::new("node")
+        .arg(script)
+        .arg(sdk)
+        .arg(port.to_string())
+        .arg(mode)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node runs (install Node.js and run scripts/install-peers)");
+    let proc = Proc(child);
+    await_listener("sdk_server.mjs", port);
+    (proc, format!("http://127.0.0.1:{port}/mcp"))
 }
 
 /// `mcpwatch gateway` with a config file; returns the process and its base URL.
@@ -682,5 +708,71 @@ fn sse_progress_of_a_long_running_tool_arrives_incrementally() {
             "success".into(),
             "anonymous".into()
         )]
+    );
+}
+
+/// Opens a session through the gateway with `initialize` and `notifications/initialized`;
+/// returns the headers later requests carry.
+fn open_session(mcp: &str, auth: &[(&str, &str)], version: &str) -> Vec<(String, String)> {
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}});
+    let opened = post(mcp, auth, &init.to_string());
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = opened
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let mut headers: Vec<(String, String)> = auth
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    headers.push(("Mcp-Session-Id".into(), session));
+    headers.push(("MCP-Protocol-Version".into(), version.into()));
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    assert_eq!(post(mcp, &h, &note).status, 202);
+    headers
+}
+
+#[test]
+fn an_upstream_that_dies_mid_call_is_a_transport_error_at_once_not_a_timeout() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_up, upstream) = sdk_server("sse");
+    let config = format!(
+        "[gateway.upstreams]\nsdk = \"{upstream}\"\n[gateway.limits]\nrequest_timeout_secs = 600\n"
+    );
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let mcp = format!("{gw}/mcp/sdk");
+    let headers = open_session(&mcp, &[], "2025-06-18");
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let crash = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "crash", "arguments": {}, "_meta": {"progressToken": "p"}}});
+    let started = Instant::now();
+    let broken = post(&mcp, &h, &crash.to_string());
+    assert_eq!(broken.status, 200, "{}", broken.body);
+    assert!(
+        broken.body.contains("notifications/progress") && !broken.body.contains("\"id\":2"),
+        "the stream carried progress, then broke off: {}",
+        broken.body
+    );
+    let done = wait_events(&serve.url, "execution_complete", |e| !e.is_empty());
+    assert_eq!(
+        by_tool(&done),
+        [("crash".into(), "transport_error".into(), "anonymous".into())]
+    );
+    let reason = done[0]["metadata"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the upstream's response stream broke off"),
+        "{reason}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "recorded when the stream broke, not after the 600 s request timeout"
     );
 }

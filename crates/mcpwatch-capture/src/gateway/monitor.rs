@@ -65,11 +65,13 @@ pub enum Tap {
         session: Arc<str>,
         route: Arc<Route>,
         sse: bool,
+        /// The client body (as forwarded) this stream answers; `None` for a GET stream.
+        request: Option<Bytes>,
     },
     /// Part of a streamed body.
     Chunk { stream: u64, bytes: Bytes },
-    /// The streamed body ended (`ok: false` when the upstream connection broke).
-    End { stream: u64, ok: bool },
+    /// The streamed body ended.
+    End { stream: u64, how: StreamEnd },
     /// The upstream named a new session: the provisional key becomes its `Mcp-Session-Id`.
     Alias {
         server: Arc<str>,
@@ -80,6 +82,19 @@ pub enum Tap {
     Close { server: Arc<str>, session: Arc<str> },
     /// A security fact: authentication, authorization or rate limiting.
     Security(SecurityFact),
+}
+
+/// How a streamed response body ended.
+#[derive(Debug)]
+pub enum StreamEnd {
+    /// The upstream finished it.
+    Complete,
+    /// The upstream connection broke (the reason says how): requests of the body that opened
+    /// the stream and still wait for a response end as `transport_error` at once.
+    Broken(String),
+    /// The client went away first. Its requests stay pending: the client may resume the
+    /// stream (GET with `Last-Event-ID`) and get the responses there, or they time out.
+    Abandoned,
 }
 
 /// A `security` event the proxy decided on; the monitor stamps and delivers it.
@@ -165,6 +180,7 @@ struct Stream {
     key: Key,
     route: Arc<Route>,
     body: Body,
+    request: Option<Bytes>,
 }
 
 /// The monitor task's state.
@@ -350,6 +366,7 @@ impl Monitor {
                 session,
                 route,
                 sse,
+                request,
             } => {
                 if self.streams.len() >= MAX_STREAMS {
                     if let Some(oldest) = self.streams.keys().min().copied() {
@@ -362,10 +379,18 @@ impl Monitor {
                     Body::Json(Vec::new(), false)
                 };
                 let key = (route.server.clone(), session);
-                self.streams.insert(stream, Stream { key, route, body });
+                self.streams.insert(
+                    stream,
+                    Stream {
+                        key,
+                        route,
+                        body,
+                        request,
+                    },
+                );
             }
             Tap::Chunk { stream, bytes } => self.chunk(stream, &bytes, out),
-            Tap::End { stream, ok } => self.end(stream, ok, out),
+            Tap::End { stream, how } => self.end(stream, how, out),
             Tap::Alias { server, from, to } => {
                 if let Some(e) = self.sessions.remove(&(server.clone(), from)) {
                     self.sessions.insert((server, to), e);
@@ -411,12 +436,21 @@ impl Monitor {
         }
     }
 
-    fn end(&mut self, stream: u64, ok: bool, out: &mut Vec<Event>) {
+    fn end(&mut self, stream: u64, how: StreamEnd, out: &mut Vec<Event>) {
         let Some(s) = self.streams.remove(&stream) else {
             return;
         };
         let max = self.cfg.max_body;
         let e = self.session(&s.route, s.key.1);
+        match (&how, &s.request) {
+            (StreamEnd::Complete, _) => {}
+            // What was pending will not come on this stream; a JSON body cut short is not
+            // worth parsing.
+            (StreamEnd::Broken(reason), Some(request)) => {
+                return e.tracker.on_request_failed(request, reason, out);
+            }
+            _ => return,
+        }
         if let Body::Json(buf, oversized) = s.body {
             if oversized {
                 e.tracker
@@ -424,9 +458,6 @@ impl Monitor {
             } else if !buf.is_empty() {
                 e.tracker.on_frame(Direction::ServerToClient, &buf, out);
             }
-        }
-        if !ok {
-            tracing::debug!("mcpwatch gateway: an upstream response stream broke off");
         }
     }
 

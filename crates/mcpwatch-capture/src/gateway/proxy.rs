@@ -27,7 +27,7 @@ use serde_json::{json, Map, Value};
 
 use super::auth::{Authenticator, Principal};
 use super::limits::{Limited, RateLimiter};
-use super::monitor::{Route, SecurityFact, Tap, TapSender};
+use super::monitor::{Route, SecurityFact, StreamEnd, Tap, TapSender};
 use super::owners::SessionOwners;
 use super::policy::Policy;
 use super::sse::{event_data, with_data, SseSplitter};
@@ -159,7 +159,7 @@ async fn handle(
                     session: session.clone(),
                 });
             }
-            relay(&gw, resp, route, session, None)
+            relay(&gw, resp, route, session, None, None)
         }
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -252,7 +252,7 @@ async fn post(
                 roles: principal.roles.clone(),
                 server: route.server.clone(),
             });
-            return relay(&gw, resp, route, to, filter);
+            return relay(&gw, resp, route, to, filter, Some(bytes));
         }
     }
     let filter = list.map(|kind| ListFilter {
@@ -261,7 +261,7 @@ async fn post(
         roles: principal.roles.clone(),
         server: route.server.clone(),
     });
-    relay(&gw, resp, route, session, filter)
+    relay(&gw, resp, route, session, filter, Some(bytes))
 }
 
 /// Policy and the per-tool rate limit for every message of a body; a refusal answers for all.
@@ -601,6 +601,7 @@ fn relay(
     route: Arc<Route>,
     session: Arc<str>,
     filter: Option<ListFilter>,
+    request: Option<Bytes>,
 ) -> Response {
     let status = resp.status();
     let mut headers = HeaderMap::with_capacity(resp.headers().len());
@@ -624,6 +625,7 @@ fn relay(
         session,
         route,
         sse,
+        request,
     });
     let tapped = Tapped {
         inner: resp.bytes_stream(),
@@ -692,20 +694,27 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> Stream for Tapped<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = self.inner.poll_next_unpin(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(bytes))) => self.taps.send(Tap::Chunk {
-                stream: self.stream,
-                bytes: bytes.clone(),
-            }),
-            Poll::Ready(Some(Err(_))) | Poll::Ready(None) if !self.done => {
-                self.done = true;
-                let ok = matches!(polled, Poll::Ready(None));
-                self.taps.send(Tap::End {
+        let how = match &polled {
+            Poll::Ready(Some(Ok(bytes))) => {
+                self.taps.send(Tap::Chunk {
                     stream: self.stream,
-                    ok,
+                    bytes: bytes.clone(),
                 });
+                return polled;
             }
-            _ => {}
+            Poll::Ready(Some(Err(e))) => StreamEnd::Broken(format!(
+                "the upstream's response stream broke off: {}",
+                root_cause(e)
+            )),
+            Poll::Ready(None) => StreamEnd::Complete,
+            Poll::Pending => return polled,
+        };
+        if !self.done {
+            self.done = true;
+            self.taps.send(Tap::End {
+                stream: self.stream,
+                how,
+            });
         }
         polled
     }
@@ -716,7 +725,7 @@ impl<S> Drop for Tapped<S> {
         if !self.done {
             self.taps.send(Tap::End {
                 stream: self.stream,
-                ok: false,
+                how: StreamEnd::Abandoned,
             });
         }
     }

@@ -1,12 +1,22 @@
-//! Unit tests of the gateway's config and authentication (the proxy itself is tested end to
-//! end in `crates/mcpwatch/tests/gateway_interop.rs`). `testdata/rsa_*.pem` is a throwaway
-//! key pair made for these tests only.
+//! Unit tests of the gateway's config, authentication and monitor (the proxy itself is tested
+//! end to end in `crates/mcpwatch/tests/gateway_interop.rs`). `testdata/rsa_*.pem` is a
+//! throwaway key pair made for these tests only (the end-to-end RS256 test uses it too).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
 use jsonwebtoken::{encode, EncodingKey, Header};
-use serde_json::json;
+use mcpwatch_core::{Event, ManualClock, Redactor, Timestamp};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
 
 use super::auth::{sha256, AuthFailure, Authenticator};
 use super::config::GatewayConfig;
+use super::monitor::{Monitor, MonitorConfig, Route, SecurityFact, StreamEnd, Tap};
+use crate::classify::ClassificationConfig;
+use crate::health::CaptureHealth;
+use crate::session::Direction;
 
 const RSA_PRIVATE: &str = include_str!("testdata/rsa_private.pem");
 const RSA_PUBLIC: &str = include_str!("testdata/rsa_public.pem");
@@ -265,4 +275,141 @@ per_tool = { rate = 0.0 }
         none[0].starts_with("gateway.upstreams: no upstream MCP servers"),
         "{none:?}"
     );
+}
+
+/// Feeds `taps` to a monitor whose clock never moves (so nothing can time out) and returns the
+/// events it emitted for them, before the monitor is stopped.
+fn monitor_events(taps: Vec<Tap>) -> Vec<Event> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    rt.block_on(async {
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::from_unix_seconds(1_000.0).expect("ts"),
+        ));
+        let cfg = MonitorConfig {
+            max_sessions: 8,
+            request_timeout: Duration::from_secs(60),
+            session_idle: Duration::from_secs(3600),
+            max_body: 1 << 20,
+            classification: ClassificationConfig::default(),
+            redactor: Redactor::default(),
+            pins_dir: None,
+            queue: 64,
+        };
+        let (events_tx, mut events) = mpsc::channel(1024);
+        let (sender, monitor) =
+            Monitor::new(cfg, clock, events_tx, Arc::new(CaptureHealth::default()));
+        let running = tokio::spawn(monitor.run());
+        for tap in taps {
+            sender.send(tap);
+        }
+        // A marker: the monitor handles taps in order, so every event before it is in.
+        sender.send(Tap::Security(SecurityFact {
+            event_type: "marker",
+            level: mcpwatch_core::Level::Info,
+            message: "marker".into(),
+            metadata: Map::new(),
+            server: None,
+            session: None,
+        }));
+        let mut got = Vec::new();
+        while let Some(e) = events.recv().await {
+            if e.event_type == "marker" {
+                break;
+            }
+            got.push(e);
+        }
+        drop(sender);
+        let _ = running.await;
+        got
+    })
+}
+
+/// The taps of one `tools/call` answered over SSE: the request, its stream (with a progress
+/// notification, and the result when `answered`), and how the stream ended.
+fn sse_call(answered: bool, how: StreamEnd) -> Vec<Tap> {
+    let route = Arc::new(Route {
+        server: "up".into(),
+        user: "alice".into(),
+    });
+    let session: Arc<str> = "s1".into();
+    let call = Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "slow", "arguments": {}}})
+            .to_string(),
+    );
+    let mut sse = String::from(
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progressToken\":1,\"progress\":1}}\n\n",
+    );
+    if answered {
+        sse.push_str(
+            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"content\":[]}}\n\n",
+        );
+    }
+    vec![
+        Tap::Body {
+            session: session.clone(),
+            route: route.clone(),
+            dir: Direction::ClientToServer,
+            body: call.clone(),
+        },
+        Tap::Open {
+            stream: 1,
+            session,
+            route,
+            sse: true,
+            request: Some(call),
+        },
+        Tap::Chunk {
+            stream: 1,
+            bytes: Bytes::from(sse),
+        },
+        Tap::End { stream: 1, how },
+    ]
+}
+
+/// (outcome, reason) of each `execution_complete`.
+fn completions(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| e.event_type == "execution_complete")
+        .map(|e| {
+            let s = |k: &str| {
+                e.metadata
+                    .get(k)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (s("outcome"), s("reason"))
+        })
+        .collect()
+}
+
+/// Checks the completions recorded for a call whose response stream ends `how`.
+fn check_stream_end(answered: bool, how: StreamEnd, expected: &[(&str, &str)]) {
+    let what = format!("answered: {answered}, {how:?}");
+    let got = completions(&monitor_events(sse_call(answered, how)));
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(o, r)| (o.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(got, expected, "{what}");
+}
+
+#[test]
+fn a_response_stream_that_breaks_off_ends_its_pending_calls_as_transport_errors_at_once() {
+    let broke =
+        "the upstream's response stream broke off: connection closed before message completed";
+    check_stream_end(
+        false,
+        StreamEnd::Broken(broke.into()),
+        &[("transport_error", broke)],
+    );
+    // The response came before the break: nothing is left to fail.
+    check_stream_end(true, StreamEnd::Broken(broke.into()), &[("success", "")]);
+    check_stream_end(true, StreamEnd::Complete, &[("success", "")]);
+    // The client left: the call may still be answered on a resumed stream.
+    check_stream_end(false, StreamEnd::Abandoned, &[]);
 }
