@@ -154,7 +154,10 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     let health = Arc::new(CaptureHealth::default());
     let mut delivery = cfg.delivery.clone();
     let safe_name = safe_file_name(&cfg.name);
-    delivery.spool_dir = Some(cfg.data_dir.join("spool").join(&safe_name));
+    let spools = crate::delivery::spool::root(&cfg.data_dir);
+    delivery.spool_dir = Some(spools.join(&safe_name));
+    // Spools other server names left behind are delivered too, in the background.
+    delivery.orphans = Some(spools);
     let (events_tx, worker) = delivery.build(health.clone())?;
 
     let session = SessionConfig {

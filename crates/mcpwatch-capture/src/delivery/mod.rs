@@ -6,6 +6,11 @@
 //! oldest first. Invalid events (400) are logged and dropped, never retried forever; a batch
 //! that is too large (413) is split.
 //!
+//! With [`DeliveryConfig::orphans`] set, the worker also delivers the spools that other server
+//! names left behind when their process ended ([`Orphans`]), one batch at a time between its
+//! own, and only once the collector has taken one of its own batches: while the collector is
+//! down it takes nothing over, so those spools stay visible to `mcpwatch spool`.
+//!
 //! Architecture Invariant: nothing here is on the relay's path; a slow or dead collector costs
 //! the MCP session nothing.
 
@@ -24,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::health::CaptureHealth;
 pub use http::{HttpSink, PostError, DEFAULT_COLLECTOR};
-pub use spool::Spool;
+pub use spool::{Orphans, Spool};
 
 /// How delivery behaves.
 #[derive(Debug, Clone)]
@@ -45,6 +50,9 @@ pub struct DeliveryConfig {
     pub queue: usize,
     /// How long the final flush may take at shutdown before the rest is spooled.
     pub shutdown_grace: Duration,
+    /// The folder holding every server's spool (see [`spool::root`]): the spools in it whose
+    /// process is gone, except `spool_dir`, are delivered too, after this worker's own events.
+    pub orphans: Option<PathBuf>,
 }
 
 impl DeliveryConfig {
@@ -59,6 +67,7 @@ impl DeliveryConfig {
             linger: Duration::from_millis(50),
             queue: 10_000,
             shutdown_grace: Duration::from_secs(2),
+            orphans: None,
         }
     }
 
@@ -89,6 +98,10 @@ impl DeliveryConfig {
             health,
             retry_at: None,
             backoff: INITIAL_BACKOFF,
+            orphans: self
+                .orphans
+                .as_deref()
+                .map(|root| Orphans::new(root, self.spool_dir.as_deref())),
         };
         Ok((tx, worker))
     }
@@ -106,6 +119,8 @@ pub struct DeliveryWorker {
     health: Arc<CaptureHealth>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// Other servers' orphaned spools still to deliver; `None` once all are done.
+    orphans: Option<Orphans>,
 }
 
 /// What happened to one batch.
@@ -132,12 +147,19 @@ impl DeliveryWorker {
     pub async fn run(mut self) {
         let mut batch: Vec<Event> = Vec::with_capacity(self.cfg.batch_max);
         loop {
-            let retry = self.retry_at.filter(|_| self.spool_waiting());
+            let retry = self
+                .retry_at
+                .filter(|_| self.spool_waiting() || self.orphans.is_some());
+            let orphans_turn = self.orphans_turn();
             let first = tokio::select! {
                 ev = self.rx.recv() => ev,
                 () = sleep_until_opt(retry) => {
                     self.retry_at = None;
                     self.drain_spool().await;
+                    continue;
+                }
+                () = std::future::ready(()), if orphans_turn => {
+                    self.drain_orphans_once().await;
                     continue;
                 }
             };
@@ -231,6 +253,42 @@ impl DeliveryWorker {
         }
     }
 
+    /// Whether to deliver a batch of another server's orphaned spool now: the collector has
+    /// taken this worker's events and is not being waited for.
+    fn orphans_turn(&self) -> bool {
+        self.orphans.is_some()
+            && !self.collector_down()
+            && CaptureHealth::get(&self.health.delivered_events) > 0
+    }
+
+    /// Posts one batch of the orphaned spools, oldest first.
+    async fn drain_orphans_once(&mut self) {
+        let Some(orphans) = self.orphans.as_mut() else {
+            return;
+        };
+        let events = match orphans.peek(self.cfg.batch_max) {
+            Ok(Some(events)) => events,
+            Ok(None) => {
+                self.orphans = None;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("mcpwatch: skipping an orphaned spool that cannot be read: {e}");
+                return;
+            }
+        };
+        match self.post(events).await {
+            Shipped::Delivered => {
+                self.backoff = INITIAL_BACKOFF;
+                if let Some(orphans) = self.orphans.as_mut() {
+                    orphans.consume();
+                }
+            }
+            // Still in the adopted segments: retried later, or left for the next process.
+            Shipped::Later(after, _) => self.defer(after),
+        }
+    }
+
     fn spool_batch(&mut self, batch: &[Event]) {
         let lost = match self.spool.as_mut() {
             Some(spool) => match spool.append(batch) {
@@ -306,6 +364,11 @@ impl DeliveryWorker {
     }
 
     async fn shutdown(&mut self) {
+        if let Some(orphans) = self.orphans.as_mut() {
+            if let Err(e) = orphans.checkpoint() {
+                tracing::warn!("mcpwatch: an orphaned spool may be delivered twice: {e}");
+            }
+        }
         let deadline = Instant::now() + self.cfg.shutdown_grace;
         let mut rest: Vec<Event> = Vec::new();
         while let Ok(ev) = self.rx.try_recv() {

@@ -259,3 +259,64 @@ async fn busy_collector_is_retried_after_it_recovers() {
     drop(tx);
     done.await.expect("worker ends");
 }
+
+/// A spool segment left by a process that is gone (no pid is that high).
+fn orphaned_segment(dir: &std::path::Path, events: &[Event]) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("creates the folder");
+    let path = dir.join(format!("{:020}-{}.ndjson", 1, i32::MAX));
+    let text: String = events
+        .iter()
+        .map(|e| serde_json::to_string(e).expect("serialises") + "\n")
+        .collect();
+    std::fs::write(&path, text).expect("writes");
+    path
+}
+
+#[tokio::test]
+async fn orphaned_spools_of_other_servers_follow_the_own_events() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let renamed: Vec<Event> = (100..112).map(ev).collect();
+    orphaned_segment(&root.path().join("old-name"), &renamed);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    let mock = Mock::start(listener, Mode::Accept).await;
+    let health = Arc::new(CaptureHealth::default());
+    let mut cfg = config(addr, Some(&root.path().join("mine")));
+    cfg.orphans = Some(root.path().to_path_buf());
+    let (tx, worker) = cfg.build(health.clone()).expect("builds");
+    let done = tokio::spawn(worker.run());
+    tx.send(ev(1)).await.expect("worker running");
+    let got = wait_for(&mock, 13).await;
+    assert_eq!(got[0], "0001", "the own event first: {got:?}");
+    let want: Vec<String> = (100..112).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got[1..], want[..], "then the orphan, oldest first, once");
+    drop(tx);
+    done.await.expect("worker ends");
+    let left = std::fs::read_dir(root.path().join("old-name"))
+        .expect("the folder stays")
+        .count();
+    assert_eq!(left, 0, "delivered segments are removed");
+}
+
+#[tokio::test]
+async fn orphaned_spools_are_not_taken_over_while_the_collector_is_down() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let orphan = orphaned_segment(&root.path().join("old-name"), &[ev(100)]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let addr = listener.local_addr().expect("has an address");
+    drop(listener);
+    let health = Arc::new(CaptureHealth::default());
+    let mut cfg = config(addr, Some(&root.path().join("mine")));
+    cfg.orphans = Some(root.path().to_path_buf());
+    cfg.shutdown_grace = Duration::from_millis(200);
+    let (tx, worker) = cfg.build(health.clone()).expect("builds");
+    let done = tokio::spawn(worker.run());
+    tx.send(ev(1)).await.expect("worker running");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(tx);
+    done.await.expect("worker ends");
+    assert!(
+        orphan.exists(),
+        "left for `mcpwatch spool` and the next wrap, under its old owner"
+    );
+}
