@@ -41,6 +41,9 @@ enum Command {
     /// Rule file tools: `mcpwatch rules check FILE…`.
     #[command(subcommand)]
     Rules(cmd::rules::RulesCommand),
+    /// What `wrap` spooled while the collector was away: `status`, and `flush` to deliver it.
+    #[command(subcommand)]
+    Spool(cmd::spool::SpoolCommand),
     /// Run recorded events through detection offline, deterministically; delivers nothing.
     Replay(cmd::replay::ReplayArgs),
     /// A collector on a temporary data dir fed with realistic traffic and a few attacks.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Command::Alerts(args) => cmd::alerts::run(args).await,
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
+            Command::Spool(c) => cmd::spool::run(c).await,
             Command::Replay(args) => cmd::replay::run(args),
             Command::Demo(args) => cmd::demo::run(args).await,
         }

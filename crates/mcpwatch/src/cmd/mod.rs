@@ -8,4 +8,5 @@ pub mod gateway;
 pub mod replay;
 pub mod rules;
 pub mod serve;
+pub mod spool;
 pub mod wrap;

@@ -2,7 +2,9 @@
 //!
 //! Resolves flags and environment (identity, collector, data dir, token) into a `WrapConfig`
 //! and exits with the server's exit code. Diagnostics go to stderr, which the MCP client
-//! already collects as the server's log; stdout belongs to the protocol.
+//! already collects as the server's log; stdout belongs to the protocol. `mcpwatch spool`
+//! resolves the data dir, collector and token with the same functions, so it finds and
+//! delivers what `wrap` spooled.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -47,14 +49,33 @@ pub async fn run(args: WrapArgs) -> anyhow::Result<ExitCode> {
         .try_init();
     let env = |k: &str| process_env(k);
     let user = resolve_user(args.user, &env);
-    let collector = args.collector.unwrap_or_else(|| default_collector(&env));
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir(&env));
-    let mut cfg = WrapConfig::new(args.command, user, collector, data_dir);
+    let mut cfg = WrapConfig::new(
+        args.command,
+        user,
+        collector(args.collector),
+        data_dir(args.data_dir),
+    );
     if let Some(name) = args.name {
         cfg.name = name;
     }
     cfg.request_timeout = args.request_timeout;
-    cfg.delivery.token = process_env("MCPWATCH_TOKEN");
+    cfg.delivery.token = token(None);
     let code = mcpwatch_capture::wrap::run(cfg, Arc::new(SystemClock)).await?;
     Ok(ExitCode::from(code))
+}
+
+/// Where pins and spools live: `--data-dir`, else `$MCPWATCH_DATA_DIR`, else the platform data dir.
+pub fn data_dir(flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| default_data_dir(&process_env))
+}
+
+/// Where events go: `--collector`, else `$MCPWATCH_COLLECTOR`, else `http://127.0.0.1:7878`.
+pub fn collector(flag: Option<String>) -> String {
+    flag.unwrap_or_else(|| default_collector(&process_env))
+}
+
+/// The ingest token: the flag, else `$MCPWATCH_TOKEN`; none when empty.
+pub fn token(flag: Option<String>) -> Option<String> {
+    flag.or_else(|| process_env("MCPWATCH_TOKEN"))
+        .filter(|t| !t.is_empty())
 }

@@ -1,0 +1,268 @@
+//! End-to-end tests of `mcpwatch spool status | flush` and of `wrap` delivering the spools other
+//! server names left behind, with the real binary: the official MCP Python SDK drives
+//! `@modelcontextprotocol/server-everything` through `wrap` while no collector listens, so the
+//! events are spooled; then they must be listed, survive a flush against a dead collector, and
+//! reach a real `mcpwatch serve`, once each. Peers come from `scripts/install-peers`; a missing
+//! peer fails the test with that instruction, it never skips.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use common::{bin, Serve};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A peer installed by scripts/install-peers, or a failure saying how to get it.
+fn peer(relative: &str) -> String {
+    let p = root().join(".test-deps").join(relative);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+/// An address nothing listens on.
+fn dead_collector() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
+    format!("http://{}", l.local_addr().expect("an address"))
+}
+
+/// Runs the Python SDK client's `everything` scenario through `mcpwatch wrap --name NAME`.
+fn wrapped_session(name: &str, collector: &str, data_dir: &Path) {
+    let status = Command::new(peer("venv/bin/python"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/client.py"))
+        .args(["everything", "--", env!("CARGO_BIN_EXE_mcpwatch"), "wrap"])
+        .args(["--name", name, "--user", "tester", "--collector", collector])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--")
+        .arg(peer("node/node_modules/.bin/mcp-server-everything"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("the Python client runs");
+    assert!(status.success(), "the wrapped session failed: {status}");
+}
+
+/// `mcpwatch spool ARGS…`.
+fn spool(args: &[&str], data_dir: &Path) -> Output {
+    bin()
+        .arg("spool")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .output()
+        .expect("mcpwatch spool runs")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+/// The ids in one server's spool, read straight from its segment files.
+fn spooled_ids(data_dir: &Path, server: &str) -> HashSet<String> {
+    let mut ids = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("spool").join(server)) else {
+        return ids;
+    };
+    for entry in entries {
+        let body = std::fs::read_to_string(entry.expect("an entry").path()).unwrap_or_default();
+        for line in body.lines() {
+            if let Ok(event) = serde_json::from_str::<Value>(line) {
+                ids.insert(event["id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    }
+    ids
+}
+
+/// The row of `server` in `spool status`: (events, owner), once its wrap has exited.
+fn wait_until_orphaned(data_dir: &Path, server: &str) -> (u64, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = spool(&["status"], data_dir);
+        assert!(out.status.success(), "status failed: {}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(server))
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                let events = cells[2].parse().expect("an event count");
+                (events, cells.last().copied().unwrap_or_default().to_owned())
+            });
+        if let Some((events, owner)) = row {
+            if owner == "gone" {
+                return (events, owner);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{server}'s spool never showed up as orphaned:\n{stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every event id the collector stores.
+fn stored_ids(serve: &Serve) -> HashSet<String> {
+    let body = http_get(&serve.url, "/api/v1/events?limit=10000").unwrap_or_default();
+    let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    page["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn http_get(url: &str, path: &str) -> Option<String> {
+    let addr = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+    ok.then(|| text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))?
+}
+
+#[test]
+fn spooled_events_are_listed_kept_when_the_collector_is_down_and_flushed_once_it_is_up() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let data = tmp.path().join("wrap");
+    let dead = dead_collector();
+    wrapped_session("renamed", &dead, &data);
+
+    // status: the spool is there, its wrap is gone.
+    let (events, _) = wait_until_orphaned(&data, "renamed");
+    let ids = spooled_ids(&data, "renamed");
+    assert!(events >= 10, "a whole session was spooled, got {events}");
+    assert_eq!(
+        events,
+        ids.len() as u64,
+        "status counts every spooled event"
+    );
+    let by_env = bin()
+        .args(["spool", "status"])
+        .env("MCPWATCH_DATA_DIR", &data)
+        .output()
+        .expect("mcpwatch spool status runs");
+    assert!(
+        text(&by_env.stdout).contains("renamed"),
+        "the data dir defaults as for wrap: {}",
+        text(&by_env.stdout)
+    );
+
+    // flush with the collector down: a clear failure, nothing lost.
+    let failed = spool(&["flush", "--collector", &dead], &data);
+    assert!(
+        !failed.status.success(),
+        "flush must fail without a collector"
+    );
+    let stderr = text(&failed.stderr);
+    assert!(
+        stderr.contains(&format!("cannot reach the collector at {dead}"))
+            && stderr.contains("mcpwatch serve")
+            && stderr.contains("still wait"),
+        "the error says what is wrong and what to do: {stderr}"
+    );
+    assert_eq!(spooled_ids(&data, "renamed"), ids, "the spool is intact");
+    assert_eq!(wait_until_orphaned(&data, "renamed").0, events);
+
+    // flush with the collector up: everything delivered once, and queryable.
+    let serve = Serve::start(&tmp.path().join("serve"), &[]);
+    let flushed = spool(&["flush", "--collector", &serve.url], &data);
+    let stdout = text(&flushed.stdout);
+    assert!(
+        flushed.status.success(),
+        "flush failed: {stdout}{}",
+        text(&flushed.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("renamed: delivered {events} events")),
+        "per-server count: {stdout}"
+    );
+    let stored = stored_ids(&serve);
+    let missing: Vec<&String> = ids.difference(&stored).collect();
+    assert!(missing.is_empty(), "not in the collector: {missing:?}");
+    let calls = http_get(
+        &serve.url,
+        "/api/v1/events?event_type=execution_complete&server=renamed",
+    )
+    .unwrap_or_default();
+    let calls: Value = serde_json::from_str(&calls).unwrap_or(Value::Null);
+    assert_eq!(
+        calls["events"].as_array().map(Vec::len),
+        Some(3),
+        "the session's three tool calls: {calls:#}"
+    );
+    assert!(
+        spooled_ids(&data, "renamed").is_empty(),
+        "delivered events are removed"
+    );
+
+    let again = spool(&["flush", "--collector", &serve.url], &data);
+    assert!(again.status.success());
+    assert!(
+        text(&again.stdout).starts_with("nothing to flush"),
+        "{}",
+        text(&again.stdout)
+    );
+    let status = spool(&["status"], &data);
+    assert!(
+        text(&status.stdout).starts_with("no spooled events"),
+        "{}",
+        text(&status.stdout)
+    );
+    serve.stop();
+}
+
+#[test]
+fn a_wrap_of_another_name_delivers_what_a_renamed_server_left_behind() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let data = tmp.path().join("wrap");
+    wrapped_session("old-name", &dead_collector(), &data);
+    wait_until_orphaned(&data, "old-name");
+    let ids = spooled_ids(&data, "old-name");
+    assert!(!ids.is_empty());
+
+    let serve = Serve::start(&tmp.path().join("serve"), &[]);
+    wrapped_session("new-name", &serve.url, &data);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored = stored_ids(&serve);
+        if ids.is_subset(&stored) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old-name's spool did not arrive: {} of {} missing",
+            ids.difference(&stored).count(),
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(spooled_ids(&data, "old-name").is_empty());
+    serve.stop();
+}
