@@ -667,6 +667,25 @@ per_tool = {{ rate = 0.01, burst = 1 }}
     assert_eq!(failed.len(), 1, "{failed:#?}");
     assert_eq!(failed[0]["metadata"]["outcome"], "transport_error");
     assert_eq!(failed[0]["metadata"]["method"], "initialize");
+    let batch = json!([
+        request(2, "ping", json!({})),
+        request(3, "tools/list", json!({}))
+    ]);
+    let down = post(&format!("{gw}/mcp/down"), &[], &batch.to_string());
+    assert_eq!(down.status, 502, "{}", down.body);
+    let answers: Vec<(u64, i64)> = down
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let id = m["id"].as_u64().unwrap_or(0);
+                    (id, m["error"]["code"].as_i64().unwrap_or(0))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(answers, [(2, -32002), (3, -32002)], "{}", down.body);
     let deleted = Client::new().send("DELETE", &mcp, &s, "");
     assert_eq!(deleted.status, 200, "{}", deleted.body);
 }
@@ -774,5 +793,305 @@ fn an_upstream_that_dies_mid_call_is_a_transport_error_at_once_not_a_timeout() {
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "recorded when the stream broke, not after the 600 s request timeout"
+    );
+}
+
+/// Every JSON-RPC message in an SSE body, in order (a batched event gives each of its own).
+fn sse_messages(body: &str) -> Vec<Value> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .flat_map(|v| match v {
+            Value::Array(items) => items,
+            one => vec![one],
+        })
+        .collect()
+}
+
+/// The message answering request `id`.
+fn answer_to(messages: &[Value], id: u64) -> Value {
+    messages
+        .iter()
+        .find(|m| m["id"] == id && m.get("method").is_none())
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn names(list: &Value, field: &str) -> Vec<String> {
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i[field].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn call(id: Option<u64>, tool: &str, arguments: Value) -> Value {
+    let mut m = json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+    if let Some(id) = id {
+        m["id"] = json!(id);
+    }
+    m
+}
+
+fn request(id: u64, method: &str, params: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
+}
+
+#[test]
+fn a_batch_with_refused_calls_forwards_the_rest_and_streams_one_merged_answer() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key = "${{ALICE_KEY}}"
+roles = ["dev"]
+[gateway.policy.roles.dev]
+allow = ["tool:**", "resource:**", "prompt:**"]
+deny = ["tool:everything/get-sum", "prompt:everything/args-prompt", "resource:demo://resource/static/document/architecture.md"]
+[gateway.rate_limits]
+per_tool = {{ rate = 0.01, burst = 1 }}
+"#
+    );
+    let key = "alice-key-0123456789abcdef";
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[("ALICE_KEY", key)]);
+    let mcp = format!("{gw}/mcp/everything");
+    let bearer = format!("Bearer {key}");
+    // Batches are a protocol 2025-03-26 feature.
+    let headers = open_session(&mcp, &[("Authorization", &bearer)], "2025-03-26");
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let batch = json!([
+        call(Some(2), "echo", json!({"message": "one"})),
+        call(Some(3), "get-sum", json!({"a": 1, "b": 2})),
+        call(Some(4), "echo", json!({"message": "two"})),
+        request(5, "tools/list", json!({})),
+        call(None, "get-sum", json!({"a": 3, "b": 4})),
+        request(6, "prompts/list", json!({})),
+        request(7, "resources/list", json!({})),
+    ]);
+    let a = post(&mcp, &h, &batch.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/event-stream"),
+        "{:?}",
+        a.headers
+    );
+    let messages = sse_messages(&a.body);
+    let ids: Vec<u64> = messages.iter().filter_map(|m| m["id"].as_u64()).collect();
+    assert_eq!(
+        &ids[..2],
+        [3, 4],
+        "the gateway's answers come first: {messages:#?}"
+    );
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [2, 3, 4, 5, 6, 7],
+        "one answer per request, none for the notification: {messages:#?}"
+    );
+    assert_eq!(
+        answer_to(&messages, 2)["result"]["content"][0]["text"],
+        "Echo: one"
+    );
+    assert_eq!(answer_to(&messages, 3)["error"]["code"], -32001);
+    assert_eq!(answer_to(&messages, 4)["error"]["code"], -32003);
+    let tools = names(&answer_to(&messages, 5)["result"]["tools"], "name");
+    assert!(
+        tools.contains(&"echo".to_string()) && !tools.contains(&"get-sum".to_string()),
+        "{tools:?}"
+    );
+    let prompts = names(&answer_to(&messages, 6)["result"]["prompts"], "name");
+    assert!(
+        prompts.contains(&"simple-prompt".to_string())
+            && !prompts.contains(&"args-prompt".to_string()),
+        "{prompts:?}"
+    );
+    let resources = names(&answer_to(&messages, 7)["result"]["resources"], "uri");
+    assert!(
+        !resources.is_empty() && !resources.iter().any(|u| u.ends_with("/architecture.md")),
+        "{resources:?}"
+    );
+
+    // Lists alone in a batch are filtered too, each by its own request.
+    let lists = json!([
+        request(8, "tools/list", json!({})),
+        request(9, "prompts/list", json!({}))
+    ]);
+    let a = post(&mcp, &h, &lists.to_string());
+    let messages = sse_messages(&a.body);
+    let tools = names(&answer_to(&messages, 8)["result"]["tools"], "name");
+    assert!(
+        tools.contains(&"echo".to_string()) && !tools.contains(&"get-sum".to_string()),
+        "{tools:?}"
+    );
+    let prompts = names(&answer_to(&messages, 9)["result"]["prompts"], "name");
+    assert!(
+        prompts.contains(&"simple-prompt".to_string())
+            && !prompts.contains(&"args-prompt".to_string()),
+        "{prompts:?}"
+    );
+
+    let authz = wait_events(&serve.url, "authorization", |e| e.len() >= 2);
+    assert_eq!(authz.len(), 2, "one per denied message: {authz:#?}");
+    assert!(authz.iter().all(|e| e["metadata"]["result"] == "denied"
+        && e["metadata"]["resource"] == "tool:everything/get-sum"));
+    let limited = wait_events(&serve.url, "rate_limited", |e| !e.is_empty());
+    assert_eq!(limited.len(), 1, "{limited:#?}");
+    assert_eq!(limited[0]["metadata"]["tool"], "everything/echo");
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 2);
+    assert_eq!(
+        by_tool(&done),
+        [
+            ("echo".into(), "success".into(), "alice".into()),
+            ("get-sum".into(), "denied".into(), "alice".into()),
+        ]
+    );
+}
+
+#[test]
+fn json_batch_answers_merge_the_gateways_errors_and_a_refused_batch_stays_home() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_up, upstream) = sdk_server("json");
+    let config = format!(
+        r#"
+[gateway.upstreams]
+sdk = "{upstream}"
+[gateway.policy]
+default = "deny"
+[gateway.policy.roles.anyone]
+deny = ["tool:sdk/secret", "resource:note://private"]
+[[gateway.auth.api_keys]]
+user_id = "bob"
+key = "${{BOB_KEY}}"
+roles = ["anyone"]
+"#
+    );
+    let key = "bob-key-0123456789abcdef";
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[("BOB_KEY", key)]);
+    let mcp = format!("{gw}/mcp/sdk");
+    let bearer = format!("Bearer {key}");
+    let headers = open_session(&mcp, &[("Authorization", &bearer)], "2025-03-26");
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+
+    let batch = json!([
+        call(Some(2), "secret", json!({})),
+        call(Some(3), "add", json!({"a": 1, "b": 2})),
+        request(4, "tools/list", json!({})),
+        request(5, "resources/list", json!({})),
+    ]);
+    let a = post(&mcp, &h, &batch.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        a.header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json"),
+        "{:?}",
+        a.headers
+    );
+    let answers = a.json().as_array().cloned().unwrap_or_default();
+    let mut ids: Vec<u64> = answers.iter().filter_map(|m| m["id"].as_u64()).collect();
+    ids.sort();
+    assert_eq!(ids, [2, 3, 4, 5], "{}", a.body);
+    assert_eq!(answer_to(&answers, 2)["error"]["code"], -32001);
+    assert_eq!(answer_to(&answers, 3)["result"]["content"][0]["text"], "3");
+    assert_eq!(
+        names(&answer_to(&answers, 4)["result"]["tools"], "name"),
+        ["echo", "add", "crash"]
+    );
+    assert_eq!(
+        names(&answer_to(&answers, 5)["result"]["resources"], "uri"),
+        ["note://public"]
+    );
+
+    let lists = json!([
+        request(10, "resources/list", json!({})),
+        request(11, "tools/list", json!({}))
+    ]);
+    let a = post(&mcp, &h, &lists.to_string());
+    let answers = a.json().as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        names(&answer_to(&answers, 10)["result"]["resources"], "uri"),
+        ["note://public"]
+    );
+    assert_eq!(
+        names(&answer_to(&answers, 11)["result"]["tools"], "name"),
+        ["echo", "add", "crash"]
+    );
+
+    // Everything refused: answered by the gateway, nothing goes upstream.
+    let refused = json!([
+        call(Some(6), "secret", json!({})),
+        request(7, "resources/read", json!({"uri": "note://private"})),
+    ]);
+    let a = post(&mcp, &h, &refused.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    let codes: Vec<(u64, i64)> = a
+        .json()
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    (
+                        m["id"].as_u64().unwrap_or(0),
+                        m["error"]["code"].as_i64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(codes, [(6, -32001), (7, -32001)]);
+
+    // The rest is a notification the upstream accepts with 202: the gateway's error is the answer.
+    let with_note = json!([
+        call(Some(8), "secret", json!({})),
+        {"jsonrpc": "2.0", "method": "notifications/roots/list_changed"},
+    ]);
+    let a = post(&mcp, &h, &with_note.to_string());
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()[0]["id"], 8, "{}", a.body);
+    assert_eq!(a.json().as_array().map(Vec::len), Some(1), "{}", a.body);
+
+    let authz = wait_events(&serve.url, "authorization", |e| e.len() >= 4);
+    let resources: std::collections::BTreeSet<String> = authz
+        .iter()
+        .filter(|e| e["metadata"]["result"] == "denied")
+        .filter_map(|e| e["metadata"]["resource"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(authz.len(), 4, "{authz:#?}");
+    assert_eq!(
+        resources,
+        [
+            "resource:note://private".to_string(),
+            "tool:sdk/secret".to_string()
+        ]
+        .into()
+    );
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 4);
+    assert_eq!(
+        by_tool(&done),
+        [
+            ("add".into(), "success".into(), "bob".into()),
+            ("secret".into(), "denied".into(), "bob".into()),
+            ("secret".into(), "denied".into(), "bob".into()),
+            ("secret".into(), "denied".into(), "bob".into()),
+        ],
+        "the secret tool never ran upstream"
     );
 }

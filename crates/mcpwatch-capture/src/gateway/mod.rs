@@ -5,18 +5,22 @@
 //! [`monitor`] runs on its own thread (like `wrap`'s parser, see [`crate::wrap`]) with the
 //! [`delivery`](crate::delivery) worker beside it; the [`proxy`] (axum in front, reqwest to the
 //! upstreams) serves `/mcp/{name}` and hands copies of every body and stream chunk to the
-//! monitor without waiting. [`sse`] splits event streams for both.
+//! monitor without waiting; [`batch`] judges each message of a body (policy, per-tool limits)
+//! and [`rewrite`] changes what the client gets back (list filtering, the gateway's own errors
+//! merged into a batch's answer). [`sse`] splits event streams for the proxy and the monitor.
 //!
 //! Architecture Invariant: the proxy never waits on the monitoring; a full tap queue drops the
 //! copy (counted, reported as an event), never the request.
 
 pub mod auth;
+mod batch;
 pub mod config;
 pub mod limits;
 pub mod monitor;
 pub mod owners;
 pub mod policy;
 pub mod proxy;
+mod rewrite;
 pub mod sse;
 #[cfg(test)]
 mod tests;
@@ -112,7 +116,7 @@ pub async fn serve(
             })
             .collect(),
         auth: built.auth,
-        policy: built.policy,
+        policy: Arc::new(built.policy),
         limiter: built.limiter,
         client,
         taps,

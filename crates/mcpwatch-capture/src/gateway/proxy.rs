@@ -1,11 +1,12 @@
 //! The proxy: `/mcp/{name}` → the named upstream, inside out per request:
 //! upstream lookup (404) → authentication (401, `authentication` event) → per-principal rate
-//! limit (429) → for POST: body read (413), policy (JSON-RPC error, `authorization` event),
-//! per-tool rate limit (429) → forward → response streamed back chunk by chunk.
+//! limit (429) → for POST: body read (413), policy and the per-tool rate limit per message
+//! ([`super::batch`]: JSON-RPC errors, `authorization` and `rate_limited` events) → forward
+//! what is left → response streamed back chunk by chunk ([`super::rewrite`]).
 //!
 //! Copies go to the monitor through [`TapSender`], which never waits. Responses are never
-//! buffered, except a `tools/list` (or `prompts/list`, `resources/list`) JSON result that policy
-//! must filter; SSE results are filtered event by event as they pass.
+//! buffered, except a JSON answer that policy must filter (a list result) or that the gateway's
+//! own errors for part of a batch join; SSE answers are rewritten event by event as they pass.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,21 +17,21 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::Level;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::auth::{Authenticator, Principal};
+use super::batch::{self, rpc_error};
 use super::limits::{Limited, RateLimiter};
 use super::monitor::{Route, SecurityFact, StreamEnd, Tap, TapSender};
 use super::owners::SessionOwners;
 use super::policy::Policy;
-use super::sse::{event_data, with_data, SseSplitter};
+use super::rewrite::{self, ListFilter, Rewrite};
 use crate::session::Direction;
 
 /// JSON-RPC error code for a call refused by policy.
@@ -47,7 +48,7 @@ pub struct Shared {
     /// Credentials.
     pub auth: Authenticator,
     /// Allow/deny rules.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// Token buckets.
     pub limiter: RateLimiter,
     /// Connections to the upstreams.
@@ -69,35 +70,6 @@ pub fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/mcp/{name}", axum::routing::any(handle))
         .with_state(shared)
-}
-
-#[derive(Deserialize)]
-struct Probe {
-    #[serde(default)]
-    id: Option<Value>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    params: Option<ProbeParams>,
-}
-
-#[derive(Deserialize)]
-struct ProbeParams {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    uri: Option<String>,
-}
-
-/// The JSON-RPC messages of a body, as far as routing decisions need them.
-fn probe(body: &[u8]) -> Vec<Probe> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice(body).unwrap_or_default(),
-        Some(b'{') => serde_json::from_slice(body)
-            .map(|p| vec![p])
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
 }
 
 async fn handle(
@@ -124,7 +96,7 @@ async fn handle(
         user: principal.user_id.as_str().into(),
     });
     if let Err(l) = gw.limiter.request(&gw.clock, &principal.user_id) {
-        return limited(&gw, &route, None, &l, None);
+        return limited(&gw, &route, &l);
     }
     let session: Option<Arc<str>> = parts
         .headers
@@ -149,7 +121,9 @@ async fn handle(
                 .await;
             let resp = match sent {
                 Ok(r) => r,
-                Err(e) => return upstream_down(&route.server, url, &e, None),
+                Err(e) => {
+                    return upstream_down(&route.server, url, &e, Vec::new(), Vec::new(), false)
+                }
             };
             let session = session.unwrap_or_else(|| Arc::from(""));
             if method == Method::DELETE && resp.status().is_success() {
@@ -159,7 +133,11 @@ async fn handle(
                     session: session.clone(),
                 });
             }
-            relay(&gw, resp, route, session, None, None)
+            let rewrite = Rewrite {
+                lists: None,
+                errors: Vec::new(),
+            };
+            relay(&gw, resp, route, session, rewrite, None)
         }
         _ => (
             StatusCode::METHOD_NOT_ALLOWED,
@@ -197,28 +175,36 @@ async fn post(
             true,
         ),
     };
-    let messages = probe(&bytes);
-    if let Some(resp) = enforce(&gw, &route, &principal, &session, &messages, &bytes) {
-        return resp;
-    }
-    let list = match messages.as_slice() {
-        [one] if !gw.policy.unrestricted(&principal.roles) => {
-            one.method.as_deref().and_then(ListKind::of)
-        }
-        _ => None,
+    let parsed = batch::parse(&bytes);
+    let mut judged = batch::judge(&gw, &route, &principal, &session, &parsed);
+    let (forward, errors) = if judged.all_forwarded() {
+        (bytes, Vec::new())
+    } else {
+        let Some(rest) = judged.remainder(&parsed) else {
+            return judged.answer(parsed.batch);
+        };
+        (rest, std::mem::take(&mut judged.errors))
     };
-    let first_id = messages.first().and_then(|m| m.id.clone());
+    let forwarded = || {
+        parsed
+            .messages
+            .iter()
+            .zip(&judged.forward)
+            .filter(|(_, f)| **f)
+            .map(|((_, m), _)| m)
+    };
+    let lists = ListFilter::new(&gw.policy, &principal.roles, &route.server, forwarded());
     gw.taps.send(Tap::Body {
         session: session.clone(),
         route: route.clone(),
         dir: Direction::ClientToServer,
-        body: bytes.clone(),
+        body: forward.clone(),
     });
     let sent = gw
         .client
         .post(url.clone())
         .headers(headers)
-        .body(bytes.clone())
+        .body(forward.clone())
         .send()
         .await;
     let resp = match sent {
@@ -227,12 +213,16 @@ async fn post(
             gw.taps.send(Tap::Failed {
                 session,
                 route: route.clone(),
-                body: bytes,
+                body: forward,
                 reason: format!("upstream unreachable: {}", root_cause(&e)),
             });
-            return upstream_down(&route.server, url, &e, first_id);
+            let ids = forwarded()
+                .filter_map(|m| m.request_id().cloned())
+                .collect();
+            return upstream_down(&route.server, url, &e, ids, errors, parsed.batch);
         }
     };
+    let rewrite = Rewrite { lists, errors };
     if provisional {
         if let Some(id) = resp
             .headers()
@@ -246,84 +236,10 @@ async fn post(
                 from: session.clone(),
                 to: to.clone(),
             });
-            let filter = list.map(|kind| ListFilter {
-                kind,
-                gw: gw.clone(),
-                roles: principal.roles.clone(),
-                server: route.server.clone(),
-            });
-            return relay(&gw, resp, route, to, filter, Some(bytes));
+            return relay(&gw, resp, route, to, rewrite, Some(forward));
         }
     }
-    let filter = list.map(|kind| ListFilter {
-        kind,
-        gw: gw.clone(),
-        roles: principal.roles.clone(),
-        server: route.server.clone(),
-    });
-    relay(&gw, resp, route, session, filter, Some(bytes))
-}
-
-/// Policy and the per-tool rate limit for every message of a body; a refusal answers for all.
-fn enforce(
-    gw: &Shared,
-    route: &Arc<Route>,
-    principal: &Principal,
-    session: &Arc<str>,
-    messages: &[Probe],
-    body: &Bytes,
-) -> Option<Response> {
-    for m in messages {
-        let (Some(method), Some(params)) = (m.method.as_deref(), m.params.as_ref()) else {
-            continue;
-        };
-        let (target, action) = match (method, &params.name, &params.uri) {
-            ("tools/call", Some(n), _) => (format!("tool:{}/{n}", route.server), "call"),
-            ("prompts/get", Some(n), _) => (format!("prompt:{}/{n}", route.server), "get"),
-            ("resources/read", _, Some(u)) => (format!("resource:{u}"), "read"),
-            _ => continue,
-        };
-        if !gw.policy.permits(&principal.roles, &target) {
-            let reason = format!(
-                "{} may not {action} {target} (gateway policy)",
-                principal.user_id
-            );
-            let mut meta = Map::new();
-            meta.insert("user_id".into(), json!(principal.user_id));
-            meta.insert("resource".into(), json!(target));
-            meta.insert("action".into(), json!(action));
-            meta.insert("result".into(), json!("denied"));
-            meta.insert("roles".into(), json!(principal.roles));
-            gw.taps.send(Tap::Security(SecurityFact {
-                event_type: "authorization",
-                level: Level::Warning,
-                message: format!("Denied: {reason}"),
-                metadata: meta,
-                server: Some(route.server.clone()),
-                session: Some(session.clone()),
-            }));
-            gw.taps.send(Tap::Denied {
-                session: session.clone(),
-                route: route.clone(),
-                body: body.clone(),
-                reason: reason.clone(),
-            });
-            return Some(rpc_errors(
-                StatusCode::OK,
-                messages,
-                DENIED_CODE,
-                &format!("Forbidden: {reason}"),
-                &[],
-            ));
-        }
-        if method == "tools/call" {
-            let tool = target.trim_start_matches("tool:");
-            if let Err(l) = gw.limiter.tool_call(&gw.clock, &principal.user_id, tool) {
-                return Some(limited(gw, route, Some(tool), &l, Some(messages)));
-            }
-        }
-    }
-    None
+    relay(&gw, resp, route, session, rewrite, Some(forward))
 }
 
 fn authenticate(
@@ -418,13 +334,13 @@ fn foreign_session(gw: &Shared, route: &Arc<Route>, session: &str) -> Response {
     (StatusCode::FORBIDDEN, axum::Json(json!({"error": msg}))).into_response()
 }
 
-fn limited(
+/// Records a `rate_limited` event; returns the message for the caller.
+pub(super) fn record_limited(
     gw: &Shared,
     route: &Arc<Route>,
     tool: Option<&str>,
     l: &Limited,
-    messages: Option<&[Probe]>,
-) -> Response {
+) -> String {
     let mut meta = Map::new();
     meta.insert("user_id".into(), json!(route.user.as_ref()));
     meta.insert("scope".into(), json!(l.scope));
@@ -444,65 +360,46 @@ fn limited(
         server: Some(route.server.clone()),
         session: None,
     }));
-    let msg = format!(
+    format!(
         "rate limited (per {}); retry after {} s",
         l.scope, l.retry_after
-    );
-    let retry = [(header::RETRY_AFTER, HeaderValue::from(l.retry_after))];
-    match messages {
-        Some(m) => rpc_errors(
-            StatusCode::TOO_MANY_REQUESTS,
-            m,
-            RATE_LIMITED_CODE,
-            &msg,
-            &retry,
-        ),
-        None => (
-            StatusCode::TOO_MANY_REQUESTS,
-            retry,
-            axum::Json(json!({"error": msg})),
-        )
-            .into_response(),
-    }
+    )
 }
 
-/// A JSON-RPC error for each request in the body (one object, or an array for a batch).
-fn rpc_errors(
-    status: StatusCode,
-    messages: &[Probe],
-    code: i64,
-    message: &str,
-    extra: &[(HeaderName, HeaderValue)],
-) -> Response {
-    let errors: Vec<Value> = messages
-        .iter()
-        .filter(|m| m.method.is_some())
-        .filter_map(|m| m.id.as_ref())
-        .map(|id| json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}))
-        .collect();
-    let body = match errors.len() {
-        1 if messages.len() == 1 => errors.into_iter().next().unwrap_or(Value::Null),
-        _ => Value::Array(errors),
-    };
-    let mut resp = (status, axum::Json(body)).into_response();
-    for (k, v) in extra {
-        resp.headers_mut().insert(k.clone(), v.clone());
-    }
-    resp
+/// A request over the per-principal rate limit: 429 with `Retry-After`, and an event.
+fn limited(gw: &Shared, route: &Arc<Route>, l: &Limited) -> Response {
+    let msg = record_limited(gw, route, None, l);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, HeaderValue::from(l.retry_after))],
+        axum::Json(json!({"error": msg})),
+    )
+        .into_response()
 }
 
+/// The upstream could not be reached: a JSON-RPC error for each forwarded request (one object,
+/// or an array for a batch, with the gateway's `errors` for the requests it refused).
 fn upstream_down(
     server: &str,
     url: &reqwest::Url,
     e: &reqwest::Error,
-    id: Option<Value>,
+    ids: Vec<Value>,
+    mut errors: Vec<Value>,
+    batch: bool,
 ) -> Response {
     let msg = format!("upstream {server} is unreachable at {url} ({}); check that it runs and that gateway.upstreams.{server} is right", root_cause(e));
-    let body = match id {
-        Some(id) => {
-            json!({"jsonrpc": "2.0", "id": id, "error": {"code": UPSTREAM_DOWN_CODE, "message": msg}})
+    let body = if batch {
+        let mut all: Vec<Value> = ids
+            .iter()
+            .map(|id| rpc_error(id, UPSTREAM_DOWN_CODE, &msg))
+            .collect();
+        all.append(&mut errors);
+        Value::Array(all)
+    } else {
+        match ids.first() {
+            Some(id) => rpc_error(id, UPSTREAM_DOWN_CODE, &msg),
+            None => json!({"error": msg}),
         }
-        None => json!({"error": msg}),
     };
     (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
 }
@@ -542,65 +439,14 @@ fn forward_headers(incoming: &HeaderMap, strip_credentials: bool) -> HeaderMap {
     out
 }
 
-/// Which listing a response answers, for filtering by policy.
-#[derive(Clone, Copy)]
-enum ListKind {
-    Tools,
-    Prompts,
-    Resources,
-}
-
-impl ListKind {
-    fn of(method: &str) -> Option<Self> {
-        match method {
-            "tools/list" => Some(Self::Tools),
-            "prompts/list" => Some(Self::Prompts),
-            "resources/list" => Some(Self::Resources),
-            _ => None,
-        }
-    }
-}
-
-struct ListFilter {
-    kind: ListKind,
-    gw: Arc<Shared>,
-    roles: Vec<String>,
-    server: Arc<str>,
-}
-
-impl ListFilter {
-    /// Removes what the caller may not use from a JSON-RPC response; None when nothing changed.
-    fn apply(&self, payload: &[u8]) -> Option<Vec<u8>> {
-        let mut v: Value = serde_json::from_slice(payload).ok()?;
-        let (key, field) = match self.kind {
-            ListKind::Tools => ("tools", "name"),
-            ListKind::Prompts => ("prompts", "name"),
-            ListKind::Resources => ("resources", "uri"),
-        };
-        let items = v.get_mut("result")?.get_mut(key)?.as_array_mut()?;
-        let before = items.len();
-        items.retain(|item| {
-            let name = item.get(field).and_then(Value::as_str).unwrap_or_default();
-            let target = match self.kind {
-                ListKind::Tools => format!("tool:{}/{name}", self.server),
-                ListKind::Prompts => format!("prompt:{}/{name}", self.server),
-                ListKind::Resources => format!("resource:{name}"),
-            };
-            self.gw.policy.permits(&self.roles, &target)
-        });
-        (items.len() != before)
-            .then(|| serde_json::to_vec(&v).ok())
-            .flatten()
-    }
-}
-
-/// Streams the upstream's response back, tapping a copy of each chunk for the monitor.
+/// Streams the upstream's response back, tapping a copy of each chunk for the monitor, and
+/// rewriting it on the way when `rewrite` says so.
 fn relay(
     gw: &Shared,
     resp: reqwest::Response,
     route: Arc<Route>,
     session: Arc<str>,
-    filter: Option<ListFilter>,
+    rewrite: Rewrite,
     request: Option<Bytes>,
 ) -> Response {
     let status = resp.status();
@@ -616,7 +462,16 @@ fn relay(
         .unwrap_or("");
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
+    let merge = status.is_success() && !rewrite.errors.is_empty();
     if !sse && !json {
+        if merge {
+            // The upstream took the rest without answering (202: notifications only), so the
+            // gateway's errors are the whole answer.
+            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(header::CONTENT_TYPE);
+            let answer = (StatusCode::OK, axum::Json(Value::Array(rewrite.errors)));
+            return (headers, answer).into_response();
+        }
         return build(status, headers, Body::from_stream(resp.bytes_stream()));
     }
     let stream = gw.next_id.fetch_add(1, Ordering::Relaxed);
@@ -633,45 +488,12 @@ fn relay(
         stream,
         done: false,
     };
-    let Some(filter) = filter else {
+    // An upstream that refused the forwarded part answers for the whole body.
+    if rewrite.is_empty() || !status.is_success() {
         return build(status, headers, Body::from_stream(tapped));
-    };
-    headers.remove(header::CONTENT_LENGTH);
-    if json {
-        let body = async move {
-            let mut buf = Vec::new();
-            let mut tapped = tapped;
-            while let Some(chunk) = tapped.next().await {
-                buf.extend_from_slice(&chunk?);
-            }
-            Ok::<_, reqwest::Error>(Bytes::from(filter.apply(&buf).unwrap_or(buf)))
-        };
-        return build(
-            status,
-            headers,
-            Body::from_stream(futures_util::stream::once(body)),
-        );
     }
-    let mut splitter = SseSplitter::new(16 << 20);
-    let rewritten = tapped.map(move |chunk| {
-        let chunk = chunk?;
-        let mut out = Vec::with_capacity(chunk.len());
-        let passed = splitter.feed(&chunk, |event| {
-            match event_data(event).and_then(|d| filter.apply(&d)) {
-                Some(new) => out.extend_from_slice(&with_data(event, &new)),
-                None => {
-                    out.extend_from_slice(event);
-                    out.extend_from_slice(b"\n\n");
-                }
-            }
-        });
-        if passed > 0 {
-            // An event too large to inspect goes on unchanged.
-            out.extend_from_slice(&splitter.take_rest());
-        }
-        Ok::<_, reqwest::Error>(Bytes::from(out))
-    });
-    build(status, headers, Body::from_stream(rewritten))
+    headers.remove(header::CONTENT_LENGTH);
+    build(status, headers, rewrite::body(tapped, sse, rewrite))
 }
 
 fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response {

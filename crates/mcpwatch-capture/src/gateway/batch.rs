@@ -1,0 +1,340 @@
+//! What the gateway decides for each message of a POST body before anything goes upstream.
+//!
+//! A body is one JSON-RPC message or a batch (protocol 2025-03-26). Policy (an `authorization`
+//! event, JSON-RPC error -32001) and the per-tool rate limit (a `rate_limited` event, -32003)
+//! judge every message on its own, so one refused call does not refuse the rest of a batch:
+//! the gateway answers the refused requests itself, the remainder goes upstream as a smaller
+//! batch, and [`super::rewrite`] merges the two answers into one response. A body the gateway
+//! refuses entirely never reaches the upstream.
+
+use std::sync::Arc;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use mcpwatch_core::Level;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use super::auth::Principal;
+use super::monitor::{Route, SecurityFact, Tap};
+use super::proxy::{record_limited, Shared, DENIED_CODE, RATE_LIMITED_CODE};
+
+/// One message, as far as routing decisions need it.
+#[derive(Deserialize, Default)]
+pub(super) struct Probe {
+    #[serde(default)]
+    pub id: Option<Value>,
+    #[serde(default)]
+    pub method: Option<String>,
+    #[serde(default)]
+    params: Option<ProbeParams>,
+}
+
+#[derive(Deserialize, Default)]
+struct ProbeParams {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+impl Probe {
+    /// The id of a request (a message with a method and an id); `None` for anything else.
+    pub fn request_id(&self) -> Option<&Value> {
+        self.method.as_ref().and(self.id.as_ref())
+    }
+}
+
+/// A POST body cut into its messages.
+pub(super) struct Parsed {
+    /// Whether the body is a JSON array (a batch).
+    pub batch: bool,
+    /// Each message: its bytes within the body, and what routing needs of it.
+    pub messages: Vec<(Bytes, Probe)>,
+}
+
+/// Reads a body. Bytes that are not JSON-RPC give no messages (they go upstream unjudged, and
+/// the upstream rejects them); a batch element that cannot be read is forwarded as it is.
+pub(super) fn parse(body: &Bytes) -> Parsed {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_slice(body).unwrap_or_default();
+            let messages = items
+                .into_iter()
+                .map(|raw| {
+                    let probe = serde_json::from_str(raw.get()).unwrap_or_default();
+                    (body.slice_ref(raw.get().as_bytes()), probe)
+                })
+                .collect();
+            Parsed {
+                batch: true,
+                messages,
+            }
+        }
+        Some(b'{') => Parsed {
+            batch: false,
+            messages: vec![(
+                body.clone(),
+                serde_json::from_slice(body).unwrap_or_default(),
+            )],
+        },
+        _ => Parsed {
+            batch: false,
+            messages: Vec::new(),
+        },
+    }
+}
+
+/// The gateway's verdicts on one body.
+pub(super) struct Judged {
+    /// Per message (in body order), whether it goes upstream.
+    pub forward: Vec<bool>,
+    /// The gateway's JSON-RPC error responses to the requests it refused.
+    pub errors: Vec<Value>,
+    /// Refusals by policy.
+    denied: usize,
+    /// Refusals by the per-tool rate limit, and the longest wait among them.
+    limited: usize,
+    retry_after: u64,
+}
+
+impl Judged {
+    /// Whether every message goes upstream.
+    pub fn all_forwarded(&self) -> bool {
+        self.denied + self.limited == 0
+    }
+
+    /// The messages that go upstream, as the body to forward (a batch stays a batch); `None`
+    /// when the gateway refused every one.
+    pub fn remainder(&self, parsed: &Parsed) -> Option<Bytes> {
+        let kept: Vec<&[u8]> = parsed
+            .messages
+            .iter()
+            .zip(&self.forward)
+            .filter(|(_, f)| **f)
+            .map(|((raw, _), _)| raw.as_ref())
+            .collect();
+        if kept.is_empty() || !parsed.batch {
+            return None;
+        }
+        Some(Bytes::from(join_array(&kept)))
+    }
+
+    /// The whole answer when nothing went upstream: the errors (one object, or an array for a
+    /// batch); 429 with `Retry-After` when only rate limits refused, 202 when only
+    /// notifications were refused (they get no response).
+    pub fn answer(self, batch: bool) -> Response {
+        if self.errors.is_empty() {
+            return StatusCode::ACCEPTED.into_response();
+        }
+        let status = if self.denied == 0 {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
+        let body = match (batch, self.errors.len()) {
+            (false, 1) => self.errors.into_iter().next().unwrap_or(Value::Null),
+            _ => Value::Array(self.errors),
+        };
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after));
+        }
+        resp
+    }
+}
+
+/// `[a,b,…]` from the bytes of JSON values.
+pub(super) fn join_array(items: &[&[u8]]) -> Vec<u8> {
+    let len = items.iter().map(|i| i.len() + 1).sum::<usize>() + 2;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
+    out
+}
+
+/// A JSON-RPC error response.
+pub(super) fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
+/// Policy and the per-tool rate limit for every message, with an event (and, for a denial, a
+/// copy for the session tracker, which records the call as `denied`) for each refusal.
+pub(super) fn judge(
+    gw: &Shared,
+    route: &Arc<Route>,
+    principal: &Principal,
+    session: &Arc<str>,
+    parsed: &Parsed,
+) -> Judged {
+    let mut judged = Judged {
+        forward: vec![true; parsed.messages.len()],
+        errors: Vec::new(),
+        denied: 0,
+        limited: 0,
+        retry_after: 0,
+    };
+    for (i, (raw, m)) in parsed.messages.iter().enumerate() {
+        let Some((target, action)) = target(&route.server, m) else {
+            continue;
+        };
+        if !gw.policy.permits(&principal.roles, &target) {
+            let reason = deny(gw, route, principal, session, raw, &target, action);
+            judged.forward[i] = false;
+            judged.denied += 1;
+            if let Some(id) = m.request_id() {
+                let message = format!("Forbidden: {reason}");
+                judged.errors.push(rpc_error(id, DENIED_CODE, &message));
+            }
+            continue;
+        }
+        if action != "call" {
+            continue;
+        }
+        let tool = target.trim_start_matches("tool:");
+        if let Err(l) = gw.limiter.tool_call(&gw.clock, &principal.user_id, tool) {
+            let message = record_limited(gw, route, Some(tool), &l);
+            judged.forward[i] = false;
+            judged.limited += 1;
+            judged.retry_after = judged.retry_after.max(l.retry_after);
+            if let Some(id) = m.request_id() {
+                judged
+                    .errors
+                    .push(rpc_error(id, RATE_LIMITED_CODE, &message));
+            }
+        }
+    }
+    judged
+}
+
+/// What policy judges a message by (`tool:everything/echo`) and the action, for the methods
+/// policy covers.
+fn target(server: &str, m: &Probe) -> Option<(String, &'static str)> {
+    let (method, params) = (m.method.as_deref()?, m.params.as_ref()?);
+    match (method, &params.name, &params.uri) {
+        ("tools/call", Some(n), _) => Some((format!("tool:{server}/{n}"), "call")),
+        ("prompts/get", Some(n), _) => Some((format!("prompt:{server}/{n}"), "get")),
+        ("resources/read", _, Some(u)) => Some((format!("resource:{u}"), "read")),
+        _ => None,
+    }
+}
+
+/// Records a denial: the `authorization` event, and the message for the session tracker.
+/// Returns the reason.
+fn deny(
+    gw: &Shared,
+    route: &Arc<Route>,
+    principal: &Principal,
+    session: &Arc<str>,
+    raw: &Bytes,
+    target: &str,
+    action: &str,
+) -> String {
+    let reason = format!(
+        "{} may not {action} {target} (gateway policy)",
+        principal.user_id
+    );
+    let mut meta = Map::new();
+    meta.insert("user_id".into(), json!(principal.user_id));
+    meta.insert("resource".into(), json!(target));
+    meta.insert("action".into(), json!(action));
+    meta.insert("result".into(), json!("denied"));
+    meta.insert("roles".into(), json!(principal.roles));
+    gw.taps.send(Tap::Security(SecurityFact {
+        event_type: "authorization",
+        level: Level::Warning,
+        message: format!("Denied: {reason}"),
+        metadata: meta,
+        server: Some(route.server.clone()),
+        session: Some(session.clone()),
+    }));
+    gw.taps.send(Tap::Denied {
+        session: session.clone(),
+        route: route.clone(),
+        body: raw.clone(),
+        reason: reason.clone(),
+    });
+    reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_cut_into_its_messages_and_the_remainder_keeps_their_bytes() {
+        let body = Bytes::from_static(
+            br#" [ {"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"secret"}},
+                 7 , {"jsonrpc": "2.0", "method": "notifications/initialized"} ] "#,
+        );
+        let parsed = parse(&body);
+        assert!(parsed.batch);
+        let methods: Vec<Option<&str>> = parsed
+            .messages
+            .iter()
+            .map(|(_, m)| m.method.as_deref())
+            .collect();
+        assert_eq!(
+            methods,
+            [Some("tools/call"), None, Some("notifications/initialized")]
+        );
+        assert_eq!(
+            target("up", &parsed.messages[0].1),
+            Some(("tool:up/secret".into(), "call"))
+        );
+        let judged = |forward: Vec<bool>| Judged {
+            forward,
+            errors: Vec::new(),
+            denied: 1,
+            limited: 0,
+            retry_after: 0,
+        };
+        let rest = judged(vec![false, true, true]).remainder(&parsed);
+        assert_eq!(
+            rest.as_deref(),
+            Some(&br#"[7,{"jsonrpc": "2.0", "method": "notifications/initialized"}]"#[..])
+        );
+        assert_eq!(judged(vec![false, false, false]).remainder(&parsed), None);
+        // A single message refused leaves nothing to forward.
+        let one = parse(&Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#,
+        ));
+        assert!(!one.batch);
+        assert_eq!(judged(vec![false]).remainder(&one), None);
+    }
+
+    #[test]
+    fn a_body_refused_whole_is_answered_by_the_gateway() {
+        let answer = |batch: bool, errors: Vec<Value>, denied: usize, limited: usize| {
+            let resp = Judged {
+                forward: Vec::new(),
+                errors,
+                denied,
+                limited,
+                retry_after: 30,
+            }
+            .answer(batch);
+            let retry = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            (resp.status().as_u16(), retry)
+        };
+        let e = |id: i64| rpc_error(&json!(id), DENIED_CODE, "Forbidden");
+        assert_eq!(answer(false, vec![e(1)], 1, 0), (200, None));
+        assert_eq!(answer(true, vec![e(1), e(2)], 1, 1), (200, None));
+        assert_eq!(answer(true, vec![e(1)], 0, 1), (429, Some("30".into())));
+        // Only notifications refused: nothing to answer.
+        assert_eq!(answer(true, Vec::new(), 1, 0), (202, None));
+    }
+}

@@ -1,0 +1,349 @@
+//! What the gateway changes in an upstream's answer on its way back to the client.
+//!
+//! Two things, both only when needed: list results (`tools/list`, `prompts/list`,
+//! `resources/list`) lose what the caller may not use, matched to their requests by id so that
+//! batches are filtered too; and when the gateway refused part of a batch ([`super::batch`]),
+//! its errors are merged into the upstream's answer.
+//!
+//! A JSON answer is buffered, rewritten and sent as one array. An SSE answer stays a stream:
+//! list results are rewritten event by event, and the gateway's errors go first, as SSE
+//! `message` events before the upstream's. The MCP Streamable HTTP transport lets a server
+//! send a batch's responses in any order and in separate events, and close the stream once all
+//! are sent; sending the gateway's at the start delivers them at once rather than after the
+//! slowest upstream call, and never after the upstream closed the stream or it broke off. They
+//! carry no SSE `id`, so they leave a client's `Last-Event-ID` for resuming untouched.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use super::batch::{join_array, Probe};
+use super::policy::Policy;
+use super::sse::{event_data, with_data, SseSplitter};
+use crate::jsonrpc::id_key;
+
+/// What to change in one upstream answer.
+pub(super) struct Rewrite {
+    /// List results to filter.
+    pub lists: Option<ListFilter>,
+    /// The gateway's own responses to merge in.
+    pub errors: Vec<Value>,
+}
+
+impl Rewrite {
+    /// Whether the answer passes unchanged.
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_none() && self.errors.is_empty()
+    }
+}
+
+/// Which listing a response answers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ListKind {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+impl ListKind {
+    fn of(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(Self::Tools),
+            "prompts/list" => Some(Self::Prompts),
+            "resources/list" => Some(Self::Resources),
+            _ => None,
+        }
+    }
+}
+
+/// Filters list results by policy, for the list requests of one body.
+pub(super) struct ListFilter {
+    /// Each list request's id (as [`id_key`]) and what it lists.
+    requests: Vec<(String, ListKind)>,
+    policy: Arc<Policy>,
+    roles: Vec<String>,
+    server: Arc<str>,
+}
+
+impl ListFilter {
+    /// A filter for the list requests among `forwarded`; `None` when there are none, or when
+    /// the principal may use everything anyway.
+    pub fn new<'a>(
+        policy: &Arc<Policy>,
+        roles: &[String],
+        server: &Arc<str>,
+        forwarded: impl Iterator<Item = &'a Probe>,
+    ) -> Option<Self> {
+        if policy.unrestricted(roles) {
+            return None;
+        }
+        let requests: Vec<(String, ListKind)> = forwarded
+            .filter_map(|m| Some((id_key(m.request_id()?), ListKind::of(m.method.as_deref()?)?)))
+            .collect();
+        (!requests.is_empty()).then(|| Self {
+            requests,
+            policy: policy.clone(),
+            roles: roles.to_vec(),
+            server: server.clone(),
+        })
+    }
+
+    /// One JSON-RPC message with what the caller may not use removed from its list result;
+    /// `None` when it is not the response to a list request, or nothing was removed.
+    fn apply(&self, message: &[u8]) -> Option<Vec<u8>> {
+        memchr::memmem::find(message, b"\"result\"")?;
+        let mut v: Value = serde_json::from_slice(message).ok()?;
+        if v.get("method").is_some() {
+            // A request from the server: ids are numbered per direction.
+            return None;
+        }
+        let id = id_key(v.get("id")?);
+        let kind = self.requests.iter().find(|(k, _)| *k == id)?.1;
+        let (key, field) = match kind {
+            ListKind::Tools => ("tools", "name"),
+            ListKind::Prompts => ("prompts", "name"),
+            ListKind::Resources => ("resources", "uri"),
+        };
+        let items = v.get_mut("result")?.get_mut(key)?.as_array_mut()?;
+        let before = items.len();
+        items.retain(|item| {
+            let name = item.get(field).and_then(Value::as_str).unwrap_or_default();
+            let target = match kind {
+                ListKind::Tools => format!("tool:{}/{name}", self.server),
+                ListKind::Prompts => format!("prompt:{}/{name}", self.server),
+                ListKind::Resources => format!("resource:{name}"),
+            };
+            self.policy.permits(&self.roles, &target)
+        });
+        (items.len() != before)
+            .then(|| serde_json::to_vec(&v).ok())
+            .flatten()
+    }
+}
+
+/// A JSON-RPC payload (one message or a batch) with list results filtered and `errors`
+/// appended (which makes it a batch); `None` when nothing changed, or when the payload is not
+/// JSON-RPC (then it passes as the upstream sent it). Messages left alone keep their bytes.
+pub(super) fn rewrite_messages(
+    payload: &[u8],
+    lists: Option<&ListFilter>,
+    errors: &[Value],
+) -> Option<Vec<u8>> {
+    let array = match payload.iter().find(|b| !b.is_ascii_whitespace())? {
+        b'[' => true,
+        b'{' => false,
+        _ => return None,
+    };
+    let items: Vec<&RawValue> = if array {
+        serde_json::from_slice(payload).ok()?
+    } else {
+        vec![serde_json::from_slice(payload).ok()?]
+    };
+    let mut changed = false;
+    let mut parts: Vec<Cow<'_, [u8]>> = items
+        .iter()
+        .map(
+            |raw| match lists.and_then(|f| f.apply(raw.get().as_bytes())) {
+                Some(filtered) => {
+                    changed = true;
+                    Cow::Owned(filtered)
+                }
+                None => Cow::Borrowed(raw.get().as_bytes()),
+            },
+        )
+        .collect();
+    if errors.is_empty() {
+        if !changed {
+            return None;
+        }
+        if !array {
+            return parts.pop().map(Cow::into_owned);
+        }
+    }
+    for e in errors {
+        parts.push(Cow::Owned(serde_json::to_vec(e).ok()?));
+    }
+    let parts: Vec<&[u8]> = parts.iter().map(AsRef::as_ref).collect();
+    Some(join_array(&parts))
+}
+
+/// `errors` as SSE `message` events, one each.
+fn sse_events(errors: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in errors {
+        out.extend_from_slice(b"event: message\ndata: ");
+        out.extend_from_slice(e.to_string().as_bytes());
+        out.extend_from_slice(b"\n\n");
+    }
+    out
+}
+
+/// The client's body from the upstream's (`stream`, already tapped), rewritten.
+pub(super) fn body<S>(stream: S, sse: bool, rewrite: Rewrite) -> Body
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+{
+    let Rewrite { lists, errors } = rewrite;
+    if !sse {
+        let merged = async move {
+            let mut buf = Vec::new();
+            let mut stream = stream;
+            while let Some(chunk) = stream.next().await {
+                buf.extend_from_slice(&chunk?);
+            }
+            let out = rewrite_messages(&buf, lists.as_ref(), &errors).unwrap_or(buf);
+            Ok::<_, reqwest::Error>(Bytes::from(out))
+        };
+        return Body::from_stream(futures_util::stream::once(merged));
+    }
+    let first = (!errors.is_empty()).then(|| Ok(Bytes::from(sse_events(&errors))));
+    let first = futures_util::stream::iter(first);
+    let Some(lists) = lists else {
+        return Body::from_stream(first.chain(stream));
+    };
+    let mut splitter = SseSplitter::new(16 << 20);
+    let filtered = stream.map(move |chunk| {
+        let chunk = chunk?;
+        let mut out = Vec::with_capacity(chunk.len());
+        let passed = splitter.feed(&chunk, |event| {
+            match event_data(event).and_then(|d| rewrite_messages(&d, Some(&lists), &[])) {
+                Some(new) => out.extend_from_slice(&with_data(event, &new)),
+                None => {
+                    out.extend_from_slice(event);
+                    out.extend_from_slice(b"\n\n");
+                }
+            }
+        });
+        if passed > 0 {
+            // An event too large to inspect goes on unchanged.
+            out.extend_from_slice(&splitter.take_rest());
+        }
+        Ok::<_, reqwest::Error>(Bytes::from(out))
+    });
+    Body::from_stream(first.chain(filtered))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::gateway::batch::{parse, rpc_error};
+    use crate::gateway::config::{PolicySection, RoleRules};
+
+    /// A filter for the list requests of `body`, for a `dev` who may not use `tool:up/secret`,
+    /// `resource:note://private` or `prompt:up/hidden`.
+    fn filter(body: &str) -> Option<ListFilter> {
+        let deny = [
+            "tool:up/secret",
+            "resource:note://private",
+            "prompt:up/hidden",
+        ];
+        let rules = RoleRules {
+            allow: None,
+            deny: deny.iter().map(|d| d.to_string()).collect(),
+        };
+        let cfg = PolicySection {
+            default: None,
+            roles: [("dev".to_string(), rules)].into(),
+        };
+        let policy = Arc::new(Policy::build(&cfg).expect("a valid policy"));
+        let parsed = parse(&Bytes::from(body.to_string()));
+        let server: Arc<str> = Arc::from("up");
+        let probes = parsed.messages.iter().map(|(_, m)| m);
+        ListFilter::new(&policy, &["dev".to_string()], &server, probes)
+    }
+
+    /// Rewrites the upstream's `answer` to the client's `requests`, with the gateway's `errors`.
+    fn check(requests: &str, answer: &str, errors: &[Value], expected: Option<&str>) {
+        let f = filter(requests);
+        let got = rewrite_messages(answer.as_bytes(), f.as_ref(), errors)
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        assert_eq!(got.as_deref(), expected, "{requests} → {answer}");
+    }
+
+    #[test]
+    fn list_results_are_filtered_by_the_id_of_their_request_in_batches_too() {
+        let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},
+            {"jsonrpc":"2.0","id":"r","method":"resources/list"},
+            {"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}}]"#;
+        // Answers in any order; a result that is not a listing keeps its exact bytes.
+        check(
+            batch,
+            r#"[{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret"}],"n":1.0}},
+                {"jsonrpc":"2.0","id":"r","result":{"resources":[{"uri":"note://public"},{"uri":"note://private"}]}},
+                {"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"echo"},{"name":"secret"}]}}]"#,
+            &[],
+            Some(concat!(
+                r#"[{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"secret"}],"n":1.0}},"#,
+                r#"{"id":"r","jsonrpc":"2.0","result":{"resources":[{"uri":"note://public"}]}},"#,
+                r#"{"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"echo"}]}}]"#
+            )),
+        );
+        // One SSE event may carry one response of the batch.
+        check(
+            batch,
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"},{"name":"add"}]}}"#,
+            &[],
+            Some(r#"{"id":1,"jsonrpc":"2.0","result":{"tools":[{"name":"add"}]}}"#),
+        );
+        let prompts = r#"{"jsonrpc":"2.0","id":7,"method":"prompts/list"}"#;
+        check(
+            prompts,
+            r#"{"jsonrpc":"2.0","id":7,"result":{"prompts":[{"name":"hidden"},{"name":"open"}]}}"#,
+            &[],
+            Some(r#"{"id":7,"jsonrpc":"2.0","result":{"prompts":[{"name":"open"}]}}"#),
+        );
+        // Nothing hidden, another id, or a request from the server: unchanged.
+        for answer in [
+            r#"{"jsonrpc":"2.0","id":7,"result":{"prompts":[{"name":"open"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":8,"result":{"prompts":[{"name":"hidden"}]}}"#,
+            r#"{"jsonrpc":"2.0","id":7,"method":"x","result":{"prompts":[{"name":"hidden"}]}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{}}"#,
+        ] {
+            check(prompts, answer, &[], None);
+        }
+    }
+
+    #[test]
+    fn the_gateways_errors_join_the_upstreams_answer_as_one_batch() {
+        let denied = [rpc_error(&json!(2), -32001, "Forbidden")];
+        let err = r#"{"error":{"code":-32001,"message":"Forbidden"},"id":2,"jsonrpc":"2.0"}"#;
+        let ok = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        check(
+            "[]",
+            &format!("[{ok}]"),
+            &denied,
+            Some(&format!("[{ok},{err}]")),
+        );
+        // A server may answer a one-request batch with a bare object.
+        check("[]", ok, &denied, Some(&format!("[{ok},{err}]")));
+        check("[]", " [ ] ", &denied, Some(&format!("[{err}]")));
+        // Not JSON-RPC: passed as the upstream sent it.
+        check("[]", "Internal Server Error", &denied, None);
+        let tools = r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#;
+        check(
+            tools,
+            r#"[{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}]}}]"#,
+            &[rpc_error(&json!(2), -32001, "Forbidden")],
+            Some(&format!(
+                r#"[{{"id":1,"jsonrpc":"2.0","result":{{"tools":[]}}}},{err}]"#
+            )),
+        );
+    }
+
+    #[test]
+    fn errors_go_first_as_sse_message_events() {
+        let events = sse_events(&[rpc_error(&json!(2), -32003, "rate limited")]);
+        assert_eq!(
+            String::from_utf8_lossy(&events),
+            "event: message\ndata: {\"error\":{\"code\":-32003,\"message\":\"rate limited\"},\"id\":2,\"jsonrpc\":\"2.0\"}\n\n"
+        );
+    }
+}
