@@ -3,8 +3,11 @@
 //! `@modelcontextprotocol/server-everything` runs in its Streamable HTTP mode; the official MCP
 //! Python SDK drives it once directly and once through the gateway (responses must be
 //! identical, events must arrive with the right outcomes). Raw HTTP checks cover what an SDK
-//! hides: 401s with `WWW-Authenticate`, 429s with `Retry-After`, 404 and 502 errors. Peers come
-//! from `scripts/install-peers`; a missing peer fails the test with that instruction.
+//! hides: 401s with `WWW-Authenticate` (API keys, HS256 and RS256 tokens), 429s with
+//! `Retry-After` (per principal and per tool), 404 and 502 errors, and JSON-RPC batches the
+//! gateway answers in part. `peers/sdk_server.mjs`, on the official TypeScript SDK, adds JSON
+//! answers to batches and an upstream that dies mid-call. Peers come from
+//! `scripts/install-peers`; a missing peer fails the test with that instruction.
 
 mod common;
 
@@ -306,9 +309,17 @@ fn by_tool(events: &[Value]) -> Vec<(String, String, String)> {
     v
 }
 
-fn jwt(secret: &str, claims: Value) -> String {
+/// A JWT signed with PyJWT: `alg` HS256 with a secret, or RS256 with a PEM private key (or
+/// `fresh-rsa`: a key generated on the spot, which no gateway trusts).
+fn jwt(alg: &str, key: &str, claims: Value) -> String {
+    const SIGN: &str = "import jwt, json, sys
+alg, key, claims = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+if key == 'fresh-rsa':
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+print(jwt.encode(claims, key, algorithm=alg))";
     let out = Command::new(peer("venv/bin/python"))
-        .args(["-c", "import jwt, json, sys; print(jwt.encode(json.loads(sys.argv[2]), sys.argv[1], algorithm='HS256'))", secret])
+        .args(["-c", SIGN, alg, key])
         .arg(claims.to_string())
         .output()
         .expect("python (PyJWT comes with the MCP SDK) runs");
@@ -400,7 +411,7 @@ audience = "mcpwatch"
     let mcp = format!("{gw}/mcp/everything");
 
     let claims = |exp: i64| json!({"sub": "carol", "roles": ["dev"], "iss": "https://idp.test", "aud": "mcpwatch", "exp": exp});
-    let expired = jwt(secret, claims(unix_now() - 600));
+    let expired = jwt("HS256", secret, claims(unix_now() - 600));
     // (what, headers sent, the RFC 6750 error code expected)
     let cases = [
         ("missing", Vec::<(&str, String)>::new(), "invalid_request"),
@@ -430,7 +441,7 @@ audience = "mcpwatch"
         .header("www-authenticate")
         .is_some());
 
-    let good = jwt(secret, claims(unix_now() + 600));
+    let good = jwt("HS256", secret, claims(unix_now() + 600));
     let through = run_client("everything", &mcp, Some(&good));
     assert_eq!(through[0]["value"]["server"], "mcp-servers/everything");
     let by_key = run_client("everything", &mcp, Some("alice-key-0123456789abcdef"));
@@ -1094,4 +1105,188 @@ roles = ["anyone"]
         ],
         "the secret tool never ran upstream"
     );
+}
+
+/// The throwaway RSA key pair committed for the gateway's tests only (never used elsewhere).
+fn test_rsa_key(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mcpwatch-capture/src/gateway/testdata")
+        .join(name)
+}
+
+#[test]
+fn rs256_tokens_from_the_configured_issuer_are_accepted_and_others_get_401() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let public = test_rsa_key("rsa_public.pem");
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+[[gateway.auth.jwt]]
+algorithm = "RS256"
+public_key = "{}"
+issuer = "https://rsa.idp.test"
+audience = "mcpwatch"
+"#,
+        public.display()
+    );
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let mcp = format!("{gw}/mcp/everything");
+    let private = std::fs::read_to_string(test_rsa_key("rsa_private.pem")).expect("test key");
+    let claims = |iss: &str, aud: &str, exp: i64| json!({"sub": "dave", "roles": ["ops"], "iss": iss, "aud": aud, "exp": exp});
+    let later = unix_now() + 600;
+
+    let good = jwt(
+        "RS256",
+        &private,
+        claims("https://rsa.idp.test", "mcpwatch", later),
+    );
+    let through = run_client("everything", &mcp, Some(&good));
+    assert_eq!(through[0]["value"]["server"], "mcp-servers/everything");
+
+    // (what, token, the reason recorded)
+    let refused = [
+        (
+            "wrong issuer",
+            jwt(
+                "RS256",
+                &private,
+                claims("https://evil.test", "mcpwatch", later),
+            ),
+            "wrong issuer",
+        ),
+        (
+            "wrong audience",
+            jwt(
+                "RS256",
+                &private,
+                claims("https://rsa.idp.test", "other", later),
+            ),
+            "wrong audience",
+        ),
+        (
+            "expired",
+            jwt(
+                "RS256",
+                &private,
+                claims("https://rsa.idp.test", "mcpwatch", unix_now() - 600),
+            ),
+            "token expired",
+        ),
+        (
+            "signed by another key",
+            jwt(
+                "RS256",
+                "fresh-rsa",
+                claims("https://rsa.idp.test", "mcpwatch", later),
+            ),
+            "token not accepted by any configured issuer",
+        ),
+    ];
+    for (what, token, _) in &refused {
+        let a = post(
+            &mcp,
+            &[("Authorization", &format!("Bearer {token}"))],
+            &initialize_body(),
+        );
+        assert_eq!(a.status, 401, "{what}: {}", a.body);
+        let challenge = a.header("www-authenticate").unwrap_or_default();
+        assert!(
+            challenge.starts_with("Bearer realm=\"mcpwatch\"")
+                && challenge.contains("error=\"invalid_token\""),
+            "{what}: {challenge}"
+        );
+    }
+
+    let auth = wait_events(&serve.url, "authentication", |e| {
+        e.iter()
+            .filter(|e| e["metadata"]["result"] == "failure")
+            .count()
+            >= refused.len()
+    });
+    let mut reasons: Vec<&str> = auth
+        .iter()
+        .filter(|e| e["metadata"]["result"] == "failure")
+        .map(|e| e["metadata"]["reason"].as_str().unwrap_or_default())
+        .collect();
+    reasons.sort();
+    let mut expected: Vec<&str> = refused.iter().map(|(_, _, r)| *r).collect();
+    expected.sort();
+    assert_eq!(reasons, expected);
+    assert!(auth.iter().any(|e| e["metadata"]["result"] == "success"
+        && e["metadata"]["user_id"] == "dave"
+        && e["metadata"]["method"] == "jwt"));
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 3);
+    assert!(
+        !done.is_empty() && done.iter().all(|e| e["metadata"]["user_id"] == "dave"),
+        "the token's subject is the user: {done:#?}"
+    );
+}
+
+#[test]
+fn a_principal_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!(
+        r#"
+[gateway.upstreams]
+everything = "{upstream}"
+[[gateway.auth.api_keys]]
+user_id = "alice"
+key = "${{ALICE_KEY}}"
+[[gateway.auth.api_keys]]
+user_id = "bob"
+key = "${{BOB_KEY}}"
+[gateway.rate_limits]
+per_principal = {{ rate = 0.01, burst = 3 }}
+"#
+    );
+    let (alice_key, bob_key) = ("alice-key-0123456789abcdef", "bob-key-0123456789abcdef");
+    let env = [("ALICE_KEY", alice_key), ("BOB_KEY", bob_key)];
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &env);
+    let mcp = format!("{gw}/mcp/everything");
+    let alice = format!("Bearer {alice_key}");
+    // initialize and notifications/initialized take two of alice's three tokens.
+    let headers = open_session(&mcp, &[("Authorization", &alice)], "2025-06-18");
+    let h: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let list = request(2, "tools/list", json!({})).to_string();
+    let third = post(&mcp, &h, &list);
+    assert_eq!(third.status, 200, "{}", third.body);
+    let fourth = post(&mcp, &h, &list);
+    assert_eq!(fourth.status, 429, "{}", fourth.body);
+    let retry: u64 = fourth
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(
+        (1..=100).contains(&retry),
+        "at 0.01/s a token takes up to 100 s: {retry}"
+    );
+    assert!(
+        fourth.json()["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rate limited (per principal)"),
+        "{}",
+        fourth.body
+    );
+    let bob = format!("Bearer {bob_key}");
+    let other = post(&mcp, &[("Authorization", bob.as_str())], &initialize_body());
+    assert_eq!(other.status, 200, "bob has his own bucket: {}", other.body);
+
+    let limited = wait_events(&serve.url, "rate_limited", |e| !e.is_empty());
+    assert_eq!(limited.len(), 1, "{limited:#?}");
+    let m = &limited[0]["metadata"];
+    assert_eq!(
+        (&m["user_id"], &m["scope"], &m["server"]),
+        (&json!("alice"), &json!("principal"), &json!("everything"))
+    );
+    assert_eq!(m["retry_after"], retry);
+    assert_eq!(limited[0]["category"], "security");
 }
