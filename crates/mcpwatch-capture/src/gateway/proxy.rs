@@ -483,6 +483,7 @@ fn relay(
         request,
     });
     let tapped = Tapped {
+        remaining: resp.content_length(),
         inner: resp.bytes_stream(),
         taps: gw.taps.clone(),
         stream,
@@ -504,11 +505,29 @@ fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response {
 }
 
 /// The upstream's body stream, with a copy of each chunk handed to the monitor.
+///
+/// A body with a `Content-Length` is complete when that many bytes have passed: hyper stops
+/// polling a body it has sent whole, so the end of the stream may never be seen, and the
+/// stream is dropped instead.
 struct Tapped<S> {
     inner: S,
     taps: TapSender,
     stream: u64,
     done: bool,
+    /// Bytes still to come, when the upstream said how many.
+    remaining: Option<u64>,
+}
+
+impl<S> Tapped<S> {
+    fn end(&mut self, how: StreamEnd) {
+        if !self.done {
+            self.done = true;
+            self.taps.send(Tap::End {
+                stream: self.stream,
+                how,
+            });
+        }
+    }
 }
 
 impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> Stream for Tapped<S> {
@@ -522,6 +541,13 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> Stream for Tapped<S> {
                     stream: self.stream,
                     bytes: bytes.clone(),
                 });
+                let len = bytes.len() as u64;
+                if let Some(left) = self.remaining.as_mut() {
+                    *left = left.saturating_sub(len);
+                    if *left == 0 {
+                        self.end(StreamEnd::Complete);
+                    }
+                }
                 return polled;
             }
             Poll::Ready(Some(Err(e))) => StreamEnd::Broken(format!(
@@ -531,24 +557,18 @@ impl<S: Stream<Item = reqwest::Result<Bytes>> + Unpin> Stream for Tapped<S> {
             Poll::Ready(None) => StreamEnd::Complete,
             Poll::Pending => return polled,
         };
-        if !self.done {
-            self.done = true;
-            self.taps.send(Tap::End {
-                stream: self.stream,
-                how,
-            });
-        }
+        self.end(how);
         polled
     }
 }
 
 impl<S> Drop for Tapped<S> {
     fn drop(&mut self) {
-        if !self.done {
-            self.taps.send(Tap::End {
-                stream: self.stream,
-                how: StreamEnd::Abandoned,
-            });
-        }
+        // An empty body (`Content-Length: 0`) may never be polled at all.
+        let how = match self.remaining {
+            Some(0) => StreamEnd::Complete,
+            _ => StreamEnd::Abandoned,
+        };
+        self.end(how);
     }
 }
