@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::resource::{getrusage, UsageWho};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const WARMUP: usize = 500;
 const ROUND_TRIPS: usize = 5_000;
 const PIPELINED: usize = 100_000;

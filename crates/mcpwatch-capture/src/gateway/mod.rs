@@ -91,7 +91,8 @@ pub async fn serve(
     let (taps, monitor) = Monitor::new(monitor_cfg, clock.clone(), events_tx, health);
     let grace = run.delivery.shutdown_grace + Duration::from_secs(1);
     let (monitor_done_tx, monitor_done) = oneshot::channel();
-    crate::wrap::start_monitor(move || async move {
+    // Normal priority: see `wrap`'s module docs.
+    crate::wrap::start_monitor(0, move || async move {
         let delivered = tokio::spawn(worker.run());
         monitor.run().await;
         let _ = tokio::time::timeout(grace, delivered).await;
