@@ -90,6 +90,7 @@ fn main() {
                 ("bare", &bare_url),
                 ("gateway", &gateway_url),
             ] {
+                let cpu_before = thread_cpu();
                 let (n, rps) = throughput(&client, url, Duration::from_secs(secs)).await;
                 if name == "gateway" {
                     calls_through += n;
@@ -101,6 +102,13 @@ fn main() {
                 let mut lat = latency(&client, url, LATENCY_REQUESTS).await;
                 if name == "gateway" {
                     calls_through += LATENCY_REQUESTS as u64;
+                }
+                let requests = (n + LATENCY_REQUESTS as u64) as f64;
+                for (part, ns) in thread_cpu().since(&cpu_before) {
+                    results
+                        .entry(leak(format!("{name} cpu {part}")))
+                        .or_default()
+                        .push(ns / 1e3 / requests);
                 }
                 lat.sort_by(f64::total_cmp);
                 results
@@ -158,6 +166,23 @@ fn main() {
             g - b
         );
     }
+    println!(
+        "\nCPU per request by thread group (µs; schedstat, so contention does not inflate it):"
+    );
+    println!(
+        "{:<20}{:>10}{:>12}{:>10}",
+        "", "direct", "bare proxy", "gateway"
+    );
+    for part in PARTS.iter().map(|(_, p)| *p) {
+        let c = |phase: &str| m(&format!("{phase} cpu {part}"));
+        println!(
+            "{:<20}{:>10.1}{:>12.1}{:>10.1}",
+            part,
+            c("direct"),
+            c("bare"),
+            c("gateway")
+        );
+    }
     let got = events.load(Ordering::Relaxed);
     println!(
         "\nmonitoring: {calls_through} calls through the gateway (+{WARMUP} warm-up), {got} events at the collector (3 expected per call), {} copies dropped by a monitor that fell behind",
@@ -180,6 +205,59 @@ fn main() {
         (g99 - d99) / 1e3,
         verdict(g99 - d99 <= 1_000.0)
     );
+}
+
+/// Thread-name prefixes (as the kernel truncates them) and what they are.
+const PARTS: [(&str, &str); 6] = [
+    ("gateway-", "client (bench)"),
+    ("bench-upstream", "upstream"),
+    ("bare-proxy", "bare proxy"),
+    ("gateway", "gateway proxy"),
+    ("mcpwatch-monito", "gateway monitor"),
+    ("bench-collector", "collector"),
+];
+
+/// CPU time so far of each part, in ns, from `/proc/self/task/*/schedstat`.
+#[derive(Default)]
+struct Cpu(BTreeMap<&'static str, f64>);
+
+impl Cpu {
+    fn since(&self, before: &Cpu) -> Vec<(&'static str, f64)> {
+        PARTS
+            .iter()
+            .map(|(_, p)| {
+                let get = |c: &Cpu| c.0.get(p).copied().unwrap_or(0.0);
+                (*p, get(self) - get(before))
+            })
+            .collect()
+    }
+}
+
+fn thread_cpu() -> Cpu {
+    let mut cpu = Cpu::default();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return cpu;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        // The main thread is named after the bench binary, `gateway-<hash>`; so test it first.
+        let part = PARTS.iter().find(|(prefix, _)| {
+            if *prefix == "gateway" {
+                comm == "gateway" || comm.starts_with("gateway") && !comm.starts_with("gateway-")
+            } else {
+                comm.starts_with(prefix)
+            }
+        });
+        let Some((_, part)) = part else { continue };
+        let ns: f64 = std::fs::read_to_string(path.join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+            .unwrap_or(0.0);
+        *cpu.0.entry(part).or_default() += ns;
+    }
+    cpu
 }
 
 fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
@@ -364,6 +442,7 @@ fn spawn_bare_proxy(upstream: SocketAddr) -> SocketAddr {
         .name("bench-bare-proxy".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("bare-proxy")
                 .enable_all()
                 .build()
                 .expect("runtime");
@@ -389,6 +468,7 @@ fn spawn_gateway(upstream: SocketAddr, collector: SocketAddr) -> SocketAddr {
         .name("bench-gateway".into())
         .spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("gateway")
                 .enable_all()
                 .build()
                 .expect("runtime");
