@@ -72,6 +72,16 @@ impl Serve {
     }
 }
 
+/// A collector the test did not stop is killed with it, so test runs leave no processes behind.
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// An authentication event for `user`.
 pub fn auth_event(user: &str, result: &str) -> serde_json::Value {
     serde_json::json!({"category": "security", "event_type": "authentication", "source": "e2e",
