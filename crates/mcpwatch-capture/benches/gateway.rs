@@ -7,7 +7,9 @@
 //! zero-work upstream on 2 shared cores, one more HTTP hop costs about as much CPU as the
 //! upstream and the client together, so the ratio to direct says what a hop costs; the ratio
 //! to the bare proxy says what mcpwatch's own work (auth, policy, taps, monitoring, delivery)
-//! adds on top.
+//! adds on top. A second set of runs puts a tool behind the upstream that waits 1 ms (1–2 ms
+//! with tokio's timer), as a tool waits on a disk or a service: what the ratio looks like in
+//! use. Both are printed; the zero-work one is the SPEC's measure.
 //!
 //! Everything runs in this process on loopback: a minimal axum MCP-ish echo upstream (answers
 //! each `tools/call` with a small JSON result), an accept-everything collector that counts the
@@ -50,7 +52,9 @@ fn main() {
     let dropped = Arc::new(AtomicU64::new(0));
     let upstream = spawn_server(
         "bench-upstream",
-        axum::Router::new().route("/mcp", axum::routing::post(echo)),
+        axum::Router::new()
+            .route("/mcp", axum::routing::post(echo))
+            .route("/mcp-slow", axum::routing::post(slow_echo)),
     );
     let (counted, dropped_seen) = (events.clone(), dropped.clone());
     let collector = spawn_server(
@@ -68,6 +72,11 @@ fn main() {
     let direct_url = format!("http://{upstream}/mcp");
     let bare_url = format!("http://{bare}/mcp");
     let gateway_url = format!("http://{gateway}/mcp/echo");
+    let slow = [
+        ("direct", format!("http://{upstream}/mcp-slow")),
+        ("bare", format!("http://{bare}/mcp-slow")),
+        ("gateway", format!("http://{gateway}/mcp/slow")),
+    ];
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -120,6 +129,16 @@ fn main() {
                     .or_default()
                     .push(pct(&lat, 0.99));
             }
+            for (name, url) in &slow {
+                let (n, rps) = throughput(&client, url, Duration::from_secs(secs)).await;
+                if *name == "gateway" {
+                    calls_through += n;
+                }
+                results
+                    .entry(leak(format!("{name} slow rps")))
+                    .or_default()
+                    .push(rps);
+            }
             eprintln!("round {}/{rounds} done", round + 1);
         }
     });
@@ -166,6 +185,20 @@ fn main() {
             g - b
         );
     }
+    let (ds, bs, gs) = (
+        m("direct slow rps"),
+        m("bare slow rps"),
+        m("gateway slow rps"),
+    );
+    println!(
+        "{:<20}{:>10.0}{:>12.0}{:>10.0}{:>13.1}%{:>13.1}%",
+        "req/s, 1 ms tool",
+        ds,
+        bs,
+        gs,
+        100.0 * gs / ds,
+        100.0 * gs / bs
+    );
     println!(
         "\nCPU per request by thread group (µs; schedstat, so contention does not inflate it):"
     );
@@ -199,6 +232,11 @@ fn main() {
         "  (the bare proxy, no monitoring, reaches {:.1} % of direct; the gateway {:.1} % of it)",
         100.0 * b_rps / d_rps,
         100.0 * g_rps / b_rps
+    );
+    println!(
+        "  with a tool that takes 1 ms:  {:.1} %  {}",
+        100.0 * gs / ds,
+        verdict(gs >= 0.9 * ds)
     );
     println!(
         "  p99 added ≤ 1 ms:            {:+.3} ms  {}",
@@ -350,6 +388,13 @@ async fn echo(body: Bytes) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], reply)
 }
 
+/// The upstream with a tool that waits 1 ms, as a tool waits on a disk or a service (tokio's
+/// timer rounds up to its 1 ms tick, so a call takes 1–2 ms).
+async fn slow_echo(body: Bytes) -> impl IntoResponse {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    echo(body).await
+}
+
 /// The collector: accepts every batch and counts its events (by their `event_type` keys, so
 /// that counting costs the shared CPUs next to nothing) and the copies `capture_dropped`
 /// events report.
@@ -395,45 +440,47 @@ fn spawn_server(name: &str, app: axum::Router) -> SocketAddr {
 /// The floor: a proxy that forwards the body and headers to `upstream` with reqwest and streams
 /// the answer back, on a multi-threaded runtime like the gateway's, and does nothing else.
 fn spawn_bare_proxy(upstream: SocketAddr) -> SocketAddr {
-    let url = format!("http://{upstream}/mcp");
+    let base = format!("http://{upstream}");
     let client = reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
         .build()
         .expect("client");
     let app = axum::Router::new().route(
-        "/mcp",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: Bytes| {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                let mut fwd = axum::http::HeaderMap::new();
-                for (k, v) in &headers {
-                    if k != header::HOST && k != header::CONTENT_LENGTH {
-                        fwd.append(k.clone(), v.clone());
+        "/{path}",
+        axum::routing::post(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: Bytes| {
+                let (client, url) = (client.clone(), format!("{base}{}", uri.path()));
+                async move {
+                    let mut fwd = axum::http::HeaderMap::new();
+                    for (k, v) in &headers {
+                        if k != header::HOST && k != header::CONTENT_LENGTH {
+                            fwd.append(k.clone(), v.clone());
+                        }
                     }
-                }
-                let resp = client
-                    .post(url)
-                    .headers(fwd)
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("upstream");
-                let status = resp.status();
-                let mut headers = axum::http::HeaderMap::new();
-                for (k, v) in resp.headers() {
-                    if k != header::TRANSFER_ENCODING && k != header::CONNECTION {
-                        headers.append(k.clone(), v.clone());
+                    let resp = client
+                        .post(url)
+                        .headers(fwd)
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("upstream");
+                    let status = resp.status();
+                    let mut headers = axum::http::HeaderMap::new();
+                    for (k, v) in resp.headers() {
+                        if k != header::TRANSFER_ENCODING && k != header::CONNECTION {
+                            headers.append(k.clone(), v.clone());
+                        }
                     }
+                    let mut out = axum::response::Response::new(axum::body::Body::from_stream(
+                        resp.bytes_stream(),
+                    ));
+                    *out.status_mut() = status;
+                    *out.headers_mut() = headers;
+                    out
                 }
-                let mut out = axum::response::Response::new(axum::body::Body::from_stream(
-                    resp.bytes_stream(),
-                ));
-                *out.status_mut() = status;
-                *out.headers_mut() = headers;
-                out
-            }
-        }),
+            },
+        ),
     );
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -460,6 +507,8 @@ fn spawn_gateway(upstream: SocketAddr, collector: SocketAddr) -> SocketAddr {
     let mut cfg = GatewayConfig::default();
     cfg.upstreams
         .insert("echo".into(), format!("http://{upstream}/mcp"));
+    cfg.upstreams
+        .insert("slow".into(), format!("http://{upstream}/mcp-slow"));
     let built = cfg.build(&|_| None).expect("valid config");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
