@@ -2,12 +2,17 @@
 //! (what most Streamable HTTP servers do for a single request): the client gets the upstream's
 //! bytes unchanged and the collector gets the call's outcome.
 //!
+//! Also: a body that policy applies to but the gateway cannot read is refused, never forwarded
+//! unjudged (a `tools/call` with `name` twice got a denied tool past policy, since the
+//! upstream's parser took the last `name`).
+//!
 //! Regression: hyper stops polling a body once it has sent `Content-Length` bytes, so the end
 //! of the upstream's stream was never seen and every such response was discarded as if the
 //! client had gone away: no `execution_complete`, no `request_performance`, and each call
 //! looked pending until it timed out.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -164,4 +169,175 @@ async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
         .filter(|e| e["event_type"] == "request_performance")
         .count();
     assert_eq!(perf, 3, "one request_performance per call");
+}
+
+/// A collector that keeps every event it is sent.
+async fn collector() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let collected = seen.clone();
+    let addr = listen(axum::Router::new().route(
+        "/api/v1/events",
+        axum::routing::post(move |body: Bytes| {
+            let collected = collected.clone();
+            async move {
+                let events: Vec<Value> = serde_json::from_slice(&body).expect("event batch");
+                let n = events.len();
+                collected.lock().expect("lock").extend(events);
+                let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
+                (
+                    axum::http::StatusCode::ACCEPTED,
+                    axum::Json(serde_json::json!({"accepted": n, "ids": ids})),
+                )
+            }
+        }),
+    ))
+    .await;
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_policy_cannot_read_are_refused_not_forwarded() {
+    let (collector, seen) = collector().await;
+    let hits = Arc::new(AtomicU64::new(0));
+    let counted = hits.clone();
+    let up = listen(axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(move |body: Bytes| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            upstream(body)
+        }),
+    ))
+    .await;
+    let text = format!(
+        r#"
+[upstreams]
+echo = "http://{up}/mcp"
+[[auth.api_keys]]
+user_id = "carol"
+key = "${{CAROL_KEY}}"
+roles = ["dev"]
+[[auth.api_keys]]
+user_id = "root"
+key = "${{ROOT_KEY}}"
+roles = ["admin"]
+[policy.roles.dev]
+deny = ["tool:echo/secret"]
+"#
+    );
+    let table: toml::Table = toml::from_str(&text).expect("TOML");
+    let cfg = GatewayConfig::from_table(&table).expect("valid gateway section");
+    let env = |k: &str| match k {
+        "CAROL_KEY" => Some("carol-key-0123456789abcdef".to_string()),
+        "ROOT_KEY" => Some("root-key-0123456789abcdef".to_string()),
+        _ => None,
+    };
+    let built = cfg.build(&env).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gw = listener.local_addr().expect("addr");
+    let run = GatewayRun {
+        built,
+        limits: LimitsSection::default(),
+        delivery: DeliveryConfig::new(format!("http://{collector}")),
+        data_dir: None,
+        classification: Default::default(),
+        redactor: Default::default(),
+    };
+    tokio::spawn(mcpwatch_capture::gateway::serve(
+        listener,
+        run,
+        Arc::new(SystemClock),
+        std::future::pending::<()>(),
+    ));
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let call = |key: &'static str, body: &'static str| {
+        let client = client.clone();
+        async move {
+            let resp = client
+                .post(format!("http://{gw}/mcp/echo"))
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("x-api-key", key)
+                .body(body)
+                .send()
+                .await
+                .expect("through the gateway");
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.expect("JSON answer");
+            (status, v)
+        }
+    };
+    let carol = "carol-key-0123456789abcdef";
+    let twice = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"secret","arguments":{}}}"#;
+    let wrong_type = r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":["secret"],"arguments":{}}}"#;
+    let in_batch = r#"[{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"echo"}},{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"echo","name":"secret"}}]"#;
+    let trailing_comma =
+        r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"secret"},}"#;
+    for body in [twice, wrong_type, in_batch, trailing_comma] {
+        let (status, v) = call(carol, body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"]["code"], -32600, "{body}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("could not read"),
+            "{v}"
+        );
+    }
+    assert_eq!(
+        hits.load(Ordering::Relaxed),
+        0,
+        "nothing unreadable went upstream"
+    );
+    // What policy can read is judged as before.
+    let (status, v) = call(
+        carol,
+        r#"{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"secret"}}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_i64()),
+        (200, Some(-32001)),
+        "{v}"
+    );
+    let (status, v) = call(
+        carol,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo"}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    // A principal no policy restricts gets a transparent proxy: the upstream decides.
+    let (status, _) = call("root-key-0123456789abcdef", twice).await;
+    assert_eq!(status, 200);
+    assert_eq!(hits.load(Ordering::Relaxed), 2);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let refusals = seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|e| {
+                e["event_type"] == "authorization"
+                    && e["metadata"]["resource"] == "message:echo"
+                    && e["metadata"]["result"] == "denied"
+                    && e["metadata"]["user_id"] == "carol"
+            })
+            .count();
+        if refusals == 4 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{refusals} of 4 refusals recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

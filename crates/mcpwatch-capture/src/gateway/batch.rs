@@ -53,37 +53,54 @@ pub(super) struct Parsed {
     pub batch: bool,
     /// Each message: its bytes within the body, and what routing needs of it.
     pub messages: Vec<(Bytes, Probe)>,
+    /// Why (part of) the body could not be read as JSON-RPC, if it could not: then policy
+    /// cannot judge it, and a principal under policy must not get it past the gateway.
+    pub unreadable: Option<String>,
 }
 
-/// Reads a body. Bytes that are not JSON-RPC give no messages (they go upstream unjudged, and
-/// the upstream rejects them); a batch element that cannot be read is forwarded as it is.
+/// Reads a body. A message the gateway cannot read (not JSON, a repeated key, a `method` or
+/// `params.name` that is not a string, …) gets a default probe and its reason is kept in
+/// [`Parsed::unreadable`]: forwarded unjudged only when no policy applies (see `proxy`),
+/// since the upstream's parser may read it differently, e.g. take the last of two `name`s.
 pub(super) fn parse(body: &Bytes) -> Parsed {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_slice(body).unwrap_or_default();
-            let messages = items
-                .into_iter()
-                .map(|raw| {
-                    let probe = serde_json::from_str(raw.get()).unwrap_or_default();
-                    (body.slice_ref(raw.get().as_bytes()), probe)
-                })
-                .collect();
-            Parsed {
-                batch: true,
-                messages,
-            }
+    let mut unreadable = None;
+    let mut probe = |text: &[u8]| match serde_json::from_slice::<Probe>(text) {
+        Ok(p) => p,
+        Err(e) => {
+            unreadable.get_or_insert_with(|| e.to_string());
+            Probe::default()
         }
-        Some(b'{') => Parsed {
-            batch: false,
-            messages: vec![(
-                body.clone(),
-                serde_json::from_slice(body).unwrap_or_default(),
-            )],
+    };
+    let (batch, messages) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
+            Ok(items) => {
+                let messages = items
+                    .into_iter()
+                    .map(|raw| {
+                        let p = probe(raw.get().as_bytes());
+                        (body.slice_ref(raw.get().as_bytes()), p)
+                    })
+                    .collect();
+                (true, messages)
+            }
+            Err(e) => {
+                unreadable = Some(e.to_string());
+                (true, Vec::new())
+            }
         },
-        _ => Parsed {
-            batch: false,
-            messages: Vec::new(),
-        },
+        Some(b'{') => {
+            let p = probe(body);
+            (false, vec![(body.clone(), p)])
+        }
+        _ => {
+            unreadable = Some("the body is not a JSON object or array".into());
+            (false, Vec::new())
+        }
+    };
+    Parsed {
+        batch,
+        messages,
+        unreadable,
     }
 }
 

@@ -176,6 +176,11 @@ async fn post(
         ),
     };
     let parsed = batch::parse(&bytes);
+    if let Some(why) = &parsed.unreadable {
+        if !gw.policy.unrestricted(&principal.roles) {
+            return unreadable(&gw, &route, &session, why);
+        }
+    }
     let mut judged = batch::judge(&gw, &route, &principal, &session, &parsed);
     let (forward, errors) = if judged.all_forwarded() {
         (bytes, Vec::new())
@@ -307,6 +312,41 @@ fn authenticate(
         }
         Box::new(resp)
     })
+}
+
+/// A body that policy applies to but the gateway cannot read: refused (fail closed), and
+/// recorded as a denial so that detection sees probing.
+fn unreadable(gw: &Shared, route: &Arc<Route>, session: &Arc<str>, why: &str) -> Response {
+    let mut meta = Map::new();
+    meta.insert("user_id".into(), json!(route.user.as_ref()));
+    meta.insert(
+        "resource".into(),
+        json!(format!("message:{}", route.server)),
+    );
+    meta.insert("action".into(), json!("send"));
+    meta.insert("result".into(), json!("denied"));
+    meta.insert("reason".into(), json!(why));
+    gw.taps.send(Tap::Security(SecurityFact {
+        event_type: "authorization",
+        level: Level::Warning,
+        message: format!(
+            "Denied: {} sent {} a body the gateway cannot read as JSON-RPC ({why}), so policy cannot judge it",
+            route.user, route.server
+        ),
+        metadata: meta,
+        server: Some(route.server.clone()),
+        session: Some(session.clone()),
+    }));
+    let msg = format!(
+        "Invalid Request: the gateway could not read this body as JSON-RPC ({why}); it forwards only what its policy can judge. Send each message once, with unique keys, a string method and string params.name/params.uri"
+    );
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": msg}}),
+        ),
+    )
+        .into_response()
 }
 
 /// A caller presenting a session another principal opened: refused, and recorded.
