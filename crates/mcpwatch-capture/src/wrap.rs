@@ -12,17 +12,16 @@
 //! at most one core's worth of monitoring, never a worker pool as wide as the machine. When the
 //! monitor falls behind, the bounded queue drops copies and the drops are reported as events.
 //!
-//! That thread also runs at a lower priority (nice [`MONITOR_NICE`], 10), so when a pipelining
-//! agent, the server and the relay keep both cores busy, a contended core goes to the relay
-//! and the monitor catches up from its bounded queue afterwards. Measured with
-//! `benches/relay.rs` under the same background load: pipelined throughput went from 47–61 %
-//! of the bare relay's at nice 0 to 82–86 % at nice 10 (91–100 % with a monitor that parsed
-//! nothing).
-//! Not 19: at that weight a machine busy with other work starved delivery so badly that
-//! `wrap_interop`'s collector-down test lost its 30 s deadline; at 10 the monitor still gets
-//! about a tenth of a contended core, thousands of calls a second. `gateway` runs its monitor
-//! at normal priority: it serves many clients for long stretches, where a monitor held back
-//! would fall behind for good and drop copies.
+//! Its priority is a knob, `MCPWATCH_MONITOR_NICE` (0 to 19, default 0): at nice 10 a core
+//! contended by a pipelining agent, the server and the relay goes to the relay first, and the
+//! monitor catches up from its bounded queue. Measured with `benches/relay.rs`: with other
+//! builds loading the machine, pipelined throughput went from 47–61 % of the bare relay's at
+//! nice 0 to 82–86 % at nice 10 (91–100 % with a monitor that parsed nothing); on an idle
+//! machine nice 10 gave 51–53 % against 74 % at nice 0, within a run-to-run spread of 50–85 %
+//! per round (the scheduler then tends to leave the low-weight monitor a core of its own and
+//! pack the relay's threads on the other). Not a clear win, so not the default. Not 19 either:
+//! at that weight a busy machine starved delivery so badly that `wrap_interop`'s collector-down
+//! test lost its 30 s deadline. `gateway` always runs its monitor at normal priority.
 //!
 //! The parser polls the queue every [`POLL`] while traffic flows instead of waiting in `recv`:
 //! a waiting receiver makes every relay `try_send` wake it with a system call, a polling one
@@ -251,8 +250,8 @@ where
 }
 
 /// How much nicer than the relay `wrap`'s monitor thread runs, unless `MCPWATCH_MONITOR_NICE`
-/// (0 to 19) says otherwise. See the module docs for why, and for why not 19.
-pub const MONITOR_NICE: i32 = 10;
+/// (0 to 19) says otherwise. See the module docs for what was measured.
+pub const MONITOR_NICE: i32 = 0;
 
 fn monitor_nice() -> i32 {
     match std::env::var("MCPWATCH_MONITOR_NICE") {
@@ -269,13 +268,14 @@ fn monitor_nice() -> i32 {
     }
 }
 
-/// Lowers the calling thread's scheduling priority by `nice` (Linux sets it per thread), so a
-/// contended core goes to the relay and the peers first.
+/// Runs the calling thread at nice `nice`, or at the process's own nice value if that is lower
+/// priority already (Linux sets priorities per thread, so the relay threads keep theirs).
 fn lower_priority(nice: i32) {
-    if nice == 0 {
+    let tid = rustix::thread::gettid();
+    let current = rustix::process::getpriority_process(Some(tid)).unwrap_or(0);
+    if nice <= current {
         return;
     }
-    let tid = rustix::thread::gettid();
     if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
         tracing::debug!("mcpwatch: could not lower the monitor's priority: {e}");
     }
@@ -519,6 +519,25 @@ async fn forward_signals(pid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_monitor_priority_knob_lowers_only_its_own_thread() {
+        let before = rustix::process::getpriority_process(None).expect("own priority");
+        let lowered = std::thread::spawn(|| {
+            lower_priority(5);
+            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                .expect("thread priority")
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(lowered, before.max(5));
+        assert_eq!(
+            rustix::process::getpriority_process(Some(rustix::thread::gettid()))
+                .expect("thread priority"),
+            before,
+            "the calling thread keeps its priority"
+        );
+    }
 
     #[test]
     fn identity_resolution_and_file_names() {
