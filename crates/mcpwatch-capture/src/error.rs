@@ -37,3 +37,23 @@ impl CaptureError {
         }
     }
 }
+
+/// The innermost cause of an error (what the OS said, such as "Connection refused"), which
+/// reqwest's own message ("error sending request for url …") leaves out.
+pub(crate) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// An error with its innermost cause, when that adds anything.
+pub(crate) fn with_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let (outer, inner) = (e.to_string(), root_cause(e));
+    if outer.contains(&inner) {
+        outer
+    } else {
+        format!("{outer}: {inner}")
+    }
+}

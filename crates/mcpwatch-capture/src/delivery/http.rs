@@ -123,7 +123,7 @@ impl HttpSink {
         let resp = req
             .send()
             .await
-            .map_err(|e| PostError::Unreachable(e.to_string()))?;
+            .map_err(|e| PostError::Unreachable(crate::error::with_cause(&e)))?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
@@ -134,7 +134,7 @@ impl HttpSink {
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| PostError::Unreachable(e.to_string()))?;
+            .map_err(|e| PostError::Unreachable(crate::error::with_cause(&e)))?;
         match status {
             200..=299 => Ok(bytes),
             400 => Err(rejected(&bytes)),
@@ -190,5 +190,27 @@ impl EventSink for HttpSink {
                 other => SinkError::Store(other.to_string()),
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unreachable_collector_is_reported_with_what_the_os_said() {
+        // A port that was free a moment ago: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let sink = HttpSink::new(&format!("http://127.0.0.1:{port}"), None).expect("sink");
+        match sink.post(&[]).await {
+            Err(PostError::Unreachable(why)) => {
+                assert!(why.to_lowercase().contains("refused"), "{why}");
+                assert!(why.contains("127.0.0.1"), "{why}");
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
     }
 }

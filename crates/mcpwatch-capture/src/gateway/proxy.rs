@@ -32,6 +32,7 @@ use super::monitor::{Route, SecurityFact, StreamEnd, Tap, TapSender};
 use super::owners::SessionOwners;
 use super::policy::Policy;
 use super::rewrite::{self, ListFilter, Rewrite};
+use crate::error::root_cause;
 use crate::session::Direction;
 
 /// JSON-RPC error code for a call refused by policy.
@@ -442,14 +443,6 @@ fn upstream_down(
         }
     };
     (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string()
 }
 
 const HOP_BY_HOP: [&str; 9] = [
