@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::http::header;
 use mcpwatch_capture::delivery::DeliveryConfig;
 use mcpwatch_capture::gateway::config::LimitsSection;
-use mcpwatch_capture::gateway::{GatewayConfig, GatewayRun};
+use mcpwatch_capture::gateway::{Built, GatewayConfig, GatewayRun};
 use mcpwatch_core::SystemClock;
 use serde_json::Value;
 
@@ -52,33 +52,8 @@ async fn listen(app: axum::Router) -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let collected = seen.clone();
-    let collector = listen(axum::Router::new().route(
-        "/api/v1/events",
-        axum::routing::post(move |body: Bytes| {
-            let collected = collected.clone();
-            async move {
-                let events: Vec<Value> = serde_json::from_slice(&body).expect("event batch");
-                let n = events.len();
-                collected.lock().expect("lock").extend(events);
-                let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-                (
-                    axum::http::StatusCode::ACCEPTED,
-                    axum::Json(serde_json::json!({"accepted": n, "ids": ids})),
-                )
-            }
-        }),
-    ))
-    .await;
-    let up = listen(axum::Router::new().route("/mcp", axum::routing::post(upstream))).await;
-
-    let mut cfg = GatewayConfig::default();
-    cfg.upstreams
-        .insert("echo".into(), format!("http://{up}/mcp"));
-    let built = cfg.build(&|_| None).expect("valid config");
+/// The gateway as `mcpwatch gateway` runs it, delivering to `collector`; its address.
+async fn start_gateway(built: Built, collector: SocketAddr) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -97,6 +72,17 @@ async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
         Arc::new(SystemClock),
         std::future::pending::<()>(),
     ));
+    gw
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
+    let (collector, seen) = collector().await;
+    let up = listen(axum::Router::new().route("/mcp", axum::routing::post(upstream))).await;
+    let mut cfg = GatewayConfig::default();
+    cfg.upstreams
+        .insert("echo".into(), format!("http://{up}/mcp"));
+    let gw = start_gateway(cfg.build(&|_| None).expect("valid config"), collector).await;
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -231,25 +217,7 @@ deny = ["tool:echo/secret"]
         "ROOT_KEY" => Some("root-key-0123456789abcdef".to_string()),
         _ => None,
     };
-    let built = cfg.build(&env).expect("valid config");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gw = listener.local_addr().expect("addr");
-    let run = GatewayRun {
-        built,
-        limits: LimitsSection::default(),
-        delivery: DeliveryConfig::new(format!("http://{collector}")),
-        data_dir: None,
-        classification: Default::default(),
-        redactor: Default::default(),
-    };
-    tokio::spawn(mcpwatch_capture::gateway::serve(
-        listener,
-        run,
-        Arc::new(SystemClock),
-        std::future::pending::<()>(),
-    ));
+    let gw = start_gateway(cfg.build(&env).expect("valid config"), collector).await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
