@@ -94,10 +94,13 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (larger gets 413).
     #[serde(with = "size_str")]
     pub max_body_bytes: u64,
-    /// Most events in one ingest request.
+    /// Most events in one ingest request (more get 413).
     pub max_batch_events: usize,
     /// Most events waiting for the writer; beyond it ingest answers 503 with Retry-After.
     pub max_pending_events: usize,
+    /// How far ahead of the collector's clock an event's timestamp may be (later gets 400).
+    #[serde(with = "duration_str")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_events: 10_000,
             max_pending_events: 200_000,
+            max_clock_skew: crate::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
         }
     }
 }

@@ -384,6 +384,7 @@ mod tests {
                 clock: &clock,
                 source: "api",
                 max_events: 10,
+                max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
             };
             mcpwatch_core::parse_batch(
                 json.to_string().as_bytes(),

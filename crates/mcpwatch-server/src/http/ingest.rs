@@ -42,9 +42,15 @@ pub(super) async fn post_events(
         clock: s.clock.as_ref(),
         source: &source,
         max_events: s.limits.max_batch_events,
+        max_future_skew: s.limits.max_clock_skew,
     };
     let events = parse_batch(&bytes, format, &defaults).map_err(|e| match e {
         BatchError::Body(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m),
+        too_many @ BatchError::TooManyEvents { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            too_many.to_string(),
+        ),
         BatchError::Fields(errors) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_events",

@@ -30,8 +30,10 @@ use mcpwatch_core::auth::{Authenticator, Denial, Principal};
 pub struct IngestLimits {
     /// Largest body in bytes.
     pub max_body_bytes: usize,
-    /// Most events per request.
+    /// Most events per request; more get 413.
     pub max_batch_events: usize,
+    /// How far ahead of the collector's clock an event's timestamp may be; later gets 400.
+    pub max_clock_skew: std::time::Duration,
 }
 
 /// Everything a handler needs.

@@ -132,6 +132,7 @@ impl Collector {
             limits: IngestLimits {
                 max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
                 max_batch_events: config.server.max_batch_events,
+                max_clock_skew: config.server.max_clock_skew,
             },
             ids: Arc::new(IdGenerator::new()),
         });
