@@ -101,6 +101,19 @@ pub struct ServerConfig {
     /// How far ahead of the collector's clock an event's timestamp may be (later gets 400).
     #[serde(with = "duration_str")]
     pub max_clock_skew: Duration,
+    /// A connection must send a whole request head within this (also while idle between
+    /// requests) or it is closed.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this of its head.
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed. Keep it below the
+    /// process's file descriptor limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// Most connections open at once from one address (an IPv6 /64 counts as one); more are
+    /// answered 429 and closed.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -111,6 +124,10 @@ impl Default for ServerConfig {
             max_batch_events: 10_000,
             max_pending_events: 200_000,
             max_clock_skew: crate::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_connections_per_address: 128,
         }
     }
 }
@@ -270,6 +287,26 @@ impl Config {
             errors.push(ConfigError::at(
                 "server.max_pending_events",
                 "must be at least server.max_batch_events",
+            ));
+        }
+        for (key, d) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                errors.push(ConfigError::at(key, "must be at least 1s"));
+            }
+        }
+        if s.max_connections == 0 {
+            errors.push(ConfigError::at(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections_per_address == 0 || s.max_connections_per_address > s.max_connections {
+            errors.push(ConfigError::at(
+                "server.max_connections_per_address",
+                "must be at least 1 and at most server.max_connections",
             ));
         }
         if self.retention.interval < Duration::from_secs(1) {
