@@ -222,6 +222,7 @@ async fn slack_gets_readable_blocks_with_event_text_escaped() {
                   "type": "context"
                 }
               ],
+              "mrkdwn": false,
               "text": "[HIGH] brute_force_detection firing (6x) for metadata.user_id=alice"
             }"#]],
     );

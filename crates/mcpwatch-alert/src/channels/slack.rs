@@ -122,5 +122,7 @@ pub fn payload(n: &Notification<'_>) -> Value {
             )}
         ]},
     ]);
-    json!({"text": bounded(&title, TEXT_MAX, slack_escape), "blocks": blocks})
+    // The fallback `text` (notifications, old clients) is escaped too, with mrkdwn off so
+    // `*bold*` from traffic stays literal there as well.
+    json!({"text": bounded(&title, TEXT_MAX, slack_escape), "mrkdwn": false, "blocks": blocks})
 }
