@@ -19,6 +19,7 @@ pub mod jsonrpc;
 pub mod pins;
 pub mod relay;
 pub mod session;
+pub mod uri;
 pub mod wrap;
 
 pub use error::CaptureError;
