@@ -6,8 +6,8 @@
 //! collapses empty segments (`////etc` → `/etc`), drops `localhost` from `file:` URIs and
 //! reads `file:/etc/passwd` as `file:///etc/passwd`. What it cannot put in one spelling it
 //! refuses with [`UriError`]: a bad escape, an escaped `/`, `\` or NUL (a server that decodes
-//! them would read another path), control characters and whitespace, and text without a
-//! scheme. Queries and fragments are kept (with the same escape rules), never reordered.
+//! them would read another path), control characters and whitespace, a `file:` URI naming a
+//! host or a user, and text without a scheme. Queries and fragments are kept (with the same escape rules), never reordered.
 
 use std::fmt::Write as _;
 
@@ -29,6 +29,10 @@ pub enum UriError {
     /// A `file:` URI with a user name or password.
     #[error("a file: URI with user information")]
     FileUserinfo,
+    /// A `file:` URI naming a host other than `localhost`: servers read it in different ways
+    /// (`file://etc/passwd` is host `etc` to some, the relative path `etc/passwd` to others).
+    #[error("a file: URI with host {0:?}; write file:///path")]
+    FileHost(String),
 }
 
 /// Unreserved characters (RFC 3986 §2.3): decoded wherever they are escaped.
@@ -114,7 +118,10 @@ fn normalize_authority(scheme: &str, authority: &str) -> Result<String, UriError
         out.push_str(&decode_unreserved(u, false)?);
         out.push('@');
     }
-    if !(scheme == "file" && host == "localhost") {
+    if scheme == "file" && !(host.is_empty() || host == "localhost") {
+        return Err(UriError::FileHost(host));
+    }
+    if scheme != "file" {
         out.push_str(&host);
     }
     let default_port = match scheme {
@@ -236,7 +243,6 @@ mod tests {
             ),
             ("http://example.com:8080", "http://example.com:8080"),
             ("http://[::1]:80/", "http://[::1]/"),
-            ("file://server/share/x", "file://server/share/x"),
             ("urn:isbn:0451450523", "urn:isbn:0451450523"),
             ("mem:%41bc", "mem:Abc"),
             ("file:///etc/", "file:///etc/"),
@@ -271,6 +277,8 @@ mod tests {
             ("file:///etc/pass wd", UriError::Control(0x20)),
             ("file:///etc/passwd\n", UriError::Control(0x0a)),
             ("file://user@localhost/etc/passwd", UriError::FileUserinfo),
+            ("file://etc/passwd", UriError::FileHost("etc".into())),
+            ("file://Server/share/x", UriError::FileHost("server".into())),
         ] {
             assert_eq!(normalize(input), Err(want), "{input}");
         }

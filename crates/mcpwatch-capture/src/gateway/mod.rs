@@ -21,6 +21,8 @@ mod login;
 pub mod monitor;
 pub mod owners;
 pub mod policy;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
 mod refuse;
 mod rewrite;
