@@ -206,26 +206,73 @@ where
     let Some(lists) = lists else {
         return Body::from_stream(first.chain(stream));
     };
-    let mut splitter = SseSplitter::new(16 << 20);
-    let filtered = stream.map(move |chunk| {
-        let chunk = chunk?;
-        let mut out = Vec::with_capacity(chunk.len());
-        let passed = splitter.feed(&chunk, |event| {
-            match event_data(event).and_then(|d| rewrite_messages(&d, Some(&lists), &[])) {
-                Some(new) => out.extend_from_slice(&with_data(event, &new)),
-                None => {
-                    out.extend_from_slice(event);
-                    out.extend_from_slice(b"\n\n");
+    let state = SseFilter {
+        inner: stream,
+        splitter: SseSplitter::new(MAX_FILTERED_EVENT),
+        lists,
+    };
+    let filtered = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        loop {
+            let Some(chunk) = st.inner.next().await else {
+                // An unfinished last event is passed on too, filtered like any other.
+                let rest = st.splitter.take_rest();
+                if rest.is_empty() {
+                    return None;
                 }
+                let out = match event_data(&rest)
+                    .and_then(|d| rewrite_messages(&d, Some(&st.lists), &[]))
+                {
+                    Some(new) => with_data(&rest, &new),
+                    None => rest,
+                };
+                return Some((Ok(Bytes::from(out)), None));
+            };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let mut out = Vec::with_capacity(chunk.len());
+            let lists = &st.lists;
+            let skipped = st.splitter.feed(&chunk, |event| {
+                match event_data(event).and_then(|d| rewrite_messages(&d, Some(lists), &[])) {
+                    Some(new) => out.extend_from_slice(&with_data(event, &new)),
+                    None => {
+                        out.extend_from_slice(event);
+                        out.extend_from_slice(b"\n\n");
+                    }
+                }
+            });
+            if skipped > 0 {
+                // An event too large to filter may hold what the caller must not see: the
+                // stream ends here, with an error saying why.
+                out.extend_from_slice(&sse_events(&[too_large()]));
+                return Some((Ok(Bytes::from(out)), None));
             }
-        });
-        if passed > 0 {
-            // An event too large to inspect goes on unchanged.
-            out.extend_from_slice(&splitter.take_rest());
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), Some(st)));
+            }
         }
-        Ok::<_, reqwest::Error>(Bytes::from(out))
     });
     Body::from_stream(first.chain(filtered))
+}
+
+/// The largest SSE event list filtering reads; a larger one ends the stream (fail closed).
+pub(super) const MAX_FILTERED_EVENT: usize = 16 << 20;
+
+/// An upstream SSE answer being filtered event by event.
+struct SseFilter<S> {
+    inner: S,
+    splitter: SseSplitter,
+    lists: ListFilter,
+}
+
+/// The error that ends a filtered stream at an event too large to read.
+fn too_large() -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "message": format!(
+        "the upstream sent an event over {} MiB, which the gateway cannot filter by policy; the stream ends here. Ask for less (e.g. paginate the list)",
+        MAX_FILTERED_EVENT >> 20
+    )}})
 }
 
 #[cfg(test)]
