@@ -159,6 +159,7 @@ async fn handle(
             let rewrite = Rewrite {
                 lists: None,
                 errors: Vec::new(),
+                ids: Vec::new(),
             };
             relay(&gw, resp, route, session, rewrite, None)
         }
@@ -275,7 +276,14 @@ async fn post(
             return upstream_down(&route.server, url, &e, ids, errors, parsed.batch);
         }
     };
-    let rewrite = Rewrite { lists, errors };
+    let ids = if errors.is_empty() {
+        Vec::new()
+    } else {
+        forwarded()
+            .filter_map(|m| m.request_id().cloned())
+            .collect()
+    };
+    let rewrite = Rewrite { lists, errors, ids };
     if provisional {
         if let Some(id) = resp
             .headers()
@@ -346,6 +354,29 @@ fn relay(
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
     let merge = status.is_success() && !rewrite.errors.is_empty();
+    // The upstream refused what was forwarded, the gateway the rest: every request still
+    // gets its answer.
+    let refused = !status.is_success() && !rewrite.errors.is_empty();
+    if refused {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    if refused {
+        // The forwarded requests failed; the monitor records them so, not as pending.
+        if let Some(body) = request {
+            gw.taps.send(Tap::Failed {
+                session,
+                route,
+                body,
+                reason: format!("the upstream refused the batch with HTTP {status}"),
+            });
+        }
+        let body = rewrite::refused_batch(resp.bytes_stream(), status.as_u16(), rewrite);
+        return build(StatusCode::OK, headers, body);
+    }
     if !sse && !json {
         if merge {
             // The upstream took the rest without answering (202: notifications only), so the
@@ -372,7 +403,6 @@ fn relay(
         stream,
         done: false,
     };
-    // An upstream that refused the forwarded part answers for the whole body.
     if rewrite.is_empty() || !status.is_success() {
         return build(status, headers, Body::from_stream(tapped));
     }
