@@ -156,3 +156,35 @@ async fn connection(
     }
     let _ = conn.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_in_all_and_per_address_and_slots_come_back() {
+        let limits = ListenerLimits {
+            header_timeout: Duration::from_secs(1),
+            max_connections: 3,
+            per_address: 2,
+        };
+        let counts = Arc::new(Mutex::new(Counts::default()));
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let a1 = admit(&counts, a, &limits).expect("first");
+        let _a2 = admit(&counts, a, &limits).expect("second");
+        assert_eq!(
+            admit(&counts, a, &limits).err(),
+            Some("too many connections from your address")
+        );
+        let _b1 = admit(&counts, b, &limits).expect("another address");
+        assert_eq!(
+            admit(&counts, b, &limits).err(),
+            Some("the gateway has as many connections open as it takes")
+        );
+        drop(a1);
+        assert!(
+            admit(&counts, b, &limits).is_ok(),
+            "a closed connection frees its slot"
+        );
+    }
+}

@@ -186,6 +186,21 @@ fn api_keys_and_jwts_map_to_principals_and_failures_say_why() {
             "token not accepted by any configured issuer",
         )),
     );
+    let rsa = token(RS256, &rs, "https://rsa.test", "mcpwatch", 600);
+    check(
+        a,
+        Some(&format!("Bearer {rsa}")),
+        None,
+        Ok(("carol", "jwt")),
+    );
+}
+
+#[test]
+fn jwts_not_valid_yet_or_with_critical_extensions_are_refused() {
+    let built = gateway(&auth_config()).expect("valid config");
+    let a = &built.auth;
+    let hs = EncodingKey::from_secret(SECRET.as_bytes());
+    use jsonwebtoken::Algorithm::HS256;
     // Not valid for another hour (beyond the 5 s leeway), or just inside the leeway.
     let claims = |nbf_offset: i64| {
         let now = unix_now();
@@ -216,13 +231,6 @@ fn api_keys_and_jwts_map_to_principals_and_failures_say_why() {
         Err(AuthFailure::Invalid(
             "token header lists crit extensions, which this gateway does not implement",
         )),
-    );
-    let rsa = token(RS256, &rs, "https://rsa.test", "mcpwatch", 600);
-    check(
-        a,
-        Some(&format!("Bearer {rsa}")),
-        None,
-        Ok(("carol", "jwt")),
     );
 }
 
