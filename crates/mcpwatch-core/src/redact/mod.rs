@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 use crate::config::ConfigError;
 use crate::event::Event;
 use keys::{high_entropy, is_placeholder, KeyClass, Keys};
-pub use rules::label;
+pub use rules::{kinds, label};
 use scan::{CustomRule, Scanner, MAX_RULES};
 use words::words;
 

@@ -84,32 +84,33 @@ pub(crate) const KEY_KINDS: &[(&str, &str)] = &[
     ("credential", "credential"),
     ("connection_string", "connection string"),
     ("secret_key", "secret key"),
-    ("provider_credential", "provider credential"),
     ("custom_key", "value under a configured key"),
     ("custom", "configured pattern"),
 ];
 
-/// The label for a kind, for findings; `None` for kinds this build does not know.
-pub fn label(kind: &str) -> Option<&'static str> {
+/// Every (kind, label) pair: rules, key kinds and provider kinds.
+fn labelled() -> impl Iterator<Item = (&'static str, &'static str)> {
     all()
         .map(|r| (r.kind, r.label))
         .chain(KEY_KINDS.iter().copied())
-        .find(|(k, _)| *k == kind)
-        .map(|(_, l)| l)
+        .chain(super::keys::PROVIDERS.iter().map(|(_, k, l)| (*k, *l)))
 }
 
-/// Every built-in kind, once.
-pub(crate) fn kinds() -> impl Iterator<Item = &'static str> {
+/// The label of a kind, for findings ("Stripe secret key"); `None` for kinds this build does
+/// not know.
+pub fn label(kind: &str) -> Option<&'static str> {
+    labelled().find(|(k, _)| *k == kind).map(|(_, l)| l)
+}
+
+/// Every kind the built-in rules and keys can write into a marker, once.
+pub fn kinds() -> impl Iterator<Item = &'static str> {
     let mut seen: Vec<&'static str> = Vec::new();
-    all()
-        .map(|r| r.kind)
-        .chain(KEY_KINDS.iter().map(|(k, _)| *k))
-        .filter(move |k| {
-            if seen.contains(k) {
-                false
-            } else {
-                seen.push(k);
-                true
-            }
-        })
+    labelled().map(|(k, _)| k).filter(move |k| {
+        if seen.contains(k) {
+            false
+        } else {
+            seen.push(k);
+            true
+        }
+    })
 }
