@@ -180,19 +180,40 @@ impl RedactionConfig {
                     regex: re,
                     keywords: keywords.to_vec(),
                 }),
-                Err(e) => errors.push(ConfigError::at(
-                    at,
-                    format!(
-                        "not a valid regular expression: {}",
-                        e.to_string().replace('\n', " ")
-                    ),
-                )),
+                Err(e) => errors.push(ConfigError::at(at, regex_error(&e))),
             }
         }
         if out.len() + rules::all().count() > MAX_RULES {
             errors.push(ConfigError::at("redaction.patterns", "too many patterns"));
         }
         out
+    }
+}
+
+/// A regular expression's error on one line, with the character where it is: the regex crate
+/// draws a caret under the pattern, which a one-line message would lose.
+fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let what = lines
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix("error: "))
+        .unwrap_or(text.as_str());
+    let caret = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with('^'))
+        .map(|l| l.len() - l.trim_start().len());
+    match caret {
+        // The pattern is quoted with 4 spaces of indentation.
+        Some(c) => format!(
+            "not a valid regular expression at character {}: {what}",
+            c.saturating_sub(4) + 1
+        ),
+        None => format!(
+            "not a valid regular expression: {}",
+            text.replace('\n', " ")
+        ),
     }
 }
 
