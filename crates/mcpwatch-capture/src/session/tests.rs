@@ -353,7 +353,10 @@ fn parameters_are_redacted_before_they_leave() {
     );
     let events = run(&[Step::Frame(C, &request)]);
     let start = only(&events, "execution_start");
-    assert_eq!(start.metadata["parameters"]["password"], "[REDACTED]");
+    assert_eq!(
+        start.metadata["parameters"]["password"],
+        "[REDACTED:password]"
+    );
     assert_eq!(start.metadata["parameters"]["user"], "bob");
     assert!(!start.metadata["parameters"]["note"]
         .as_str()
