@@ -100,11 +100,15 @@ impl HealthSource for AlertHealthSource {
 }
 
 /// Builds the alerting observer, its routes and the delivery worker; returns the observer and
-/// alerting's health for `/metrics`.
+/// alerting's health for `/metrics` and the service itself (for the dashboard).
 pub(super) fn build(
     ctx: &Context,
     routes: &mut Vec<RouteFactory>,
-) -> anyhow::Result<(Box<dyn FindingObserver>, Arc<dyn HealthSource>)> {
+) -> anyhow::Result<(
+    Box<dyn FindingObserver>,
+    Arc<dyn HealthSource>,
+    Arc<Alerting>,
+)> {
     let settings = mcpwatch_alert::build(&ctx.config, &process_env).map_err(|errs| {
         anyhow::anyhow!(
             "invalid alerting configuration:\n{}\n(run `mcpwatch config check FILE` to see every error with its line)",
@@ -127,5 +131,11 @@ pub(super) fn build(
         mcpwatch_alert::api::router(for_routes, auth)
     }));
     let health: Arc<dyn HealthSource> = Arc::new(AlertHealthSource(alerting.clone()));
-    Ok((Box::new(AlertObserver { alerting }), health))
+    Ok((
+        Box::new(AlertObserver {
+            alerting: alerting.clone(),
+        }),
+        health,
+        alerting,
+    ))
 }
