@@ -15,6 +15,8 @@ pub const HTMX: &str = "/assets/htmx-2.0.11.min.js";
 pub const HTMX_SSE: &str = "/assets/htmx-ext-sse-2.2.4.min.js";
 /// The dashboard's own script (pause, live counters, overview refresh).
 pub const APP_JS: &str = "/assets/app-1.js";
+/// The page icon (browsers ask for one; this keeps them from asking for `/favicon.ico`).
+pub const ICON: &str = "/assets/favicon-1.svg";
 /// The stylesheet.
 pub const STYLE: &str = "/assets/style-1.css";
 
@@ -48,6 +50,10 @@ pub fn router() -> Router<WebState> {
         .route(
             APP_JS,
             get(|| async { asset(include_bytes!("../assets/app.js"), JS) }),
+        )
+        .route(
+            ICON,
+            get(|| async { asset(include_bytes!("../assets/favicon.svg"), "image/svg+xml") }),
         )
         .route(
             STYLE,

@@ -33,6 +33,7 @@ fn head(title: &str) -> Markup {
             meta name="color-scheme" content="light dark";
             meta name="htmx-config" content=(HTMX_CONFIG);
             title { (title) " · mcpwatch" }
+            link rel="icon" href=(assets::ICON) type="image/svg+xml";
             link rel="stylesheet" href=(assets::STYLE);
             script src=(assets::HTMX) defer {}
             script src=(assets::HTMX_SSE) defer {}
