@@ -268,7 +268,7 @@ fn performance(d: &Data) -> Markup {
         section.card #performance {
             h2 { "Performance, last hour" }
             dl.metrics {
-                dt { "Throughput" } dd { (format!("{:.2}", count as f64 / 3600.0)) " events/s" }
+                dt { "Throughput" } dd { (format!("{:.2}", recent_rate(pts))) " events/s over 5 min" }
                 dt { "Latency (mean)" } dd { (if timed > 0.0 { format::secs(sum / timed) } else { "–".into() }) }
                 dt { "Error rate" } dd { (format::pct(ratio(errors, count))) }
                 dt { "Availability" } dd { (format::pct(1.0 - ratio(fails, execs))) " of " (format::count(execs)) " tool calls" }
@@ -282,6 +282,16 @@ fn performance(d: &Data) -> Markup {
             ], &start, "now", &|v| format::secs(v)))
         }
     }
+}
+
+/// Events per second over the last five whole minutes (the current minute is still filling).
+fn recent_rate(pts: &[mcpwatch_store::query::SeriesPoint]) -> f64 {
+    let end = pts.len().saturating_sub(1);
+    let recent = &pts[end.saturating_sub(5)..end];
+    if recent.is_empty() {
+        return 0.0;
+    }
+    recent.iter().map(|p| p.count).sum::<u64>() as f64 / (recent.len() as f64 * 60.0)
 }
 
 fn security(d: &Data) -> Markup {
