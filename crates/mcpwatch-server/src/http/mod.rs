@@ -5,7 +5,7 @@
 //! 429/503 retry after `Retry-After` seconds.
 
 mod ingest;
-mod params;
+pub mod params;
 mod query;
 mod stream;
 
@@ -136,6 +136,11 @@ impl ApiError {
     /// A 400 for a bad parameter.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// What went wrong, for a caller that shows it another way (the dashboard's pages).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn with_details(mut self, details: Value) -> Self {
