@@ -5,7 +5,8 @@
 
 use regex::Regex;
 
-use super::lexicon::{compile, phrases, Phrase, Target, TARGETS, VERBS, VERBS_CJK};
+use super::gate::Gate;
+use super::lexicon::{compile, imperative_at, phrases, Phrase, Target, TARGETS, VERBS, VERBS_CJK};
 use super::normalise::{Hidden, View};
 use super::{snippet, Layer, Signal, Via};
 
@@ -18,6 +19,7 @@ const OBJECT_WINDOW: usize = 200;
 #[derive(Debug)]
 pub(crate) struct Layers {
     phrases: Vec<Phrase>,
+    gate: Gate,
     verb: Regex,
     targets: Vec<(Target, Regex)>,
     hidden: Regex,
@@ -37,10 +39,11 @@ pub(crate) enum Place {
 
 impl Layers {
     pub fn new() -> Self {
-        let imp = r"IMP(?:please\s+)?";
+        let (phrases, gate) = phrases();
         Self {
-            phrases: phrases(),
-            verb: compile(&format!(r"{imp}{VERBS}(?:\b|\s|$)|{VERBS_CJK}")),
+            phrases,
+            gate,
+            verb: compile(&format!(r"\b{VERBS}(?:\b|\s|$)|{VERBS_CJK}")),
             targets: TARGETS.iter().map(|(t, p)| (*t, compile(p))).collect(),
             hidden: compile(
                 r"<!--[\s\S]*?(?:-->|\z)|^\[(?://|comment)\]:\s*<?#?>?\s*\([^\n]*\)|<[a-z]+[^>]*?style\s*=\s*[\x22'][^\x22']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|opacity\s*:\s*0)[^>]*>[\s\S]*?</",
@@ -78,8 +81,16 @@ impl Layers {
                 via: via(s),
             });
         };
-        for p in &self.phrases {
-            for m in p.re.find_iter(&view.text).take(MAX_MATCHES) {
+        let open = self.gate.open(&view.text);
+        for p in self
+            .phrases
+            .iter()
+            .zip(open)
+            .filter_map(|(p, o)| o.then_some(p))
+        {
+            let matches = p.re.find_iter(&view.text);
+            let ordered = matches.filter(|m| !p.imperative || imperative_at(&view.text, m.start()));
+            for m in ordered.take(MAX_MATCHES) {
                 let s = trim_start(&view.text, m.start(), m.end());
                 let (label, weight) = match p.label {
                     MENTION if !describes(&view.text, s) => (OVERRIDE, 0.9),
@@ -94,27 +105,19 @@ impl Layers {
 
     /// Action requests: an imperative verb with an object that does not belong in data.
     fn actions(&self, text: &str, push: &mut impl FnMut(Layer, &'static str, f32, usize, usize)) {
-        let mut found: Vec<(usize, usize, Target)> = Vec::new();
-        for (t, re) in &self.targets {
-            found.extend(
-                re.find_iter(text)
-                    .take(MAX_MATCHES)
-                    .map(|m| (m.start(), m.end(), *t)),
-            );
-        }
-        if found.is_empty() {
-            return;
-        }
-        found.sort_unstable_by_key(|f| f.0);
-        for m in self.verb.find_iter(text).take(MAX_MATCHES) {
+        let verbs = self.verb.find_iter(text);
+        let ordered = verbs.filter(|m| imperative_at(text, m.start()) || is_cjk(m.as_str()));
+        for m in ordered.take(MAX_MATCHES) {
             let s = trim_start(text, m.start(), m.end());
             let end = sentence_end(text, m.end());
-            let first = found.partition_point(|f| f.0 < m.end());
-            let objects = found[first..].iter().take_while(|f| f.0 < end);
+            // Objects are looked for only after an ordering verb, in its sentence.
+            let window = &text[m.end()..end];
             let (mut kinds, mut last) = (0u32, m.end());
-            for &(_, e, t) in objects {
-                kinds |= 1 << t as u32;
-                last = last.max(e);
+            for (t, re) in &self.targets {
+                if let Some(o) = re.find(window) {
+                    kinds |= 1 << *t as u32;
+                    last = last.max(m.end() + o.end());
+                }
             }
             let has = |t: Target| kinds & (1 << t as u32) != 0;
             let outside = has(Target::Address) || has(Target::Url);
@@ -197,6 +200,7 @@ impl Layers {
                     (true, Carried::Encoded) => ("auto-loading URL with encoded query", 0.3),
                     (false, Carried::DataSlot) => ("link with a slot for data", 0.9),
                     (false, Carried::Slot) => ("link with a slot", 0.3),
+                    (_, Carried::PathSlot) => ("URL template", 0.2),
                     (false, Carried::NamedData | Carried::Encoded) => continue,
                 };
                 let s = trim_start(text, all.start(), all.end());
@@ -281,8 +285,10 @@ fn verb_kind(verb: &str) -> Verb {
 enum Carried {
     /// A slot for the model to fill with data: `{data}`, `<summary>`, `[secret]`, `$HISTORY`.
     DataSlot,
-    /// Some other slot: `{id}`.
+    /// Some other slot in the query: `?id={id}`.
     Slot,
+    /// A slot in the path only, as templates have.
+    PathSlot,
     /// A parameter named for what it exfiltrates (`data=`, `secret=`, `history=`).
     NamedData,
     /// A long encoded value.
@@ -313,7 +319,10 @@ fn carried_data(url: &str, slot_rest: &str, allowed: &[String]) -> Option<Carrie
                 .iter()
                 .any(|p| s.contains(p))
     };
-    if slot(tail) {
+    // Templates put slots in paths too (`/{{ user }}.png`); data goes out in the query.
+    let query_at = tail.find(['?', '#']);
+    let in_query = query_at.is_some_and(|q| slot(&tail[q..]));
+    if in_query {
         const DATA: &[&str] = &[
             "data",
             "email",
@@ -345,6 +354,9 @@ fn carried_data(url: &str, slot_rest: &str, allowed: &[String]) -> Option<Carrie
         } else {
             Carried::Slot
         });
+    }
+    if slot(tail) {
+        return Some(Carried::PathSlot);
     }
     let (_, query) = tail.split_once('?')?;
     const NAMED: &[&str] = &[
@@ -489,6 +501,13 @@ fn task_label_before(text: &str, at: usize) -> bool {
     ]
     .iter()
     .any(|l| label.ends_with(l))
+}
+
+/// Whether `s` is written in a script without spaces, where imperatives have no position.
+fn is_cjk(s: &str) -> bool {
+    s.chars()
+        .next()
+        .is_some_and(|c| matches!(c as u32, 0x3040..=0x30FF | 0x3400..=0x9FFF | 0xF900..=0xFAFF))
 }
 
 /// `i`, or the char boundary before it, at most the length of `text`.

@@ -14,25 +14,27 @@ use regex::Regex;
 
 use super::Layer;
 
-/// Where an imperative verb may stand: start of text, line or sentence, a list bullet, or after
-/// a word that introduces an order.
-const IMP: &str = r"(?:^|[.!?:;,>*#)\]\-]|(?-u:\b)(?:please|kindly|now|then|and|also|just|simply|immediately|first|must|should|you must|you should|you need to|you have to|that you|you to|(?:answer|thing\s+to\s+do|next\s+step|task|job)\s+is\s+to|quietly|silently|secretly|discreetly|und|et|y|e|и|bitte|s'il vous plait|por favor|per favore|пожалуйста)(?-u:\b))\s*";
-
-/// (layer, label, weight, pattern). `IMP` in a pattern stands for [`IMP`], `VERBS` for
-/// [`VERBS`].
+/// (layer, label, weight, pattern). A pattern starting `IMP` counts only in an imperative
+/// position ([`imperative_at`]); `VERBS` stands for [`VERBS`].
 #[rustfmt::skip]
 const PHRASES: &[(Layer, &str, f32, &str)] = &[
     // Instructions addressed to the model.
     (Layer::Instruction, "override of prior instructions", 1.0,
      r"IMP(?:ignore|disregard|forget|override|bypass|discard|neglect|overrule|abandon|skip)\s+(?:all\s+|any\s+|every\s+)?(?:of\s+)?(?:your|the|my|these|those)?\s*(?:(?:previous|prior|earlier|preceding|former|original|initial|existing|old|above|system|other)\s+(?:and\s+(?:following|subsequent)\s+)?)+(?:instructions|prompts?|directions|directives|guidelines|rules|commands|orders|guidance|context|programming|constraints|restrictions|messages|tasks?)\b"),
     (Layer::Instruction, "override of everything before", 1.0,
-     r"IMP(?:forget|ignore|disregard|discard)\s+(?:about\s+)?(?:everything|all|anything|whatever)\s+(?:above|before|else|previously|so\s+far|you\s+(?:were|have\s+been)\s+(?:told|given))\b|IMP(?:forget|ignore|disregard|discard)\s+(?:all\s+of\s+)?the\s+(?:above|previous|preceding|foregoing)(?:\s+(?:text|content|message|prompt))?\s*(?:[.,;:!\n]|and\b|then\b)|\bstop\s+(?:everything|what\s+you\s+are\s+doing|all\s+(?:tasks|actions|other\s+tasks))\b"),
+     r"IMP(?:forget|ignore|disregard|discard)\s+(?:about\s+)?(?:everything|all|anything|whatever)\s+(?:above|before|else|previously|so\s+far|you\s+(?:were|have\s+been)\s+(?:told|given))\b"),
+    (Layer::Instruction, "override of everything before", 1.0,
+     r"IMP(?:forget|ignore|disregard|discard)\s+(?:all\s+of\s+)?the\s+(?:above|previous|preceding|foregoing)(?:\s+(?:text|content|message|prompt))?\s*(?:[.,;:!\n]|and\b|then\b)"),
+    (Layer::Instruction, "override of everything before", 1.0,
+     r"\bstop\s+(?:everything|what\s+you\s+are\s+doing|all\s+(?:tasks|actions|other\s+tasks))\b"),
     (Layer::Instruction, "override of everything before (de, fr, es, it, pt, ru, zh, ja)", 0.8,
      r"(?:忽略|忽视|无视|忘记|忘掉)(?:以上|上面|之前|前面|先前)(?:的)?(?:内容|所有|一切|文字|信息)|(?:上記|以上|これまで)の(?:内容|すべて)を?(?:無視|忘れ)|\b(?:vergiss|vergesst|vergessen\s+sie)\s+alles\b|\b(?:oublie|oubliez)\s+tout\b|\b(?:olvida|olvide|olviden)\s+todo\b|\b(?:dimentica|dimenticate)\s+tutto\b|\b(?:esqueca|esquece|esquecam)\s+tudo\b|(?:забудь|забудьте)\s+(?:вс[её]|обо\s+всем)|忘(?:记|掉)(?:之前|上面|以上)?(?:的)?(?:一切|所有)|(?:すべて|全部)(?:を)?忘れ"),
     (Layer::Instruction, "order addressed to the model", 0.8,
      r"(?:\b(?:note|message|instructions?|reminder)\s+(?:to|for)\s+(?:the\s+|any\s+)?(?:ai|llm|assistant|ai\s+assistant|language\s+model|ai\s+model|ai\s+agent|agent|model|chatbot|bot)\b|\bif\s+you\s+are\s+(?:an?\s+|the\s+)?(?:ai|llm|assistant|(?:ai\s+)?language\s+model|ai\s+(?:model|agent|assistant)|agent|bot|chatbot)\b|\b(?:dear|hey|hello|hi|attention)\s+(?:the\s+)?(?:ai|llm|assistant|ai\s+assistant|model|agent|claude|chatgpt|gpt|gemini|copilot)\b|\(\s*(?:ai|assistant|model|agent)\s*:|\b(?:for|to)\s+(?:all\s+|any\s+)?(?:ai|llm)\s+(?:assistants?|agents?|models?)\b)[^.\n]{0,80}?(?:[,:]\s*|\b(?:you|please)\s+(?:must\s+|should\s+|need\s+to\s+)?)(?:(?:please|you\s+(?:must|should|need\s+to|will))\s+)?(?:VERBS|say|tell|write|reply|respond|recommend|summari[sz]e|output|print|ignore|make|do|use|call|answer|insist|mention|claim|when|rate|praise|promote|rank|look|find|reveal)\b"),
     (Layer::Instruction, "override of the user's task", 0.8,
-     r"IMP(?:ignore|disregard|forget|abandon)\s+(?:(?:the|your|this|that|my)\s+(?:original\s+|current\s+|previous\s+|first\s+|actual\s+)?(?:task|request|question|query|assignment|job|instructions?)\s+(?:the\s+user|you\s+were|i\s+gave|given)|the\s+user'?s\s+(?:original\s+|actual\s+)?(?:task|request|question|query|instructions?))|\b(?:regardless\s+of|no\s+matter)\s+what\s+(?:the\s+user|you\s+were|your\s+(?:instructions|task))|\binstead\s+of\s+(?:the\s+user'?s|your\s+(?:original|current)|what\s+the\s+user)"),
+     r"IMP(?:ignore|disregard|forget|abandon)\s+(?:(?:the|your|this|that|my)\s+(?:original\s+|current\s+|previous\s+|first\s+|actual\s+)?(?:task|request|question|query|assignment|job|instructions?)\s+(?:the\s+user|you\s+were|i\s+gave|given)|the\s+user'?s\s+(?:original\s+|actual\s+)?(?:task|request|question|query|instructions?))"),
+    (Layer::Instruction, "override of the user's task", 0.8,
+     r"\b(?:regardless\s+of|no\s+matter)\s+what\s+(?:the\s+user|you\s+were|your\s+(?:instructions|task))|\binstead\s+of\s+(?:the\s+user'?s|your\s+(?:original|current)|what\s+the\s+user)"),
     (Layer::Instruction, "order before answering", 0.5,
      r"\bbefore\s+(?:answering|responding|replying|continuing|proceeding|summari[sz]ing|you\s+(?:answer|respond|reply|summari[sz]e|continue)|doing\s+anything(?:\s+else)?)\b"),
     (Layer::Instruction, "the model told what it must do", 0.4,
@@ -153,20 +155,110 @@ pub(crate) enum Target {
     Tool,
 }
 
+/// Words after which a verb is an order.
+const ORDER_WORDS: &[&str] = &[
+    "please",
+    "kindly",
+    "now",
+    "then",
+    "and",
+    "also",
+    "just",
+    "simply",
+    "immediately",
+    "first",
+    "must",
+    "should",
+    "quietly",
+    "silently",
+    "secretly",
+    "discreetly",
+    "und",
+    "et",
+    "y",
+    "e",
+    "и",
+    "bitte",
+    "plait",
+    "favor",
+    "favore",
+    "пожалуиста",
+];
+/// Phrases after which a verb is an order.
+const ORDER_PHRASES: &[&str] = &[
+    "you must",
+    "you should",
+    "you need to",
+    "you have to",
+    "that you",
+    "you to",
+    "answer is to",
+    "thing to do is to",
+    "next step is to",
+    "task is to",
+    "job is to",
+];
+
+/// Whether the text at `at` stands where an order does: at the start of the text, a line, a
+/// sentence or clause, a list item, or after "please", "and", "you must"…
+pub(crate) fn imperative_at(text: &str, at: usize) -> bool {
+    let before = text[..at].trim_end_matches([' ', '\t']);
+    let Some(last) = before.chars().next_back() else {
+        return true;
+    };
+    if matches!(
+        last,
+        '\n' | '.'
+            | '!'
+            | '?'
+            | ':'
+            | ';'
+            | ','
+            | '>'
+            | '*'
+            | '#'
+            | ')'
+            | ']'
+            | '-'
+            | '"'
+            | '“'
+            | '。'
+            | '，'
+            | '：'
+    ) {
+        return true;
+    }
+    if ORDER_PHRASES.iter().any(|p| ends_with_word(before, p)) {
+        return true;
+    }
+    let word = before
+        .rsplit(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("");
+    ORDER_WORDS.contains(&word)
+}
+
+fn ends_with_word(text: &str, w: &str) -> bool {
+    text.strip_suffix(w)
+        .is_some_and(|rest| !rest.chars().next_back().is_some_and(char::is_alphanumeric))
+}
+
 /// A compiled phrase.
 #[derive(Debug)]
 pub(crate) struct Phrase {
+    /// Counts only where an imperative may stand (see [`imperative_at`]).
+    pub imperative: bool,
     pub layer: Layer,
     pub label: &'static str,
     pub weight: f32,
     pub re: Regex,
 }
 
-/// Writes a pattern as the normaliser writes text: non-ASCII letters folded, `IMP` expanded,
+/// Writes a pattern as the normaliser writes text: non-ASCII letters folded, `VERBS` expanded,
 /// word boundaries ASCII (the fast engines handle only those).
 fn source(p: &str) -> String {
     let mut folded = String::with_capacity(p.len() * 2);
-    for c in p.replace("IMP", IMP).replace("VERBS", VERBS).chars() {
+    for c in p.replace("VERBS", VERBS).chars() {
         if c.is_ascii() {
             folded.push(c);
             continue;
@@ -177,30 +269,84 @@ fn source(p: &str) -> String {
             }
         });
     }
-    folded
-        .replace(r"\b", r"(?-u:\b)")
-        .replace(r"\w", r"[a-z0-9_'-]")
+    ascii_classes(&folded)
+}
+
+/// `\b`, `\s` and `\w` made ASCII (the text they run on is folded to ASCII wherever it can
+/// be); inside a bracket class `\s` becomes its ASCII members.
+fn ascii_classes(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() * 2);
+    let mut chars = p.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('b') if !in_class => out.push_str(r"(?-u:\b)"),
+                Some('s') if in_class => out.push_str(r" \t\n\r\x0B\x0C"),
+                Some('s') => out.push_str(r"[ \t\n\r\x0B\x0C]"),
+                Some('w') if !in_class => out.push_str(r"[a-z0-9_'-]"),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+                // A `]` or `^]` right after the opening bracket is a member, not the end.
+                let rest = chars.as_str();
+                for lead in ["^]", "]", "^"] {
+                    if let Some(r) = rest.strip_prefix(lead) {
+                        out.push_str(lead);
+                        chars = r.chars();
+                        break;
+                    }
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Compiles a built-in pattern; the unit tests compile every one of them.
 pub(crate) fn compile(p: &str) -> Regex {
-    regex::RegexBuilder::new(&source(p))
+    compile_source(&source(p))
+}
+
+fn compile_source(src: &str) -> Regex {
+    regex::RegexBuilder::new(src)
         .multi_line(true)
         .size_limit(1 << 24)
+        .dfa_size_limit(1 << 23)
         .build()
         .unwrap_or_else(|e| panic!("built-in injection pattern does not compile: {e}"))
 }
 
-pub(crate) fn phrases() -> Vec<Phrase> {
-    PHRASES
+/// The phrases, and a gate that says which of them may match a text.
+pub(crate) fn phrases() -> (Vec<Phrase>, super::gate::Gate) {
+    let sources: Vec<String> = PHRASES
         .iter()
-        .map(|&(layer, label, weight, p)| Phrase {
+        .map(|(_, _, _, p)| source(p.strip_prefix("IMP").unwrap_or(p)))
+        .collect();
+    let gate = super::gate::Gate::new(sources.iter().map(String::as_str));
+    let phrases = PHRASES
+        .iter()
+        .zip(&sources)
+        .map(|(&(layer, label, weight, p), src)| Phrase {
+            imperative: p.starts_with("IMP"),
             layer,
             label,
             weight,
-            re: compile(p),
+            re: compile_source(src),
         })
-        .collect()
+        .collect();
+    (phrases, gate)
 }
 
 /// Keywords whose misspellings (one edit: "iunstructions", "ingore") are read as the keyword.
@@ -241,6 +387,15 @@ const KEYWORDS: &[&str] = &[
 #[derive(Debug)]
 pub(crate) struct Fuzzy {
     index: HashMap<Box<str>, &'static str, foldhash::fast::FixedState>,
+    /// (length, letters used) of each keyword: a word one edit away differs in length by at
+    /// most one and in at most two letters, which rules out nearly every word cheaply.
+    shapes: Vec<(usize, u32)>,
+}
+
+fn letters(w: &str) -> u32 {
+    w.bytes()
+        .filter(u8::is_ascii_lowercase)
+        .fold(0, |m, b| m | 1 << (b - b'a'))
 }
 
 impl Fuzzy {
@@ -255,13 +410,22 @@ impl Fuzzy {
                 index.entry(d.into_boxed_str()).or_insert(k);
             }
         }
-        Self { index }
+        let shapes = KEYWORDS.iter().map(|k| (k.len(), letters(k))).collect();
+        Self { index, shapes }
     }
 
     /// The keyword `word` is a one-edit misspelling of, if any. Inflections ("ignored",
     /// "instructed") and the keywords themselves are left alone.
     pub fn correct(&self, word: &str) -> Option<&'static str> {
         if !(6..=16).contains(&word.len()) || !word.is_ascii() {
+            return None;
+        }
+        let mask = letters(word);
+        let near = self
+            .shapes
+            .iter()
+            .any(|&(len, m)| len.abs_diff(word.len()) <= 1 && (m ^ mask).count_ones() <= 2);
+        if !near {
             return None;
         }
         let mut buf = [0u8; 16];

@@ -19,6 +19,7 @@
 //! threshold. Input is bounded by the caller (64 KiB per string, see `threat::MAX_SCAN`).
 
 mod decode;
+mod gate;
 mod layers;
 mod lexicon;
 mod normalise;

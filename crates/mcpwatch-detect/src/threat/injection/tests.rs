@@ -236,11 +236,25 @@ fn profile_patterns() {
     let t = std::time::Instant::now();
     let runs = super::decode::decode_runs(&big, 1 << 20);
     eprintln!("decode {} {:?}", runs.len(), t.elapsed());
-    for p in super::lexicon::phrases() {
+    let (phrases, _gate) = super::lexicon::phrases();
+    for p in phrases {
         let t = std::time::Instant::now();
         let n = p.re.find_iter(&view.text).count();
         eprintln!("{:?} {} {n}", t.elapsed(), p.label);
     }
+    for (t, p) in super::lexicon::TARGETS {
+        let re = super::lexicon::compile(p);
+        let t0 = std::time::Instant::now();
+        let n = re.find_iter(&view.text).count();
+        eprintln!("{:?} target {t:?} {n}", t0.elapsed());
+    }
+    let re = super::lexicon::compile(&format!(r"\b{}(?:\b|\s|$)", super::lexicon::VERBS));
+    let t0 = std::time::Instant::now();
+    eprintln!(
+        "verbs {} {:?}",
+        re.find_iter(&view.text).count(),
+        t0.elapsed()
+    );
     let layers = super::layers::Layers::new();
     let t = std::time::Instant::now();
     let mut v = view;
