@@ -233,15 +233,7 @@ impl Config {
         if errors.is_empty() {
             return Ok(config);
         }
-        for e in &mut errors {
-            if e.line.is_none() {
-                if let Some(offset) = locate(text, &e.path) {
-                    let (l, c) = line_col(text, offset);
-                    e.line = Some(l);
-                    e.column = Some(c);
-                }
-            }
-        }
+        locate_errors(text, &mut errors);
         Err(errors)
     }
 
@@ -360,6 +352,21 @@ pub fn expand_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Fills in the line and column of every error that has none, from its key path in `text`
+/// (the file the config was parsed from), so errors found later by the sections' owners
+/// (alerting, channels, gateway) point into the file too.
+pub fn locate_errors(text: &str, errors: &mut [ConfigError]) {
+    for e in errors {
+        if e.line.is_none() {
+            if let Some(offset) = locate(text, &e.path) {
+                let (l, c) = line_col(text, offset);
+                e.line = Some(l);
+                e.column = Some(c);
+            }
+        }
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
