@@ -63,11 +63,11 @@ fn fill(rng: &mut Rng, template: &str) -> String {
     let mut t = template
         .replace("{goal}", goal)
         .replace("{Goal}", &cap)
-        .replace("{rogue}", *rng.pick(attacks::ROGUE))
-        .replace("{who}", *rng.pick(attacks::WHO))
-        .replace("{host}", *rng.pick(attacks::HOSTS))
-        .replace("{addr}", *rng.pick(attacks::ADDRS))
-        .replace("{iban}", *rng.pick(attacks::IBANS));
+        .replace("{rogue}", rng.pick::<&str>(attacks::ROGUE))
+        .replace("{who}", rng.pick::<&str>(attacks::WHO))
+        .replace("{host}", rng.pick::<&str>(attacks::HOSTS))
+        .replace("{addr}", rng.pick::<&str>(attacks::ADDRS))
+        .replace("{iban}", rng.pick::<&str>(attacks::IBANS));
     if t.ends_with(goal) || t.ends_with(&cap) {
         t.push('.');
     }
