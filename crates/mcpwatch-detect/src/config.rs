@@ -27,6 +27,8 @@ pub struct DetectConfig {
     pub anomaly: AnomalyConfig,
     /// `[detection.thresholds]`.
     pub thresholds: ThresholdsConfig,
+    /// `[detection.prompt_injection]`.
+    pub prompt_injection: InjectionConfig,
 }
 
 impl Default for DetectConfig {
@@ -39,6 +41,83 @@ impl Default for DetectConfig {
             max_event_ids_per_alert: 20,
             anomaly: AnomalyConfig::default(),
             thresholds: ThresholdsConfig::default(),
+            prompt_injection: InjectionConfig::default(),
+        }
+    }
+}
+
+/// `[detection.prompt_injection]`: how loud the layered detector is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectionConfig {
+    /// Score at which a text is reported. One strong signal (an override of prior
+    /// instructions, tag characters, a fake system message, an image URL with a slot for data)
+    /// weighs 1.0; weaker ones 0.2 to 0.8. Lower is louder; between 0.1 and 10.
+    pub threshold: f64,
+    /// Hosts (with their subdomains) that Markdown images, links and HTML may send data to,
+    /// e.g. `["docs.example.com"]`.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for InjectionConfig {
+    fn default() -> Self {
+        let d = InjectionSettings::default();
+        Self {
+            threshold: f64::from(d.threshold),
+            allowed_hosts: d.allowed_hosts,
+        }
+    }
+}
+
+/// The checked `[detection.prompt_injection]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InjectionSettings {
+    /// Score at which a text is reported.
+    pub threshold: f32,
+    /// Hosts URLs may carry data to.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for InjectionSettings {
+    fn default() -> Self {
+        Self {
+            threshold: 1.0,
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl InjectionConfig {
+    fn check(&self, e: &mut Vec<ConfigError>) -> InjectionSettings {
+        let p = "detection.prompt_injection";
+        if !(self.threshold.is_finite() && (0.1..=10.0).contains(&self.threshold)) {
+            e.push(ConfigError::at(
+                format!("{p}.threshold"),
+                format!(
+                    "`{}` must be between 0.1 and 10 (1.0 is the default)",
+                    self.threshold
+                ),
+            ));
+        }
+        for (i, h) in self.allowed_hosts.iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+            if !ok {
+                e.push(ConfigError::at(
+                    format!("{p}.allowed_hosts[{i}]"),
+                    format!("`{h}` is not a host name; write it without scheme, port or path, e.g. \"docs.example.com\""),
+                ));
+            }
+        }
+        InjectionSettings {
+            threshold: self.threshold as f32,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
         }
     }
 }
@@ -178,6 +257,8 @@ pub struct DetectSettings {
     pub anomaly: AnomalySettings,
     /// Performance thresholds.
     pub thresholds: ThresholdSettings,
+    /// The `prompt_injection` detector.
+    pub prompt_injection: InjectionSettings,
 }
 
 impl Default for DetectSettings {
@@ -309,6 +390,7 @@ impl DetectConfig {
             repeat_us: e.duration(&format!("{p}.repeat_interval"), &t.repeat_interval),
             max_keys: 10_000,
         };
+        let prompt_injection = self.prompt_injection.check(&mut e.0);
         if !e.0.is_empty() {
             return Err(e.0);
         }
@@ -320,6 +402,7 @@ impl DetectConfig {
             max_event_ids_per_alert: self.max_event_ids_per_alert,
             anomaly,
             thresholds,
+            prompt_injection,
         })
     }
 }

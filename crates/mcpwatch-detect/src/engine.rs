@@ -19,6 +19,7 @@ use crate::anomaly::AnomalyDetectors;
 use crate::config::DetectSettings;
 use crate::finding::{Finding, FindingSource};
 use crate::rules::{RuleEngine, RuleSet};
+use crate::threat::injection::InjectionDetector;
 use crate::threat::ThreatScanner;
 use crate::threshold::Thresholds;
 use crate::watermark::{TimeGuard, MAX_AHEAD};
@@ -65,7 +66,9 @@ impl Engine {
     /// An engine running `rules` (load them with [`RuleSet::load`]) under `settings`.
     pub fn new(rules: RuleSet, settings: &DetectSettings) -> Self {
         let threats = settings.threats.then(|| {
-            let mut t = ThreatScanner::new(settings.anomaly.max_keys);
+            let pi = &settings.prompt_injection;
+            let detector = InjectionDetector::new(pi.threshold, pi.allowed_hosts.clone());
+            let mut t = ThreatScanner::with_injection(settings.anomaly.max_keys, detector);
             t.pass_through_definition_changes = settings.tool_definition_changes;
             t
         });

@@ -3,16 +3,19 @@
 //!
 //! Where it reads:
 //! - `metadata.parameters` of `tool_execution` events: `path_traversal`, `command_injection`;
-//! - `metadata.result.text` of `execution_complete`: `secret_exposure`, `prompt_injection`;
+//! - `metadata.result.text` of `execution_complete`: `secret_exposure`, and `prompt_injection`
+//!   by the layered detector in [`injection`] (its evidence names layer, match and offset);
 //! - `metadata.tools[].description` of `session`/`tools_listed` and the description carried by
 //!   `tool_definition_changed`: `tool_poisoning` (hidden instruction blocks, invisible
-//!   Unicode, instructions to read secrets, call other tools or hide things from the user).
+//!   Unicode, instructions to read secrets, call other tools or hide things from the user),
+//!   plus whatever the [`injection`] detector finds in the description.
 //!
 //! The same execution's parameters arrive on both `execution_start` and `execution_complete`;
 //! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
 //! scanned once per definition hash.
 
 mod exposure;
+pub mod injection;
 mod signatures;
 #[cfg(test)]
 mod tests;
@@ -25,6 +28,7 @@ use serde_json::{json, Map, Value};
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
 use crate::state::{stable_hash, Aged, BoundedMap};
 use exposure::redacted_in_result;
+use injection::{InjectionDetector, Verdict};
 use signatures::{is_invisible, snippet, Hit, Signatures};
 
 /// Bytes of one string that are scanned; the rest is ignored.
@@ -45,6 +49,7 @@ impl Aged for Seen {
 /// Scans events for threat signatures.
 pub struct ThreatScanner {
     sigs: Signatures,
+    injection: InjectionDetector,
     recent: VecDeque<u64>,
     listed: BoundedMap<Seen>,
     /// Pass `tool_definition_changed` events through as threats.
@@ -63,10 +68,21 @@ struct Context<'a> {
 }
 
 impl ThreatScanner {
-    /// A scanner remembering at most `max_tools` listed tool definitions.
+    /// A scanner remembering at most `max_tools` listed tool definitions, with the default
+    /// `prompt_injection` threshold.
     pub fn new(max_tools: usize) -> Self {
+        let d = crate::config::InjectionSettings::default();
+        Self::with_injection(
+            max_tools,
+            InjectionDetector::new(d.threshold, d.allowed_hosts),
+        )
+    }
+
+    /// A scanner with this `prompt_injection` detector.
+    pub fn with_injection(max_tools: usize, injection: InjectionDetector) -> Self {
         Self {
             sigs: Signatures::new(),
+            injection,
             recent: VecDeque::with_capacity(RECENT),
             listed: BoundedMap::new(max_tools),
             pass_through_definition_changes: true,
@@ -122,26 +138,29 @@ impl ThreatScanner {
             .and_then(Value::as_str);
         if let (true, Some(text)) = (complete, text) {
             let text = clip(text);
-            for (name, sig, sev) in [
-                (
+            let mut hits = Vec::new();
+            self.sigs.secret_exposure.scan(text, &mut hits);
+            redacted_in_result(event, &mut hits);
+            if !hits.is_empty() {
+                out.push(threat(
+                    &ctx(),
                     "secret_exposure",
-                    &self.sigs.secret_exposure,
                     Severity::High,
-                ),
-                (
+                    &hits,
+                    "the tool result",
+                ));
+            }
+            let verdict = self.injection.scan(text);
+            if verdict.fires() {
+                let mut f = threat(
+                    &ctx(),
                     "prompt_injection",
-                    &self.sigs.prompt_injection,
-                    Severity::High,
-                ),
-            ] {
-                let mut hits = Vec::new();
-                sig.scan(text, &mut hits);
-                if name == "secret_exposure" {
-                    redacted_in_result(event, &mut hits);
-                }
-                if !hits.is_empty() {
-                    out.push(threat(&ctx(), name, sev, &hits, "the tool result"));
-                }
+                    verdict_severity(&verdict),
+                    &verdict_hits(&verdict),
+                    "the tool result",
+                );
+                add_verdict(&mut f, &verdict);
+                out.push(f);
             }
         } else if complete {
             // A result without text can still have had credentials cut out of it.
@@ -219,6 +238,10 @@ impl ThreatScanner {
                 ),
             });
         }
+        let verdict = self.injection.scan(desc);
+        if verdict.fires() {
+            hits.extend(verdict_hits(&verdict));
+        }
         if hits.is_empty() {
             return;
         }
@@ -231,13 +254,17 @@ impl ThreatScanner {
         group.insert("metadata.server".to_owned(), server.to_owned());
         group.insert("metadata.tool_name".to_owned(), tool.to_owned());
         let ctx = Context { event, group };
-        out.push(threat(
+        let mut f = threat(
             &ctx,
             "tool_poisoning",
             severity,
             &hits,
             "the tool description",
-        ));
+        );
+        if verdict.fires() {
+            add_verdict(&mut f, &verdict);
+        }
+        out.push(f);
     }
 
     fn definition_changed(&mut self, event: &Event, out: &mut Vec<Finding>) {
@@ -273,6 +300,75 @@ impl ThreatScanner {
             "the tool listing",
         ));
     }
+}
+
+fn verdict_severity(v: &Verdict) -> Severity {
+    if v.score >= 2.0 * v.threshold {
+        Severity::Critical
+    } else {
+        Severity::High
+    }
+}
+
+/// The detector's signals as hits: `layer: label` and `"matched" at offset N (via)`.
+fn verdict_hits(v: &Verdict) -> Vec<Hit> {
+    v.signals
+        .iter()
+        .take(8)
+        .map(|s| {
+            let via = match s.via.as_str() {
+                "" => String::new(),
+                v => format!(" {v}"),
+            };
+            Hit {
+                label: s.label,
+                evidence: format!(
+                    "{}: \"{}\" at offset {}{via}",
+                    s.layer.as_str(),
+                    s.matched,
+                    s.offset
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Adds the score and every signal, by layer, to the finding's metadata.
+fn add_verdict(f: &mut Finding, v: &Verdict) {
+    let signals: Vec<Value> = v
+        .signals
+        .iter()
+        .take(32)
+        .map(|s| {
+            json!({"layer": s.layer.as_str(), "label": s.label, "matched": s.matched,
+                   "offset": s.offset, "weight": s.weight, "via": s.via.as_str()})
+        })
+        .collect();
+    f.description = format!(
+        "{} (score {:.2}, threshold {:.2}, layers: {})",
+        f.description,
+        v.score,
+        v.threshold,
+        v.layers()
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let m = &mut f.event.metadata;
+    m.insert("description".into(), json!(f.description));
+    m.insert("score".into(), json!((v.score * 100.0).round() / 100.0));
+    m.insert("threshold".into(), json!(v.threshold));
+    m.insert("layers".into(), json!(v.layers()));
+    m.insert("signals".into(), Value::Array(signals));
+    m.insert(
+        "evidence".into(),
+        json!(verdict_hits(v)
+            .iter()
+            .map(|h| h.evidence.clone())
+            .collect::<Vec<_>>()
+            .join("; ")),
+    );
 }
 
 fn clip(s: &str) -> &str {

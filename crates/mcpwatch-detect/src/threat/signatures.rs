@@ -103,7 +103,6 @@ pub(crate) struct Signatures {
     pub path_traversal: Signature,
     pub command_injection: Signature,
     pub secret_exposure: Signature,
-    pub prompt_injection: Signature,
     pub poisoning: Signature,
 }
 
@@ -151,26 +150,6 @@ impl Signatures {
                 (
                     "password assignment",
                     r#"\b(password|passwd|secret|api[_-]?key|access[_-]?token)\s*[:=]\s*['"]?[^\s'"\[]{8,}"#,
-                ),
-            ]),
-            prompt_injection: Signature::new(&[
-                (
-                    "ignore instructions",
-                    r"\b(ignore|disregard|forget)\s+(all\s+|any\s+|the\s+)?(previous|prior|above|earlier|your)\s+(instructions|prompts|directions|rules|guidelines)",
-                ),
-                ("role override", r"\byou\s+are\s+now\s+(a|an|in|the)\b"),
-                ("new instructions", r"\bnew\s+(system\s+)?instructions\s*:"),
-                (
-                    "system prompt request",
-                    r"\b(reveal|print|show|repeat)\s+(your|the)\s+(system\s+prompt|instructions)",
-                ),
-                (
-                    "concealment",
-                    r"\b(do\s+not|don't|never)\s+(tell|inform|mention|reveal|show)\b[^.\n]{0,40}\buser\b",
-                ),
-                (
-                    "chat markup",
-                    r"<\s*/?\s*(system|im_start|im_end|assistant)\s*>|\[/?INST\]",
                 ),
             ]),
             poisoning: Signature::new(&[
