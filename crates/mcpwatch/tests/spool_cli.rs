@@ -10,28 +10,13 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{bin, Serve};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A peer installed by scripts/install-peers, or a failure saying how to get it.
-fn peer(relative: &str) -> String {
-    let p = root().join(".test-deps").join(relative);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
+use common::{bin, peer, Serve};
 
 /// An address nothing listens on.
 fn dead_collector() -> String {
