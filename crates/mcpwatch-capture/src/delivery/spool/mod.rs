@@ -37,6 +37,27 @@ pub fn root(data_dir: &Path) -> PathBuf {
     data_dir.join("spool")
 }
 
+/// The file in a server's spool folder saying that the collector refused the token.
+const TOKEN_REFUSED: &str = "token-refused";
+
+/// Marks `dir` as holding events the collector refused for their token (HTTP `status`).
+pub fn mark_token_refused(dir: &Path, status: u16) -> Result<(), CaptureError> {
+    std::fs::create_dir_all(dir).map_err(|e| CaptureError::io(dir, e))?;
+    let path = dir.join(TOKEN_REFUSED);
+    std::fs::write(&path, format!("{status}\n")).map_err(|e| CaptureError::io(&path, e))
+}
+
+/// Removes the mark: a token was accepted since.
+pub fn clear_token_refused(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(TOKEN_REFUSED));
+}
+
+/// The HTTP status of the last refusal, when `dir` is marked.
+pub fn token_refused(dir: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(dir.join(TOKEN_REFUSED)).ok()?;
+    text.trim().parse().ok()
+}
+
 /// A segment is closed for appending at this size.
 const SEGMENT_BYTES: u64 = 1024 * 1024;
 

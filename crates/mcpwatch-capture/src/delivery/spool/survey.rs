@@ -35,6 +35,8 @@ pub struct SpoolStatus {
     pub orphaned_segments: usize,
     /// Events in those segments.
     pub orphaned_events: u64,
+    /// The collector refused the token of the process that spooled here (HTTP 401 or 403).
+    pub token_refused: Option<u16>,
 }
 
 /// The spools under `root` that hold segments, by server name. A snapshot: segments taken over
@@ -52,6 +54,7 @@ pub(crate) fn survey_with(
         let listing = list(&dir)?;
         let mut status = SpoolStatus {
             server,
+            token_refused: super::token_refused(&dir),
             ..SpoolStatus::default()
         };
         let mut live = BTreeSet::new();

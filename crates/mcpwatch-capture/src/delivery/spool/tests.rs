@@ -373,6 +373,7 @@ fn survey_counts_events_owners_and_the_oldest_time() {
             live_owners: vec![LIVE + 3],
             orphaned_segments: 1,
             orphaned_events: 2,
+            token_refused: None,
         }],
         "the empty folder is not listed"
     );
