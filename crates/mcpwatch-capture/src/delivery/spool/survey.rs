@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use mcpwatch_core::{Event, Timestamp};
 use serde::Deserialize;
 
-use super::{list, process_alive, Claimant, Spool};
+use super::{list, owner_alive, Claimant, Spool};
 use crate::error::CaptureError;
 
 /// What one server's spool holds, read without taking anything over.
@@ -42,12 +42,12 @@ pub struct SpoolStatus {
 /// The spools under `root` that hold segments, by server name. A snapshot: segments taken over
 /// or delivered while it reads are left out.
 pub fn survey(root: &Path) -> Result<Vec<SpoolStatus>, CaptureError> {
-    survey_with(root, process_alive)
+    survey_with(root, owner_alive)
 }
 
 pub(crate) fn survey_with(
     root: &Path,
-    alive: fn(u32) -> bool,
+    alive: fn(&Path, u32) -> bool,
 ) -> Result<Vec<SpoolStatus>, CaptureError> {
     let mut out = Vec::new();
     for (server, dir) in servers(root, None)? {
@@ -62,7 +62,7 @@ pub(crate) fn survey_with(
             let Some(content) = read_segment(&found.path)? else {
                 continue;
             };
-            let running = alive(found.owner);
+            let running = alive(&dir, found.owner);
             status.segments += 1;
             status.bytes += content.bytes;
             status.events += content.events;
