@@ -274,3 +274,97 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
         "{text}"
     );
 }
+
+/// A receiver that answers the first `fail` trace requests with `status`, then takes them;
+/// returns its URL and the spans it took.
+async fn flaky_receiver(fail: usize, status: u16) -> (String, Arc<std::sync::Mutex<Vec<Span>>>) {
+    use axum::http::StatusCode;
+    let got: Arc<std::sync::Mutex<Vec<Span>>> = Arc::default();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (g, s) = (got.clone(), seen.clone());
+    let app = Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| async move {
+            if s.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < fail {
+                return StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            }
+            let req = ExportTraceServiceRequest::decode(body).expect("valid trace protobuf");
+            for rs in req.resource_spans {
+                for ss in rs.scope_spans {
+                    g.lock().unwrap().extend(ss.spans);
+                }
+            }
+            StatusCode::OK
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+fn observe_calls(m: &mut Metrics, n: usize) {
+    for i in 0..n {
+        m.stage.observe(&event(
+            "tool_execution",
+            "execution_complete",
+            &format!("0193a5b2-0000-7000-8000-{i:012}"),
+            json!({"server": "fs", "tool_name": "t", "outcome": "success", "success": true, "execution_time": 0.1}),
+        ));
+    }
+}
+
+/// Waits until `/metrics` shows `line`.
+async fn wait_metric(m: &Metrics, line: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = m.endpoint.encode();
+        if text.contains(line) || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_span_batch_is_retried_until_the_receiver_takes_it() {
+    let (url, got) = flaky_receiver(2, 503).await;
+    let mut m = metrics_with_otlp(&format!("endpoint = \"{url}\"\ninterval = \"100ms\"\n"));
+    m.endpoint.start_export();
+    observe_calls(&mut m, 3);
+    let text = wait_metric(&m, "mcpwatch_otlp_exported_spans_total 3\n").await;
+    assert!(
+        text.contains("mcpwatch_otlp_exported_spans_total 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpwatch_otlp_dropped_spans_total 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mcpwatch_otlp_span_export_failures_total 2\n"),
+        "{text}"
+    );
+    assert_eq!(got.lock().unwrap().len(), 3, "each span arrives once");
+}
+
+#[tokio::test]
+async fn a_refused_span_batch_is_dropped_once_and_counted() {
+    let (url, got) = flaky_receiver(1, 400).await;
+    let mut m = metrics_with_otlp(&format!("endpoint = \"{url}\"\ninterval = \"100ms\"\n"));
+    m.endpoint.start_export();
+    observe_calls(&mut m, 2);
+    let text = wait_metric(&m, "mcpwatch_otlp_dropped_spans_total 2\n").await;
+    assert!(
+        text.contains("mcpwatch_otlp_dropped_spans_total 2\n"),
+        "{text}"
+    );
+    // What comes after a refusal is sent as usual.
+    observe_calls(&mut m, 1);
+    let text = wait_metric(&m, "mcpwatch_otlp_exported_spans_total 1\n").await;
+    assert!(
+        text.contains("mcpwatch_otlp_exported_spans_total 1\n"),
+        "{text}"
+    );
+    assert_eq!(got.lock().unwrap().len(), 1);
+}

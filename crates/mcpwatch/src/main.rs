@@ -44,6 +44,8 @@ enum Command {
     /// What `wrap` spooled while the collector was away: `status`, and `flush` to deliver it.
     #[command(subcommand)]
     Spool(cmd::spool::SpoolCommand),
+    /// MCP client configs on this machine: list their servers, `watch` or `unwatch` them.
+    Clients(cmd::clients::ClientsArgs),
     /// Run recorded events through detection offline, deterministically; delivers nothing.
     Replay(cmd::replay::ReplayArgs),
     /// A collector on a temporary data dir fed with realistic traffic and a few attacks.
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
             Command::Spool(c) => cmd::spool::run(c).await,
+            Command::Clients(args) => cmd::clients::run(args),
             Command::Replay(args) => cmd::replay::run(args),
             Command::Demo(args) => cmd::demo::run(args).await,
         }

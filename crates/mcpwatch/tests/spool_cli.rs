@@ -10,28 +10,13 @@ mod common;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{bin, Serve};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A peer installed by scripts/install-peers, or a failure saying how to get it.
-fn peer(relative: &str) -> String {
-    let p = root().join(".test-deps").join(relative);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
+use common::{bin, peer, Serve};
 
 /// An address nothing listens on.
 fn dead_collector() -> String {
@@ -41,7 +26,21 @@ fn dead_collector() -> String {
 
 /// Runs the Python SDK client's `everything` scenario through `mcpwatch wrap --name NAME`.
 fn wrapped_session(name: &str, collector: &str, data_dir: &Path) {
-    let status = Command::new(peer("venv/bin/python"))
+    wrapped_session_with_token(name, collector, data_dir, None);
+}
+
+/// [`wrapped_session`] with `$MCPWATCH_TOKEN` set to `token`; returns wrap's stderr.
+fn wrapped_session_with_token(
+    name: &str,
+    collector: &str,
+    data_dir: &Path,
+    token: Option<&str>,
+) -> String {
+    let mut cmd = Command::new(peer("venv/bin/python"));
+    if let Some(t) = token {
+        cmd.env("MCPWATCH_TOKEN", t);
+    }
+    let out = cmd
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/client.py"))
         .args(["everything", "--", env!("CARGO_BIN_EXE_mcpwatch"), "wrap"])
         .args(["--name", name, "--user", "tester", "--collector", collector])
@@ -51,10 +50,12 @@ fn wrapped_session(name: &str, collector: &str, data_dir: &Path) {
         .arg(peer("node/node_modules/.bin/mcp-server-everything"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .status()
+        .stderr(Stdio::piped())
+        .output()
         .expect("the Python client runs");
-    assert!(status.success(), "the wrapped session failed: {status}");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "the wrapped session failed: {stderr}");
+    stderr
 }
 
 /// `mcpwatch spool ARGS…`.
@@ -79,7 +80,11 @@ fn spooled_ids(data_dir: &Path, server: &str) -> HashSet<String> {
         return ids;
     };
     for entry in entries {
-        let body = std::fs::read_to_string(entry.expect("an entry").path()).unwrap_or_default();
+        let path = entry.expect("an entry").path();
+        if path.extension().is_none_or(|e| e != "ndjson") {
+            continue;
+        }
+        let body = std::fs::read_to_string(path).unwrap_or_default();
         for line in body.lines() {
             if let Ok(event) = serde_json::from_str::<Value>(line) {
                 ids.insert(event["id"].as_str().unwrap_or_default().to_owned());
@@ -133,12 +138,18 @@ fn stored_ids(serve: &Serve) -> HashSet<String> {
 }
 
 fn http_get(url: &str, path: &str) -> Option<String> {
+    http_get_as(url, path, None)
+}
+
+/// A GET with `token` as the bearer token, when given.
+fn http_get_as(url: &str, path: &str, token: Option<&str>) -> Option<String> {
     let addr = url.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -264,5 +275,68 @@ fn a_wrap_of_another_name_delivers_what_a_renamed_server_left_behind() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(spooled_ids(&data, "old-name").is_empty());
+    serve.stop();
+}
+
+#[test]
+fn a_refused_token_keeps_the_events_until_a_valid_one_delivers_them() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let data = tmp.path().join("wrap");
+    let config = tmp.path().join("mcpwatch.toml");
+    std::fs::write(
+        &config,
+        "[[auth.tokens]]\nname = \"ci\"\ntoken = \"good-token\"\nroles = [\"ingest\", \"read\"]\n",
+    )
+    .expect("write the config");
+    let config = config.to_string_lossy().into_owned();
+    let serve = Serve::start(&tmp.path().join("serve"), &["--config", &config]);
+
+    // The collector is up and refuses the token: every event stays in the spool.
+    let stderr = wrapped_session_with_token("authz", &serve.url, &data, Some("rotated-away"));
+    assert_eq!(
+        stderr.matches("refused the token (HTTP 401)").count(),
+        1,
+        "said once on stderr: {stderr}"
+    );
+    assert!(stderr.contains("spool flush --token"), "{stderr}");
+    let (events, _) = wait_until_orphaned(&data, "authz");
+    let ids = spooled_ids(&data, "authz");
+    assert!(events >= 10, "a whole session was kept, got {events}");
+    assert_eq!(events, ids.len() as u64);
+    let status = text(&spool(&["status"], &data).stdout);
+    assert!(
+        status.contains("authz: the collector refused the token (HTTP 401); the events are kept"),
+        "{status}"
+    );
+
+    // The wrong token again: flush stops and keeps them.
+    let refused = spool(
+        &["flush", "--collector", &serve.url, "--token", "wrong"],
+        &data,
+    );
+    assert!(!refused.status.success());
+    assert!(text(&refused.stderr).contains("refused the token (HTTP 401)"));
+    assert_eq!(spooled_ids(&data, "authz"), ids);
+
+    // A valid token delivers every one of them, and the refusal is no longer reported.
+    let flushed = spool(
+        &["flush", "--collector", &serve.url, "--token", "good-token"],
+        &data,
+    );
+    assert!(flushed.status.success(), "{}", text(&flushed.stderr));
+    let body = http_get_as(&serve.url, "/api/v1/events?limit=10000", Some("good-token"))
+        .expect("the collector answers with the token");
+    let page: Value = serde_json::from_str(&body).expect("JSON");
+    let stored: HashSet<String> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = ids.difference(&stored).collect();
+    assert!(missing.is_empty(), "not delivered: {missing:?}");
+    assert!(spooled_ids(&data, "authz").is_empty());
+    let status = text(&spool(&["status"], &data).stdout);
+    assert!(status.starts_with("no spooled events"), "{status}");
     serve.stop();
 }

@@ -33,6 +33,10 @@ pub enum PostError {
     /// 429 or 503: come back after the given time.
     #[error("collector is busy; retry after {0:?}")]
     Busy(Duration),
+    /// 401 or 403: the collector refused the token. Nothing is wrong with the events: keep
+    /// them until a valid token is given.
+    #[error("collector refused the token (HTTP {0})")]
+    Unauthorized(u16),
     /// Any other answer.
     #[error("collector answered {0}: {1}")]
     Status(u16, String),
@@ -138,6 +142,7 @@ impl HttpSink {
         match status {
             200..=299 => Ok(bytes),
             400 => Err(rejected(&bytes)),
+            401 | 403 => Err(PostError::Unauthorized(status)),
             413 => Err(PostError::TooLarge),
             429 | 503 => Err(PostError::Busy(
                 retry_after.unwrap_or(Duration::from_secs(1)),

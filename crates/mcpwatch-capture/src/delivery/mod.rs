@@ -4,7 +4,10 @@
 //! to `batch_max`, lingering `linger` for more), posts them through the [`HttpSink`], and when
 //! the collector is unreachable or busy writes them to the [`Spool`] and retries with backoff,
 //! oldest first. Invalid events (400) are logged and dropped, never retried forever; a batch
-//! that is too large (413) is split.
+//! that is too large (413) is split. A refused token (401/403) costs nothing: the events stay
+//! in the spool, the refusal is said once on stderr and marked in the spool folder for
+//! `mcpwatch spool status`, and they are delivered once a valid token is given (the next
+//! `wrap`, or `mcpwatch spool flush --token`).
 //!
 //! With [`DeliveryConfig::orphans`] set, the worker also delivers the spools that other server
 //! names left behind when their process ended ([`Orphans`]), one batch at a time between its
@@ -98,6 +101,7 @@ impl DeliveryConfig {
             health,
             retry_at: None,
             backoff: INITIAL_BACKOFF,
+            token_refused: false,
             orphans: self
                 .orphans
                 .as_deref()
@@ -119,6 +123,8 @@ pub struct DeliveryWorker {
     health: Arc<CaptureHealth>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    /// The collector refused the token and that was said; cleared by the next delivery.
+    token_refused: bool,
     /// Other servers' orphaned spools still to deliver; `None` once all are done.
     orphans: Option<Orphans>,
 }
@@ -318,6 +324,10 @@ impl DeliveryWorker {
                     return Shipped::later(Duration::ZERO, batch, work);
                 }
                 Err(PostError::Busy(after)) => return Shipped::later(after, batch, work),
+                Err(PostError::Unauthorized(status)) => {
+                    self.refused(status);
+                    return Shipped::later(MAX_BACKOFF, batch, work);
+                }
                 Err(PostError::TooLarge) if batch.len() > 1 => {
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
@@ -346,13 +356,46 @@ impl DeliveryWorker {
                         Err(PostError::Unreachable(_)) | Err(PostError::Busy(_)) => {
                             return Shipped::later(Duration::ZERO, keep, work);
                         }
+                        Err(PostError::Unauthorized(status)) => {
+                            self.refused(status);
+                            return Shipped::later(MAX_BACKOFF, keep, work);
+                        }
                         Err(e) => self.drop_batch(keep.len(), &e),
                     }
                 }
                 Err(e) => self.drop_batch(batch.len(), &e),
             }
         }
+        if self.token_refused {
+            self.token_refused = false;
+            if let Some(dir) = &self.cfg.spool_dir {
+                spool::clear_token_refused(dir);
+            }
+        }
         Shipped::Delivered
+    }
+
+    /// The collector refused the token: say so once, and mark the spool for `spool status`.
+    fn refused(&mut self, status: u16) {
+        if self.token_refused {
+            return;
+        }
+        self.token_refused = true;
+        let kept = match &self.cfg.spool_dir {
+            Some(dir) => {
+                if let Err(e) = spool::mark_token_refused(dir, status) {
+                    tracing::warn!("mcpwatch: {e}");
+                }
+                format!("events are kept in the spool {}", dir.display())
+            }
+            None => "there is no spool, so events are lost until then".to_string(),
+        };
+        tracing::error!(
+            "mcpwatch: the collector at {} refused the token (HTTP {status}); {kept}. Give a \
+             token with the ingest role ($MCPWATCH_TOKEN) to the next wrap, or run `mcpwatch \
+             spool flush --token TOKEN` once this one has exited",
+            self.cfg.collector
+        );
     }
 
     fn drop_batch(&self, n: usize, e: &PostError) {

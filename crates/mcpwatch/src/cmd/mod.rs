@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod alerts;
+pub mod clients;
 pub mod config;
 pub mod demo;
 pub mod events;

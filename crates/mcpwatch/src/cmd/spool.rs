@@ -127,6 +127,17 @@ fn render_status(root: &std::path::Path, spools: &[SpoolStatus], now: Timestamp)
             "Spools of running wraps are delivered by those wraps once the collector answers."
         );
     }
+    for s in spools {
+        if let Some(code) = s.token_refused {
+            let _ = writeln!(
+                out,
+                "{}: the collector refused the token (HTTP {code}); the events are kept. \
+                 `mcpwatch spool flush --token TOKEN` delivers them once its wrap is gone, as \
+                 does a wrap started with a valid $MCPWATCH_TOKEN.",
+                sanitize(&s.server)
+            );
+        }
+    }
     out
 }
 
@@ -234,6 +245,12 @@ async fn flush(args: FlushArgs) -> anyhow::Result<ExitCode> {
         }
     }
     done.finish("");
+    // The collector took this token: a refusal noted for a spool flushed whole is stale.
+    for server in &done.flushed {
+        if !running.iter().any(|s| s.server == *server) {
+            spool::clear_token_refused(&root.join(server));
+        }
+    }
     println!(
         "delivered {} events from {} spool(s) to {url}",
         done.total, done.servers
@@ -255,6 +272,8 @@ struct Done {
     total: u64,
     rejected: u64,
     servers: usize,
+    /// The spool folders delivered.
+    flushed: Vec<String>,
 }
 
 impl Done {
@@ -277,6 +296,7 @@ impl Done {
         self.total += tally.delivered;
         self.rejected += tally.rejected;
         self.servers += 1;
+        self.flushed.push(server);
     }
 }
 
@@ -362,7 +382,7 @@ fn failure(url: &str, e: &PostError) -> String {
         PostError::Busy(_) => format!(
             "the collector at {url} stayed busy (429/503) after {BUSY_RETRIES} retries; try again later"
         ),
-        PostError::Status(code @ (401 | 403), _) => format!(
+        PostError::Unauthorized(code) => format!(
             "the collector at {url} refused the token (HTTP {code}): pass --token or set \
              $MCPWATCH_TOKEN to a token with the ingest role"
         ),
@@ -403,6 +423,7 @@ mod tests {
             live_owners: vec![],
             orphaned_segments: 2,
             orphaned_events: 120,
+            token_refused: Some(401),
         };
         let mixed = SpoolStatus {
             server: "everything".into(),
@@ -413,6 +434,7 @@ mod tests {
             live_owners: vec![4242],
             orphaned_segments: 1,
             orphaned_events: 2,
+            token_refused: None,
         };
         check(
             &[orphaned, mixed],
@@ -424,6 +446,7 @@ everything          3       7     900 B  2026-09-21T14:12:50.000Z (30s ago)  run
 127 events wait under /d/spool.
 Wraps that are gone left 122 of them: `mcpwatch spool flush` delivers those.
 Spools of running wraps are delivered by those wraps once the collector answers.
+fs\\u{1b}[2J: the collector refused the token (HTTP 401); the events are kept. `mcpwatch spool flush --token TOKEN` delivers them once its wrap is gone, as does a wrap started with a valid $MCPWATCH_TOKEN.
 ",
         );
     }

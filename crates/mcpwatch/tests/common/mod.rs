@@ -6,13 +6,29 @@
 )]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The binary under test.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+}
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A peer installed by scripts/install-peers, or a failure saying how to get it.
+pub fn peer(relative: &str) -> String {
+    let p = root().join(".test-deps").join(relative);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
 }
 
 /// A running `mcpwatch serve` on a free loopback port.

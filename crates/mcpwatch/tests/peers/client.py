@@ -1,7 +1,9 @@
 """A real MCP client (the official Python SDK) for the wrap interop tests.
 
 Usage: client.py SCENARIO -- CMD ARGS...
-Runs SCENARIO against the stdio server CMD and prints one JSON line per response, so a run
+       client.py SCENARIO --config FILE SERVER
+Runs SCENARIO against the stdio server CMD (or the server SERVER of a Claude Desktop style
+config FILE, started as the client would: its command, args and env read from the file) and prints one JSON line per response, so a run
 directly against the server and a run through `mcpwatch wrap` can be compared byte for byte.
 Environment: FS_DIR (filesystem scenario: the allowed directory), WAIT_FOR_FILE (keep the
 session open until this file exists, at most 60 s).
@@ -67,7 +69,15 @@ async def main():
     scenario, rest = sys.argv[1], sys.argv[2:]
     if rest and rest[0] == "--":
         rest = rest[1:]
-    params = StdioServerParameters(command=rest[0], args=rest[1:], env=dict(os.environ))
+    if rest and rest[0] == "--config":
+        with open(rest[1]) as f:
+            entry = json.load(f)["mcpServers"][rest[2]]
+        env = dict(os.environ)
+        env.update(entry.get("env", {}))
+        params = StdioServerParameters(command=entry["command"], args=entry.get("args", []),
+                                       env=env, cwd=entry.get("cwd"))
+    else:
+        params = StdioServerParameters(command=rest[0], args=rest[1:], env=dict(os.environ))
     async with stdio_client(params) as (r, w):
         async with ClientSession(r, w) as s:
             init = await s.initialize()

@@ -5,8 +5,10 @@
 //! so they sort oldest first; they are read back oldest first. Redelivery after a crash is
 //! harmless: the collector ignores ids it already has.
 //!
-//! Ownership. A segment belongs to the process whose pid is in its name; only the owner reads,
-//! appends to or deletes it. A segment whose owner is gone is adopted by renaming it to the
+//! Ownership. A segment belongs to the process whose owner id is in its name, which is the
+//! process holding the OS lock on `<id>.lock` in the folder (see `owner`; the id is the pid
+//! unless another PID namespace has that pid too); only the owner reads, appends to or deletes
+//! it. A segment whose owner is gone (its lock is free) is adopted by renaming it to the
 //! adopter's pid under a sequence higher than any in the folder. The rename is the claim and it
 //! is atomic: when several processes race for one segment (a starting `wrap` of that server,
 //! another `wrap` draining [`Orphans`], `mcpwatch spool flush`), exactly one rename succeeds and
@@ -17,6 +19,7 @@
 //! Architecture Invariant: the spool never holds more than `max_bytes`; what does not fit is
 //! counted, not written.
 
+mod owner;
 mod survey;
 #[cfg(test)]
 mod tests;
@@ -35,6 +38,27 @@ pub use survey::{survey, Orphans, SpoolStatus};
 /// Where the spools of a data dir live: one folder per server below it.
 pub fn root(data_dir: &Path) -> PathBuf {
     data_dir.join("spool")
+}
+
+/// The file in a server's spool folder saying that the collector refused the token.
+const TOKEN_REFUSED: &str = "token-refused";
+
+/// Marks `dir` as holding events the collector refused for their token (HTTP `status`).
+pub fn mark_token_refused(dir: &Path, status: u16) -> Result<(), CaptureError> {
+    std::fs::create_dir_all(dir).map_err(|e| CaptureError::io(dir, e))?;
+    let path = dir.join(TOKEN_REFUSED);
+    std::fs::write(&path, format!("{status}\n")).map_err(|e| CaptureError::io(&path, e))
+}
+
+/// Removes the mark: a token was accepted since.
+pub fn clear_token_refused(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(TOKEN_REFUSED));
+}
+
+/// The HTTP status of the last refusal, when `dir` is marked.
+pub fn token_refused(dir: &Path) -> Option<u16> {
+    let text = std::fs::read_to_string(dir.join(TOKEN_REFUSED)).ok()?;
+    text.trim().parse().ok()
 }
 
 /// A segment is closed for appending at this size.
@@ -57,6 +81,8 @@ pub struct Spool {
     appender: Option<File>,
     seq: u64,
     peeked: Option<(u64, usize)>,
+    /// Held while this spool is open: what makes the segments named with `pid` ours.
+    _owner: Option<owner::OwnerLock>,
 }
 
 impl Spool {
@@ -69,6 +95,15 @@ impl Spool {
     /// once the rename that adopts them has succeeded (see the module docs).
     pub(crate) fn open_as(dir: &Path, max_bytes: u64, me: Claimant) -> Result<Self, CaptureError> {
         std::fs::create_dir_all(dir).map_err(|e| CaptureError::io(dir, e))?;
+        let lock = if me.lock {
+            Some(owner::take(dir, me.pid)?)
+        } else {
+            None
+        };
+        let me = Claimant {
+            pid: lock.as_ref().map_or(me.pid, |l| l.id),
+            ..me
+        };
         let listing = list(dir)?;
         // Above every sequence in the folder, whoever owns it, so adopted and new names are unique.
         let mut seq = listing.segments.iter().map(|f| f.seq).max().unwrap_or(0);
@@ -76,7 +111,7 @@ impl Spool {
         for found in listing.segments {
             let path = if found.owner == me.pid {
                 found.path
-            } else if (me.alive)(found.owner) {
+            } else if (me.alive)(dir, found.owner) {
                 continue;
             } else {
                 seq += 1;
@@ -93,7 +128,7 @@ impl Spool {
             });
         }
         for leftover in listing.leftovers {
-            if leftover.owner == me.pid || !(me.alive)(leftover.owner) {
+            if leftover.owner == me.pid || !(me.alive)(dir, leftover.owner) {
                 // An interrupted checkpoint: the segment it came from is still whole.
                 let _ = std::fs::remove_file(&leftover.path);
             }
@@ -106,6 +141,7 @@ impl Spool {
             appender: None,
             seq,
             peeked: None,
+            _owner: lock,
         })
     }
 
@@ -274,20 +310,28 @@ impl Spool {
 /// Who adopts segments, and how it tells whether another owner still runs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Claimant {
-    /// The adopting process.
+    /// The adopting process's owner id (its pid, unless that id is locked by another).
     pub pid: u32,
-    /// Whether the process with this pid still runs.
-    pub alive: fn(u32) -> bool,
+    /// Whether the owner with this id in this folder still runs.
+    pub alive: fn(&Path, u32) -> bool,
+    /// Take the OS lock that makes the id ours (real processes; tests simulate owners).
+    pub lock: bool,
 }
 
 impl Claimant {
-    /// This process, judging others by whether their pid exists.
+    /// This process, judging others by whether they hold their owner lock.
     pub(crate) fn this_process() -> Self {
         Self {
             pid: std::process::id(),
-            alive: process_alive,
+            alive: owner::held,
+            lock: true,
         }
     }
+}
+
+/// Whether the owner `id` of segments in `dir` still runs: it holds its lock.
+pub(crate) fn owner_alive(dir: &Path, id: u32) -> bool {
+    owner::held(dir, id)
 }
 
 /// A file in a spool folder whose name carries a sequence and an owner.
@@ -356,14 +400,4 @@ fn parse_name(name: &str) -> Option<(u64, u32)> {
     let stem = name.strip_suffix(".ndjson")?;
     let (seq, pid) = stem.split_once('-')?;
     Some((seq.parse().ok()?, pid.parse().ok()?))
-}
-
-fn process_alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), None) {
-        Ok(()) => true,
-        Err(e) => e != nix::errno::Errno::ESRCH,
-    }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use mcpwatch_core::{Event, Timestamp};
 use serde::Deserialize;
 
-use super::{list, process_alive, Claimant, Spool};
+use super::{list, owner_alive, Claimant, Spool};
 use crate::error::CaptureError;
 
 /// What one server's spool holds, read without taking anything over.
@@ -35,23 +35,26 @@ pub struct SpoolStatus {
     pub orphaned_segments: usize,
     /// Events in those segments.
     pub orphaned_events: u64,
+    /// The collector refused the token of the process that spooled here (HTTP 401 or 403).
+    pub token_refused: Option<u16>,
 }
 
 /// The spools under `root` that hold segments, by server name. A snapshot: segments taken over
 /// or delivered while it reads are left out.
 pub fn survey(root: &Path) -> Result<Vec<SpoolStatus>, CaptureError> {
-    survey_with(root, process_alive)
+    survey_with(root, owner_alive)
 }
 
 pub(crate) fn survey_with(
     root: &Path,
-    alive: fn(u32) -> bool,
+    alive: fn(&Path, u32) -> bool,
 ) -> Result<Vec<SpoolStatus>, CaptureError> {
     let mut out = Vec::new();
     for (server, dir) in servers(root, None)? {
         let listing = list(&dir)?;
         let mut status = SpoolStatus {
             server,
+            token_refused: super::token_refused(&dir),
             ..SpoolStatus::default()
         };
         let mut live = BTreeSet::new();
@@ -59,7 +62,7 @@ pub(crate) fn survey_with(
             let Some(content) = read_segment(&found.path)? else {
                 continue;
             };
-            let running = alive(found.owner);
+            let running = alive(&dir, found.owner);
             status.segments += 1;
             status.bytes += content.bytes;
             status.events += content.events;

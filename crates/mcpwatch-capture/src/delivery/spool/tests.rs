@@ -18,12 +18,16 @@ const LIVE: u32 = 1_000_000_000;
 /// Pids from here on are processes that are gone.
 const DEAD: u32 = 2_000_000_000;
 
-fn alive(pid: u32) -> bool {
+fn alive(_: &Path, pid: u32) -> bool {
     (LIVE..DEAD).contains(&pid)
 }
 
 fn process(pid: u32) -> Claimant {
-    Claimant { pid, alive }
+    Claimant {
+        pid,
+        alive,
+        lock: false,
+    }
 }
 
 fn ev(i: usize) -> Event {
@@ -232,7 +236,8 @@ fn checkpoint_keeps_only_what_was_not_delivered() {
     // The first owner is gone (its pid no longer runs, as after it exits).
     let gone = Claimant {
         pid: LIVE + 1,
-        alive: |pid| alive(pid) && pid != LIVE,
+        alive: |dir, pid| alive(dir, pid) && pid != LIVE,
+        lock: false,
     };
     let mut next = Spool::open_as(dir.path(), 0, gone).expect("opens");
     assert_eq!(drain(&mut next), vec!["id-2", "id-3", "id-4"]);
@@ -373,6 +378,7 @@ fn survey_counts_events_owners_and_the_oldest_time() {
             live_owners: vec![LIVE + 3],
             orphaned_segments: 1,
             orphaned_events: 2,
+            token_refused: None,
         }],
         "the empty folder is not listed"
     );
@@ -381,4 +387,66 @@ fn survey_counts_events_owners_and_the_oldest_time() {
         files(&a),
         vec![segment_name(1, DEAD), segment_name(2, LIVE + 3)]
     );
+}
+
+#[test]
+fn a_reused_pid_does_not_keep_a_dead_owners_segments() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    // A running process that is not a wrap has the pid the dead owner had.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("sleep runs");
+    segment(dir.path(), 1, other.id(), &[ev(1), ev(2)]);
+    let mut spool = Spool::open(dir.path(), 1 << 20).expect("opens");
+    let got = ids(&spool.peek(10).expect("reads"));
+    let _ = other.kill();
+    let _ = other.wait();
+    assert_eq!(
+        got,
+        ["id-1", "id-2"],
+        "adopted: nobody holds the owner lock"
+    );
+}
+
+#[test]
+fn the_same_pid_in_another_pid_namespace_is_a_different_owner() {
+    let root = tempfile::tempdir().expect("a temp dir");
+    let dir = root.path().join("srv");
+    let dir = &dir;
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let me = std::process::id();
+    // Another namespace's process with our pid owns a segment and holds its lock.
+    let theirs = owner::take(dir, me).expect("locks");
+    assert_eq!(theirs.id, me);
+    segment(dir, 1, me, &[ev(1)]);
+
+    let mut spool = Spool::open(dir, 1 << 20).expect("opens");
+    assert!(
+        spool.peek(10).expect("reads").is_empty(),
+        "not ours to read"
+    );
+    spool.append(&[ev(2)]).expect("appends");
+    let names = files(dir);
+    let own: Vec<&String> = names
+        .iter()
+        .filter(|n| n.ends_with(".ndjson") && !n.ends_with(&format!("-{me}.ndjson")))
+        .collect();
+    assert_eq!(
+        own.len(),
+        1,
+        "our events go under an id of our own: {names:?}"
+    );
+    let status = survey(root.path()).expect("surveys");
+    let row = status.iter().find(|s| s.server == "srv").expect("listed");
+    assert_eq!(row.orphaned_segments, 0, "both owners run: {row:?}");
+    assert_eq!(row.live_owners.len(), 2, "{row:?}");
+
+    // Once the other process is gone its segment is adopted.
+    drop(theirs);
+    drop(spool);
+    let mut next = Spool::open(dir, 1 << 20).expect("opens");
+    let mut got = drain(&mut next);
+    got.sort();
+    assert_eq!(got, ["id-1", "id-2"]);
 }
