@@ -82,8 +82,11 @@ impl Default for ClassificationConfig {
 }
 
 impl ClassificationConfig {
-    /// The classification of a resource URI.
+    /// The classification of a resource URI, matched in its canonical spelling (see
+    /// [`crate::uri`]; one without is matched as written).
     pub fn classify_uri(&self, uri: &str) -> &str {
+        let canonical = crate::uri::normalize(uri);
+        let uri = canonical.as_deref().unwrap_or(uri);
         self.resources
             .iter()
             .find(|r| r.uri.matches(uri))
@@ -378,6 +381,11 @@ mod tests {
             "sensitive"
         );
         assert_eq!(c.classify_uri("file:///home/bob/notes.txt"), UNCLASSIFIED);
+        assert_eq!(
+            c.classify_uri("FILE://localhost/home/bob/./x/../.ssh/id_rsa"),
+            "sensitive",
+            "another spelling of the same key"
+        );
         let args = json!({"path": "/home/bob/.ssh/id_rsa"});
         assert_eq!(
             c.classify_tool_call("read_file", &args),

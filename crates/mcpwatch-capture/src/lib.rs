@@ -17,8 +17,11 @@ pub mod gateway;
 pub mod health;
 pub mod jsonrpc;
 pub mod pins;
+#[cfg(test)]
+mod properties;
 pub mod relay;
 pub mod session;
+pub mod uri;
 pub mod wrap;
 
 pub use error::CaptureError;

@@ -23,6 +23,14 @@
 //! at that weight a busy machine starved delivery so badly that `wrap_interop`'s collector-down
 //! test lost its 30 s deadline. `gateway` always runs its monitor at normal priority.
 //!
+//! The server lives no longer than `wrap`. A SIGINT, SIGTERM or SIGHUP is forwarded to it; if
+//! it has not exited [`WrapConfig::kill_grace`] later (default 5 s, `MCPWATCH_KILL_GRACE`), it
+//! gets SIGKILL. And if `wrap` itself is killed, the kernel kills the server: the binary
+//! starts it through itself as a launcher ([`launcher_main`]) that sets the parent-death
+//! signal (`PR_SET_PDEATHSIG`, SIGKILL) and then execs the server command, with no unsafe
+//! code between fork and exec. A binary that does not call [`launcher_main`] starts the server
+//! directly, without that guarantee.
+//!
 //! The parser polls the queue every [`POLL`] while traffic flows instead of waiting in `recv`:
 //! a waiting receiver makes every relay `try_send` wake it with a system call, a polling one
 //! costs the relay nothing and takes everything that piled up in one go. After [`PARK_AFTER`]
@@ -30,9 +38,10 @@
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,7 +81,12 @@ pub struct WrapConfig {
     pub classification: ClassificationConfig,
     /// Removes secrets from events.
     pub redactor: Redactor,
+    /// How long the server has to exit after a forwarded signal before it gets SIGKILL.
+    pub kill_grace: Duration,
 }
+
+/// The default [`WrapConfig::kill_grace`].
+pub const KILL_GRACE: Duration = Duration::from_secs(5);
 
 impl WrapConfig {
     /// Defaults for a command; `data_dir` and `collector` as resolved by the caller.
@@ -98,8 +112,61 @@ impl WrapConfig {
             queue_reads: relay::DEFAULT_QUEUE_READS,
             classification: ClassificationConfig::default(),
             redactor: Redactor::default(),
+            kill_grace: kill_grace(),
         }
     }
+}
+
+/// [`KILL_GRACE`], unless `MCPWATCH_KILL_GRACE` (a duration such as `2s`) says otherwise.
+fn kill_grace() -> Duration {
+    match std::env::var("MCPWATCH_KILL_GRACE") {
+        Ok(v) => parse_duration(&v).unwrap_or_else(|e| {
+            tracing::warn!("mcpwatch: MCPWATCH_KILL_GRACE: {e}; using {KILL_GRACE:?}");
+            KILL_GRACE
+        }),
+        Err(_) => KILL_GRACE,
+    }
+}
+
+/// The first argument that makes the binary wrap's launcher: `LAUNCHER_ARG PARENT_PID CMD…`.
+pub const LAUNCHER_ARG: &str = "__mcpwatch-wrap-launch";
+
+/// Whether this binary called [`launcher_main`], so it can launch servers.
+static CAN_LAUNCH: AtomicBool = AtomicBool::new(false);
+
+/// Called first by a binary that runs `wrap`. In the launcher process (`wrap` started the
+/// binary with [`LAUNCHER_ARG`]) it sets the parent-death signal and execs the server: it
+/// never returns. Otherwise it notes that the binary can launch servers, and returns.
+pub fn launcher_main() {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(LAUNCHER_ARG.as_ref()) {
+        CAN_LAUNCH.store(true, Ordering::Relaxed);
+        return;
+    }
+    let parent = args
+        .next()
+        .and_then(|p| p.to_str().and_then(|p| p.parse::<i32>().ok()));
+    let Some(program) = args.next() else {
+        eprintln!("mcpwatch: {LAUNCHER_ARG} needs PARENT_PID CMD [ARGS…]");
+        std::process::exit(127);
+    };
+    if let Err(e) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("mcpwatch: cannot tie the server's life to wrap's: {e}");
+        std::process::exit(127);
+    }
+    // wrap may have died before the signal was set: then nobody would kill the server.
+    let ppid = rustix::process::getppid().map(|p| p.as_raw_nonzero().get());
+    if ppid != parent {
+        std::process::exit(127);
+    }
+    let e = Command::new(&program).args(args).exec();
+    eprintln!(
+        "mcpwatch: cannot run the server {}: {e}",
+        program.to_string_lossy()
+    );
+    std::process::exit(127);
 }
 
 /// `--user`, else `$MCPWATCH_USER`, else the OS user.
@@ -179,7 +246,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     let tracker = SessionTracker::new(
         session,
         clock,
-        PinStore::new(Some(cfg.data_dir.join("pins"))),
+        PinStore::new(Some(cfg.data_dir.join("pins"))).with_redactor(cfg.redactor.clone()),
     );
 
     let (queue, tapped) =
@@ -208,7 +275,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
         let _ = tokio::time::timeout(grace, delivered).await;
         let _ = monitor_done_tx.send(());
     })?;
-    let signals = tokio::spawn(forward_signals(child_pid));
+    let signals = tokio::spawn(forward_signals(child_pid, cfg.kill_grace));
 
     let status = tokio::task::spawn_blocking(move || child.wait())
         .await
@@ -293,26 +360,57 @@ fn safe_file_name(name: &str) -> String {
         .collect()
 }
 
+/// Starts the server, through the launcher when the binary is one (see the module docs).
 fn spawn(command: &[OsString]) -> Result<Child, CaptureError> {
     let Some((program, args)) = command.split_first() else {
         return Err(CaptureError::Config(
             "no server command: give it after `--`, e.g. `mcpwatch wrap -- npx -y @modelcontextprotocol/server-everything`".into(),
         ));
     };
-    Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
+    let spawn_error = |source| CaptureError::Spawn {
+        command: command
+            .iter()
+            .map(|c| c.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        source,
+    };
+    let launch = CAN_LAUNCH.load(Ordering::Relaxed);
+    if launch && !runnable(program) {
+        // Said here, as a direct spawn would: the launcher could only exit 127.
+        return Err(spawn_error(std::io::Error::from(
+            std::io::ErrorKind::NotFound,
+        )));
+    }
+    let mut cmd = if launch {
+        // The kernel ties the death signal to the thread that forks; `wrap` forks from the
+        // thread that runs it to the end.
+        let mut c = Command::new("/proc/self/exe");
+        c.arg(LAUNCHER_ARG)
+            .arg(std::process::id().to_string())
+            .arg(program)
+            .args(args);
+        c
+    } else {
+        let mut c = Command::new(program);
+        c.args(args);
+        c
+    };
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|source| CaptureError::Spawn {
-            command: command
-                .iter()
-                .map(|c| c.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" "),
-            source,
-        })
+        .map_err(spawn_error)
+}
+
+/// Whether `program` names an existing file, directly or on `$PATH`.
+fn runnable(program: &OsString) -> bool {
+    let p = Path::new(program);
+    if p.components().count() > 1 {
+        return p.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(p).is_file()))
 }
 
 /// Starts the two relay threads: our stdin → the server, the server's stdout → our stdout.
@@ -493,8 +591,9 @@ fn report_losses(
     }
 }
 
-/// Forwards SIGINT, SIGTERM and SIGHUP to the server.
-async fn forward_signals(pid: u32) {
+/// Forwards SIGINT, SIGTERM and SIGHUP to the server, and sends SIGKILL `grace` after the
+/// first one (this task is ended when the server exits).
+async fn forward_signals(pid: u32, grace: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(raw) = i32::try_from(pid) else { return };
     let pid = nix::unistd::Pid::from_raw(raw);
@@ -506,13 +605,23 @@ async fn forward_signals(pid: u32) {
         return;
     };
     use nix::sys::signal::Signal;
+    let mut kill_at: Option<Instant> = None;
     loop {
         let sig = tokio::select! {
             _ = int.recv() => Signal::SIGINT,
             _ = term.recv() => Signal::SIGTERM,
             _ = hup.recv() => Signal::SIGHUP,
+            () = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() => {
+                eprintln!(
+                    "mcpwatch: the server did not exit within {grace:?} of the signal; killing it"
+                );
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                kill_at = None;
+                continue;
+            }
         };
         let _ = nix::sys::signal::kill(pid, sig);
+        kill_at.get_or_insert_with(|| Instant::now() + grace);
     }
 }
 

@@ -11,18 +11,19 @@
 //! client had gone away: no `execution_complete`, no `request_performance`, and each call
 //! looked pending until it timed out.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::header;
-use mcpwatch_capture::delivery::DeliveryConfig;
 use mcpwatch_capture::gateway::config::LimitsSection;
-use mcpwatch_capture::gateway::{Built, GatewayConfig, GatewayRun};
-use mcpwatch_core::SystemClock;
+use mcpwatch_capture::gateway::GatewayConfig;
 use serde_json::Value;
+
+use common::{collector, listen, start_gateway};
 
 const RESULT_OK: &str = r#"{"content":[{"type":"text","text":"Echo: hi"}],"isError":false}"#;
 const RESULT_TOOL_ERROR: &str =
@@ -43,38 +44,6 @@ async fn upstream(body: Bytes) -> impl axum::response::IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], reply)
 }
 
-async fn listen(app: axum::Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-    addr
-}
-
-/// The gateway as `mcpwatch gateway` runs it, delivering to `collector`; its address.
-async fn start_gateway(built: Built, collector: SocketAddr) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let gw = listener.local_addr().expect("addr");
-    let run = GatewayRun {
-        built,
-        limits: LimitsSection::default(),
-        delivery: DeliveryConfig::new(format!("http://{collector}")),
-        data_dir: None,
-        classification: Default::default(),
-        redactor: Default::default(),
-    };
-    tokio::spawn(mcpwatch_capture::gateway::serve(
-        listener,
-        run,
-        Arc::new(SystemClock),
-        std::future::pending::<()>(),
-    ));
-    gw
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
     let (collector, seen) = collector().await;
@@ -82,7 +51,12 @@ async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
     let mut cfg = GatewayConfig::default();
     cfg.upstreams
         .insert("echo".into(), format!("http://{up}/mcp"));
-    let gw = start_gateway(cfg.build(&|_| None).expect("valid config"), collector).await;
+    let gw = start_gateway(
+        cfg.build(&|_| None).expect("valid config"),
+        collector,
+        LimitsSection::default(),
+    )
+    .await;
 
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -157,30 +131,6 @@ async fn json_responses_are_relayed_unchanged_and_their_outcomes_recorded() {
     assert_eq!(perf, 3, "one request_performance per call");
 }
 
-/// A collector that keeps every event it is sent.
-async fn collector() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let collected = seen.clone();
-    let addr = listen(axum::Router::new().route(
-        "/api/v1/events",
-        axum::routing::post(move |body: Bytes| {
-            let collected = collected.clone();
-            async move {
-                let events: Vec<Value> = serde_json::from_slice(&body).expect("event batch");
-                let n = events.len();
-                collected.lock().expect("lock").extend(events);
-                let ids: Vec<String> = (0..n).map(|i| format!("e{i}")).collect();
-                (
-                    axum::http::StatusCode::ACCEPTED,
-                    axum::Json(serde_json::json!({"accepted": n, "ids": ids})),
-                )
-            }
-        }),
-    ))
-    .await;
-    (addr, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_policy_cannot_read_are_refused_not_forwarded() {
     let (collector, seen) = collector().await;
@@ -217,7 +167,12 @@ deny = ["tool:echo/secret"]
         "ROOT_KEY" => Some("root-key-0123456789abcdef".to_string()),
         _ => None,
     };
-    let gw = start_gateway(cfg.build(&env).expect("valid config"), collector).await;
+    let gw = start_gateway(
+        cfg.build(&env).expect("valid config"),
+        collector,
+        LimitsSection::default(),
+    )
+    .await;
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()

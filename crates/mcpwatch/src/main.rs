@@ -51,6 +51,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `wrap` starts its server through this binary (a parent-death signal, then exec).
+    mcpwatch_capture::wrap::launcher_main();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,7 @@
 //! Authentication: API keys (kept as SHA-256 hashes, compared in constant time) and JWT bearer
-//! tokens (HS256/RS256, issuer, audience and expiry checked), each mapped to a [`Principal`].
+//! tokens (HS256/RS256; issuer, audience, expiry and not-before checked, the last two with the
+//! configured leeway; a token whose header lists `crit` extensions is refused, since this
+//! gateway implements none, RFC 7515 §4.1.11), each mapped to a [`Principal`].
 //!
 //! A presented credential is never stored or logged: only its hash is compared, and failures
 //! carry a reason, never the token.
@@ -170,6 +172,7 @@ impl Authenticator {
                     validation.set_audience(&[&j.audience]);
                     validation.set_required_spec_claims(&["exp", "iss", "aud"]);
                     validation.leeway = j.leeway_secs.unwrap_or(5);
+                    validation.validate_nbf = true;
                     jwt.push(JwtIssuer {
                         key,
                         validation,
@@ -232,6 +235,13 @@ impl Authenticator {
     }
 
     fn verify_jwt(&self, token: &str) -> Result<Principal, AuthFailure> {
+        if let Ok(header) = jsonwebtoken::decode_header(token) {
+            if header.crit.is_some() {
+                return Err(AuthFailure::Invalid(
+                    "token header lists crit extensions, which this gateway does not implement",
+                ));
+            }
+        }
         let mut failure = AuthFailure::Invalid("token not accepted by any configured issuer");
         for issuer in &self.jwt {
             match jsonwebtoken::decode::<Value>(token, &issuer.key, &issuer.validation) {

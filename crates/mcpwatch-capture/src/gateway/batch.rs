@@ -19,17 +19,24 @@ use serde_json::{json, Map, Value};
 
 use super::auth::Principal;
 use super::monitor::{Route, SecurityFact, Tap};
-use super::proxy::{record_limited, Shared, DENIED_CODE, RATE_LIMITED_CODE};
+use super::proxy::{Shared, DENIED_CODE, RATE_LIMITED_CODE};
+use super::refuse::record_limited;
 
 /// One message, as far as routing decisions need it.
 #[derive(Deserialize, Default)]
 pub(super) struct Probe {
+    #[serde(default)]
+    jsonrpc: Option<String>,
     #[serde(default)]
     pub id: Option<Value>,
     #[serde(default)]
     pub method: Option<String>,
     #[serde(default)]
     params: Option<ProbeParams>,
+    #[serde(default, deserialize_with = "present")]
+    result: bool,
+    #[serde(default, deserialize_with = "present")]
+    error: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -38,12 +45,41 @@ struct ProbeParams {
     name: Option<String>,
     #[serde(default)]
     uri: Option<String>,
+    /// `completion/complete`'s `ref`: a prompt (by name) or a resource template (by URI).
+    #[serde(default, rename = "ref")]
+    reference: Option<ProbeRef>,
+}
+
+#[derive(Deserialize, Default)]
+struct ProbeRef {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+}
+
+/// True for a key that is there, whatever its value (`"result": null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    serde::de::IgnoredAny::deserialize(d).map(|_| true)
 }
 
 impl Probe {
     /// The id of a request (a message with a method and an id); `None` for anything else.
     pub fn request_id(&self) -> Option<&Value> {
         self.method.as_ref().and(self.id.as_ref())
+    }
+
+    /// Why this is not a JSON-RPC 2.0 request, notification or response, if it is not.
+    fn not_jsonrpc(&self) -> Option<&'static str> {
+        if self.jsonrpc.as_deref() != Some("2.0") {
+            return Some("a message without \"jsonrpc\": \"2.0\"");
+        }
+        let response = self.id.is_some() && (self.result || self.error);
+        (self.method.is_none() && !response).then_some(
+            "a message that is neither a request (method) nor a response (id with result or error)",
+        )
     }
 }
 
@@ -56,6 +92,10 @@ pub(super) struct Parsed {
     /// Why (part of) the body could not be read as JSON-RPC, if it could not: then policy
     /// cannot judge it, and a principal under policy must not get it past the gateway.
     pub unreadable: Option<String>,
+    /// Why the body is no JSON-RPC at all (an empty or nested batch, an item that is no
+    /// object, an object that is no JSON-RPC message): refused to everyone, since what the
+    /// upstream makes of it is anyone's guess and nothing could be counted or judged.
+    pub invalid: Option<String>,
 }
 
 /// Reads a body. A message the gateway cannot read (not JSON, a repeated key, a `method` or
@@ -64,23 +104,45 @@ pub(super) struct Parsed {
 /// since the upstream's parser may read it differently, e.g. take the last of two `name`s.
 pub(super) fn parse(body: &Bytes) -> Parsed {
     let mut unreadable = None;
-    let mut probe = |text: &[u8]| match serde_json::from_slice::<Probe>(text) {
-        Ok(p) => p,
-        Err(e) => {
-            unreadable.get_or_insert_with(|| e.to_string());
-            Probe::default()
+    let mut invalid = None;
+    let mut probe = |text: &[u8]| {
+        match text.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => {}
+            Some(b'[') => {
+                invalid.get_or_insert_with(|| "a batch nested in a batch".to_string());
+                return Probe::default();
+            }
+            _ => {
+                invalid.get_or_insert_with(|| "a batch item that is not an object".to_string());
+                return Probe::default();
+            }
+        }
+        match serde_json::from_slice::<Probe>(text) {
+            Ok(p) => {
+                if let Some(why) = p.not_jsonrpc() {
+                    invalid.get_or_insert_with(|| why.to_string());
+                }
+                p
+            }
+            Err(e) => {
+                unreadable.get_or_insert_with(|| e.to_string());
+                Probe::default()
+            }
         }
     };
     let (batch, messages) = match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => match serde_json::from_slice::<Vec<&RawValue>>(body) {
             Ok(items) => {
-                let messages = items
+                let messages: Vec<(Bytes, Probe)> = items
                     .into_iter()
                     .map(|raw| {
                         let p = probe(raw.get().as_bytes());
                         (body.slice_ref(raw.get().as_bytes()), p)
                     })
                     .collect();
+                if messages.is_empty() {
+                    invalid = Some("an empty batch".into());
+                }
                 (true, messages)
             }
             Err(e) => {
@@ -101,6 +163,7 @@ pub(super) fn parse(body: &Bytes) -> Parsed {
         batch,
         messages,
         unreadable,
+        invalid,
     }
 }
 
@@ -184,8 +247,8 @@ pub(super) fn rpc_error(id: &Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-/// Policy and the per-tool rate limit for every message, with an event (and, for a denial, a
-/// copy for the session tracker, which records the call as `denied`) for each refusal.
+/// Policy and the per-target rate limit for every message, with an event (and, for a denial,
+/// a copy for the session tracker, which records the call as `denied`) for each refusal.
 pub(super) fn judge(
     gw: &Shared,
     route: &Arc<Route>,
@@ -201,11 +264,18 @@ pub(super) fn judge(
         retry_after: 0,
     };
     for (i, (raw, m)) in parsed.messages.iter().enumerate() {
-        let Some((target, action)) = target(&route.server, m) else {
+        let Some(t) = target(&route.server, m) else {
             continue;
         };
-        if !gw.policy.permits(&principal.roles, &target) {
-            let reason = deny(gw, route, principal, session, raw, &target, action);
+        let refusal = match gw.policy.verdict(&principal.roles, &t.name) {
+            Ok(true) => None,
+            Ok(false) => Some(None),
+            Err(e) => Some(Some(format!(
+                "the resource URI has no canonical spelling: {e}"
+            ))),
+        };
+        if let Some(why) = refusal {
+            let reason = deny(gw, route, principal, session, raw, &t, why);
             judged.forward[i] = false;
             judged.denied += 1;
             if let Some(id) = m.request_id() {
@@ -214,12 +284,11 @@ pub(super) fn judge(
             }
             continue;
         }
-        if action != "call" {
-            continue;
-        }
-        let tool = target.trim_start_matches("tool:");
-        if let Err(l) = gw.limiter.tool_call(&gw.clock, &principal.user_id, tool) {
-            let message = record_limited(gw, route, Some(tool), &l);
+        if let Err(l) = gw
+            .limiter
+            .per_target(&gw.clock, &principal.user_id, &t.bucket)
+        {
+            let message = record_limited(gw, route, Some(&t), &l);
             judged.forward[i] = false;
             judged.limited += 1;
             judged.retry_after = judged.retry_after.max(l.retry_after);
@@ -233,14 +302,52 @@ pub(super) fn judge(
     judged
 }
 
-/// What policy judges a message by (`tool:everything/echo`) and the action, for the methods
-/// policy covers.
-fn target(server: &str, m: &Probe) -> Option<(String, &'static str)> {
+/// What a message names, for policy and the per-target rate limit.
+#[derive(Debug, PartialEq)]
+pub(super) struct Target {
+    /// What policy judges: `tool:everything/echo`, `prompt:s/p`, `resource:{uri}`.
+    pub name: String,
+    /// `call`, `get`, `read`, `subscribe`, `unsubscribe` or `complete`.
+    pub action: &'static str,
+    /// The rate-limit bucket: `server/tool` for a tool, the prompt's name for a prompt, and
+    /// one bucket for all of a server's resources (URIs are the caller's to vary).
+    pub bucket: String,
+    /// `server/tool` for a tool (the `tool` of `rate_limited` events).
+    pub tool: Option<String>,
+}
+
+/// What a message names, for the methods that name a tool, a prompt or a resource.
+pub(super) fn target(server: &str, m: &Probe) -> Option<Target> {
     let (method, params) = (m.method.as_deref()?, m.params.as_ref()?);
-    match (method, &params.name, &params.uri) {
-        ("tools/call", Some(n), _) => Some((format!("tool:{server}/{n}"), "call")),
-        ("prompts/get", Some(n), _) => Some((format!("prompt:{server}/{n}"), "get")),
-        ("resources/read", _, Some(u)) => Some((format!("resource:{u}"), "read")),
+    let tool = |n: &str| Target {
+        name: format!("tool:{server}/{n}"),
+        action: "call",
+        bucket: format!("{server}/{n}"),
+        tool: Some(format!("{server}/{n}")),
+    };
+    let prompt = |n: &str, action| Target {
+        name: format!("prompt:{server}/{n}"),
+        action,
+        bucket: format!("prompt:{server}/{n}"),
+        tool: None,
+    };
+    let resource = |u: &str, action| Target {
+        name: format!("resource:{u}"),
+        action,
+        bucket: format!("resources:{server}"),
+        tool: None,
+    };
+    match (method, &params.name, &params.uri, &params.reference) {
+        ("tools/call", Some(n), _, _) => Some(tool(n)),
+        ("prompts/get", Some(n), _, _) => Some(prompt(n, "get")),
+        ("resources/read", _, Some(u), _) => Some(resource(u, "read")),
+        ("resources/subscribe", _, Some(u), _) => Some(resource(u, "subscribe")),
+        ("resources/unsubscribe", _, Some(u), _) => Some(resource(u, "unsubscribe")),
+        ("completion/complete", _, _, Some(r)) => match (r.kind.as_deref(), &r.name, &r.uri) {
+            (Some("ref/prompt"), Some(n), _) => Some(prompt(n, "complete")),
+            (Some("ref/resource"), _, Some(u)) => Some(resource(u, "complete")),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -253,13 +360,17 @@ fn deny(
     principal: &Principal,
     session: &Arc<str>,
     raw: &Bytes,
-    target: &str,
-    action: &str,
+    t: &Target,
+    why: Option<String>,
 ) -> String {
-    let reason = format!(
-        "{} may not {action} {target} (gateway policy)",
-        principal.user_id
-    );
+    let (target, action) = (&t.name, t.action);
+    let reason = match why {
+        Some(why) => format!("{} may not {action} {target}: {why}", principal.user_id),
+        None => format!(
+            "{} may not {action} {target} (gateway policy)",
+            principal.user_id
+        ),
+    };
     let mut meta = Map::new();
     meta.insert("user_id".into(), json!(principal.user_id));
     meta.insert("resource".into(), json!(target));
@@ -305,8 +416,12 @@ mod tests {
             [Some("tools/call"), None, Some("notifications/initialized")]
         );
         assert_eq!(
-            target("up", &parsed.messages[0].1),
+            target("up", &parsed.messages[0].1).map(|t| (t.name, t.action)),
             Some(("tool:up/secret".into(), "call"))
+        );
+        assert_eq!(
+            parsed.invalid.as_deref(),
+            Some("a batch item that is not an object")
         );
         let judged = |forward: Vec<bool>| Judged {
             forward,

@@ -185,6 +185,19 @@ pub struct LimitsSection {
     /// A session without traffic for this many seconds ends.
     #[serde(default = "default_idle")]
     pub session_idle_secs: u64,
+    /// A request's headers must arrive within this many seconds; an idle connection ends
+    /// after it.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A request's body must arrive within this many seconds.
+    #[serde(default = "default_body_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// Open connections at most.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections from one source address at most (raise it behind a reverse proxy).
+    #[serde(default = "default_per_address")]
+    pub max_connections_per_address: usize,
 }
 
 fn default_max_body() -> usize {
@@ -199,6 +212,18 @@ fn default_request_timeout() -> u64 {
 fn default_idle() -> u64 {
     3600
 }
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_body_timeout() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_per_address() -> usize {
+    256
+}
 
 impl Default for LimitsSection {
     fn default() -> Self {
@@ -207,11 +232,24 @@ impl Default for LimitsSection {
             max_sessions: default_max_sessions(),
             request_timeout_secs: default_request_timeout(),
             session_idle_secs: default_idle(),
+            header_read_timeout_secs: default_header_timeout(),
+            body_read_timeout_secs: default_body_timeout(),
+            max_connections: default_max_connections(),
+            max_connections_per_address: default_per_address(),
         }
     }
 }
 
 impl LimitsSection {
+    /// The listener's bounds.
+    pub fn listener(&self) -> super::listener::ListenerLimits {
+        super::listener::ListenerLimits {
+            header_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            max_connections: self.max_connections.max(1),
+            per_address: self.max_connections_per_address.max(1),
+        }
+    }
+
     /// The request timeout as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))

@@ -1,5 +1,7 @@
-//! Rate limits: token buckets per principal (every request) and per principal and tool
-//! (`tools/call`), timed by the injected clock. The bucket map is bounded: when full, buckets
+//! Rate limits: token buckets per principal (one token per JSON-RPC message, so a batch costs
+//! what its messages cost; one per GET or DELETE) and per principal and target (every method
+//! that names a tool, a prompt or a resource; see `batch::Target` for the buckets), timed by
+//! the injected clock. The bucket map is bounded: when full, buckets
 //! that have refilled (and so carry no state worth keeping) are dropped first.
 
 use std::collections::HashMap;
@@ -58,18 +60,40 @@ impl RateLimiter {
 
     /// Takes a token for a request by `user`.
     pub fn request(&self, clock: &SharedClock, user: &str) -> Result<(), Limited> {
+        self.messages(clock, user, 1)
+    }
+
+    /// Takes `n` tokens (one per JSON-RPC message of a body) for `user`, all or none.
+    pub fn messages(&self, clock: &SharedClock, user: &str, n: usize) -> Result<(), Limited> {
         let Some(rate) = self.per_principal else {
             return Ok(());
         };
-        self.take(clock.now(), format!("p\0{user}"), rate, "principal")
+        self.take(
+            clock.now(),
+            format!("p\0{user}"),
+            rate,
+            "principal",
+            n as f64,
+        )
     }
 
-    /// Takes a token for `user` calling `tool` (`server/tool`).
-    pub fn tool_call(&self, clock: &SharedClock, user: &str, tool: &str) -> Result<(), Limited> {
+    /// The per-principal burst: the most messages one body can carry, if limited.
+    pub fn principal_burst(&self) -> Option<f64> {
+        self.per_principal.map(|r| r.burst)
+    }
+
+    /// Takes a token for `user` using `target` (a bucket name, see `batch::Target`).
+    pub fn per_target(&self, clock: &SharedClock, user: &str, target: &str) -> Result<(), Limited> {
         let Some(rate) = self.per_tool else {
             return Ok(());
         };
-        self.take(clock.now(), format!("t\0{user}\0{tool}"), rate, "tool")
+        self.take(
+            clock.now(),
+            format!("t\0{user}\0{target}"),
+            rate,
+            "tool",
+            1.0,
+        )
     }
 
     fn take(
@@ -78,6 +102,7 @@ impl RateLimiter {
         key: String,
         rate: Rate,
         scope: &'static str,
+        n: f64,
     ) -> Result<(), Limited> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(&key) {
@@ -95,11 +120,13 @@ impl RateLimiter {
         });
         b.tokens = refilled(b, now, rate);
         b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        if b.tokens >= n {
+            b.tokens -= n;
             return Ok(());
         }
-        let retry_after = ((1.0 - b.tokens) / rate.per_sec).ceil().max(1.0) as u64;
+        // More than the burst never fits: say when a full bucket is back.
+        let needed = n.min(rate.burst);
+        let retry_after = ((needed - b.tokens) / rate.per_sec).ceil().max(1.0) as u64;
         Err(Limited { scope, retry_after })
     }
 }
@@ -149,18 +176,28 @@ mod tests {
             Ok(()),
             "buckets are per principal"
         );
+        manual.advance(Duration::from_secs(4));
+        assert_eq!(
+            l.messages(&clock, "alice", 3),
+            Err(Limited {
+                scope: "principal",
+                retry_after: 1
+            }),
+            "a body takes a token per message, all or none"
+        );
+        assert_eq!(l.messages(&clock, "alice", 2), Ok(()));
         manual.advance(Duration::from_secs(2));
         assert_eq!(l.request(&clock, "alice"), Ok(()));
-        assert_eq!(l.tool_call(&clock, "alice", "fs/read"), Ok(()));
+        assert_eq!(l.per_target(&clock, "alice", "fs/read"), Ok(()));
         assert_eq!(
-            l.tool_call(&clock, "alice", "fs/read"),
+            l.per_target(&clock, "alice", "fs/read"),
             Err(Limited {
                 scope: "tool",
                 retry_after: 1
             })
         );
         assert_eq!(
-            l.tool_call(&clock, "alice", "fs/write"),
+            l.per_target(&clock, "alice", "fs/write"),
             Ok(()),
             "and per tool"
         );

@@ -16,17 +16,21 @@ pub mod auth;
 mod batch;
 pub mod config;
 pub mod limits;
+pub mod listener;
+mod login;
 pub mod monitor;
 pub mod owners;
 pub mod policy;
+#[cfg(test)]
+mod properties;
 pub mod proxy;
+mod refuse;
 mod rewrite;
 pub mod sse;
 #[cfg(test)]
 mod tests;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -125,28 +129,18 @@ pub async fn serve(
         max_body: run.limits.max_body_bytes,
         next_id: AtomicU64::new(1),
         owners: owners::SessionOwners::new(run.limits.max_sessions.max(1)),
+        failures: login::FailureThrottle::default(),
+        body_timeout: Duration::from_secs(run.limits.body_read_timeout_secs.max(1)),
     });
-    let app = proxy::router(shared).into_make_service_with_connect_info::<SocketAddr>();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx.await;
-    });
-    let mut server = tokio::spawn(async move { server.await });
-    shutdown.await;
-    let _ = stop_tx.send(());
-    // Open SSE streams would hold a graceful shutdown forever: give them a moment, then go.
-    match tokio::time::timeout(Duration::from_secs(2), &mut server).await {
-        Ok(Ok(Err(e))) => {
-            return Err(CaptureError::Config(format!(
-                "the gateway's listener failed: {e}"
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => {
-            tracing::info!("mcpwatch gateway: closing streams still open at shutdown");
-            server.abort();
-        }
-    }
+    // Open SSE streams would hold a graceful shutdown forever: the listener gives them a
+    // moment, then closes them.
+    listener::serve(
+        listener,
+        proxy::router(shared),
+        run.limits.listener(),
+        shutdown,
+    )
+    .await;
     // The router (and with it the last tap sender) is gone: the monitor ends the sessions.
     let _ = tokio::time::timeout(grace + Duration::from_secs(5), monitor_done).await;
     Ok(())

@@ -5,6 +5,10 @@
 //! `tool:**` is every tool and `tool:filesystem/delete_*` one server's deleting tools.
 //! A principal may use a target when none of its roles denies it and at least one allows it;
 //! a principal none of whose roles has rules gets the policy's `default`.
+//!
+//! Resource URIs are judged in their canonical spelling ([`crate::uri`]), patterns too, so
+//! `file:///tmp/../etc/passwd` is `file:///etc/passwd` to `resource:file:///etc/**`; a URI
+//! without one is refused to every principal that policy restricts.
 
 use std::collections::HashMap;
 
@@ -12,6 +16,7 @@ use mcpwatch_core::config::ConfigError;
 
 use super::config::PolicySection;
 use crate::classify::Glob;
+use crate::uri::{self, UriError};
 
 struct Rules {
     allow: Vec<Glob>,
@@ -55,8 +60,8 @@ impl Policy {
             roles.insert(
                 role.clone(),
                 Rules {
-                    allow: allow.iter().map(|p| Glob::new(p)).collect(),
-                    deny: r.deny.iter().map(|p| Glob::new(p)).collect(),
+                    allow: allow.iter().map(|p| compile(p)).collect(),
+                    deny: r.deny.iter().map(|p| compile(p)).collect(),
                 },
             );
         }
@@ -70,8 +75,27 @@ impl Policy {
         }
     }
 
-    /// Whether a principal with `roles` may use `target` (e.g. `tool:everything/echo`).
+    /// Whether a principal with `roles` may use `target` (e.g. `tool:everything/echo`); a
+    /// resource without a canonical spelling is refused (see [`Policy::verdict`]).
     pub fn permits(&self, roles: &[String], target: &str) -> bool {
+        self.verdict(roles, target).unwrap_or(false)
+    }
+
+    /// Whether a principal with `roles` may use `target`, or, for a resource URI that has no
+    /// canonical spelling, why policy cannot judge it (only for principals it restricts).
+    pub fn verdict(&self, roles: &[String], target: &str) -> Result<bool, UriError> {
+        let canonical;
+        let target = match target.strip_prefix("resource:") {
+            Some(u) if !self.unrestricted(roles) => {
+                canonical = format!("resource:{}", uri::normalize(u)?);
+                canonical.as_str()
+            }
+            _ => target,
+        };
+        Ok(self.matches(roles, target))
+    }
+
+    fn matches(&self, roles: &[String], target: &str) -> bool {
         let mut ruled = false;
         let mut allowed = false;
         for rules in roles.iter().filter_map(|r| self.roles.get(r)) {
@@ -98,6 +122,14 @@ impl Policy {
             && ruled
                 .iter()
                 .any(|r| r.allow.iter().any(|p| p.as_str() == "**"))
+    }
+}
+
+/// A pattern, a resource pattern in the canonical spelling of its URI when it has one.
+fn compile(p: &str) -> Glob {
+    match p.strip_prefix("resource:").map(uri::normalize) {
+        Some(Ok(canonical)) => Glob::new(&format!("resource:{canonical}")),
+        _ => Glob::new(p),
     }
 }
 
@@ -157,6 +189,24 @@ mod tests {
         check(&p, &["dev"], "tool:filesystem/delete_file", false);
         check(&p, &["dev", "reader"], "tool:filesystem/delete_file", false);
         check(&p, &["dev"], "resource:file:///etc/ssh/sshd_config", false);
+        for spelling in [
+            "file:///tmp/../etc/passwd",
+            "file:////etc/passwd",
+            "file:///%65tc/passwd",
+            "FILE:///etc/passwd",
+            "file://localhost/etc/passwd",
+            "file:///./etc/passwd",
+            "file:/etc/passwd",
+        ] {
+            check(&p, &["dev"], &format!("resource:{spelling}"), false);
+            check(&p, &["reader"], &format!("resource:{spelling}"), true);
+        }
+        let roles = ["dev".to_string()];
+        assert_eq!(
+            p.verdict(&roles, "resource:file:///etc%2Fpasswd"),
+            Err(UriError::StructuralEscape("/", b'/'))
+        );
+        check(&p, &["dev"], "resource:file:///etc%2Fpasswd", false);
         check(&p, &["reader"], "tool:filesystem/read_file", true);
         check(&p, &["reader"], "tool:filesystem/write_file", false);
         check(&p, &["nobody"], "tool:filesystem/read_file", false);

@@ -1,8 +1,12 @@
 //! The proxy: `/mcp/{name}` → the named upstream, inside out per request:
-//! upstream lookup (404) → authentication (401, `authentication` event) → per-principal rate
-//! limit (429) → for POST: body read (413), policy and the per-tool rate limit per message
-//! ([`super::batch`]: JSON-RPC errors, `authorization` and `rate_limited` events) → forward
-//! what is left → response streamed back chunk by chunk ([`super::rewrite`]).
+//! upstream lookup (404, naming the upstreams only when the gateway is open) → authentication
+//! ([`super::login`]: 401, 429 for an address with too many failures, `authentication` event)
+//! → session ownership (403, 404 for a session without a known owner) → for GET and DELETE
+//! the per-principal rate limit (429) → for POST: body read (413, 408 when it is slow), bodies
+//! that are no JSON-RPC refused (400), the per-principal rate limit a token per message
+//! (429), policy and the per-target rate limit per message ([`super::batch`]: JSON-RPC
+//! errors, `authorization` and `rate_limited` events) → forward what is left → response
+//! streamed back chunk by chunk ([`super::rewrite`]).
 //!
 //! Copies go to the monitor through [`TapSender`], which never waits. Responses are never
 //! buffered, except a JSON answer that policy must filter (a list result) or that the gateway's
@@ -14,23 +18,25 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use mcpwatch_core::clock::SharedClock;
-use mcpwatch_core::Level;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::auth::{Authenticator, Principal};
-use super::batch::{self, rpc_error};
-use super::limits::{Limited, RateLimiter};
-use super::monitor::{Route, SecurityFact, StreamEnd, Tap, TapSender};
-use super::owners::SessionOwners;
+use super::batch;
+use super::limits::RateLimiter;
+use super::login::{authenticate, FailureThrottle};
+use super::monitor::{Route, StreamEnd, Tap, TapSender};
+use super::owners::{Ownership, SessionOwners};
 use super::policy::Policy;
+use super::refuse::{foreign_session, limited, too_big_a_batch, unreadable, upstream_down};
 use super::rewrite::{self, ListFilter, Rewrite};
 use crate::error::root_cause;
 use crate::session::Direction;
@@ -64,6 +70,10 @@ pub struct Shared {
     pub next_id: AtomicU64,
     /// Who opened which session (checked when authentication is on).
     pub owners: SessionOwners,
+    /// Failed authentications per source address.
+    pub failures: FailureThrottle,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 /// The gateway's routes.
@@ -80,11 +90,16 @@ async fn handle(
     req: Request,
 ) -> Response {
     let Some((server, url)) = gw.upstreams.get(&name) else {
-        let known: Vec<&str> = gw.upstreams.keys().map(String::as_str).collect();
-        let msg = format!(
-            "unknown upstream {name:?}; this gateway serves /mcp/{{{}}}",
-            known.join(",")
-        );
+        // Strangers learn nothing of what is served; an open gateway says it to everyone.
+        let msg = if gw.auth.enabled() {
+            format!("unknown upstream {name:?}; check the URL")
+        } else {
+            let known: Vec<&str> = gw.upstreams.keys().map(String::as_str).collect();
+            format!(
+                "unknown upstream {name:?}; this gateway serves /mcp/{{{}}}",
+                known.join(",")
+            )
+        };
         return (StatusCode::NOT_FOUND, axum::Json(json!({"error": msg}))).into_response();
     };
     let (parts, body) = req.into_parts();
@@ -96,8 +111,11 @@ async fn handle(
         server: server.clone(),
         user: principal.user_id.as_str().into(),
     });
-    if let Err(l) = gw.limiter.request(&gw.clock, &principal.user_id) {
-        return limited(&gw, &route, &l);
+    // A POST costs a token per message, taken once its body is read.
+    if parts.method != Method::POST {
+        if let Err(l) = gw.limiter.request(&gw.clock, &principal.user_id) {
+            return limited(&gw, &route, &l);
+        }
     }
     let session: Option<Arc<str>> = parts
         .headers
@@ -105,8 +123,12 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(Arc::from);
     if let Some(s) = session.as_deref() {
-        if gw.auth.enabled() && !gw.owners.may_use(&route.server, s, &route.user) {
-            return foreign_session(&gw, &route, s);
+        if gw.auth.enabled() {
+            match gw.owners.owner(&route.server, s, &route.user) {
+                Ownership::Caller => {}
+                Ownership::Other => return foreign_session(&gw, &route, s, true),
+                Ownership::Unknown => return foreign_session(&gw, &route, s, false),
+            }
         }
     }
     let headers = forward_headers(&parts.headers, gw.auth.enabled());
@@ -137,6 +159,7 @@ async fn handle(
             let rewrite = Rewrite {
                 lists: None,
                 errors: Vec::new(),
+                ids: Vec::new(),
             };
             relay(&gw, resp, route, session, rewrite, None)
         }
@@ -158,12 +181,25 @@ async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let bytes = match axum::body::to_bytes(body, gw.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
+    let read = tokio::time::timeout(gw.body_timeout, axum::body::to_bytes(body, gw.max_body));
+    let bytes = match read.await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
             let msg = format!("request body over {} bytes; raise gateway.limits.max_body_bytes if this is expected", gw.max_body);
             return (
                 StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"error": msg})),
+            )
+                .into_response();
+        }
+        Err(_) => {
+            let msg = format!(
+                "the request body did not arrive within {} s; send it at once (gateway.limits.body_read_timeout_secs)",
+                gw.body_timeout.as_secs()
+            );
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
                 axum::Json(json!({"error": msg})),
             )
                 .into_response();
@@ -177,10 +213,22 @@ async fn post(
         ),
     };
     let parsed = batch::parse(&bytes);
+    if let Some(why) = &parsed.invalid {
+        return unreadable(&gw, &route, &session, why);
+    }
     if let Some(why) = &parsed.unreadable {
         if !gw.policy.unrestricted(&principal.roles) {
             return unreadable(&gw, &route, &session, why);
         }
+    }
+    let count = parsed.messages.len().max(1);
+    if let Some(burst) = gw.limiter.principal_burst() {
+        if count as f64 > burst {
+            return too_big_a_batch(&gw, &route, count, burst);
+        }
+    }
+    if let Err(l) = gw.limiter.messages(&gw.clock, &principal.user_id, count) {
+        return limited(&gw, &route, &l);
     }
     let mut judged = batch::judge(&gw, &route, &principal, &session, &parsed);
     let (forward, errors) = if judged.all_forwarded() {
@@ -228,7 +276,14 @@ async fn post(
             return upstream_down(&route.server, url, &e, ids, errors, parsed.batch);
         }
     };
-    let rewrite = Rewrite { lists, errors };
+    let ids = if errors.is_empty() {
+        Vec::new()
+    } else {
+        forwarded()
+            .filter_map(|m| m.request_id().cloned())
+            .collect()
+    };
+    let rewrite = Rewrite { lists, errors, ids };
     if provisional {
         if let Some(id) = resp
             .headers()
@@ -246,203 +301,6 @@ async fn post(
         }
     }
     relay(&gw, resp, route, session, rewrite, Some(forward))
-}
-
-fn authenticate(
-    gw: &Shared,
-    headers: &HeaderMap,
-    peer: SocketAddr,
-    server: &Arc<str>,
-) -> Result<Principal, Box<Response>> {
-    if !gw.auth.enabled() {
-        return Ok(Principal {
-            user_id: "anonymous".into(),
-            roles: Vec::new(),
-            method: "none",
-        });
-    }
-    let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let result = gw
-        .auth
-        .authenticate(text("authorization"), text("x-api-key"));
-    let mut meta = Map::new();
-    meta.insert("ip_address".into(), json!(peer.ip().to_string()));
-    meta.insert("user_agent".into(), json!(text("user-agent").unwrap_or("")));
-    let (level, message) = match &result {
-        Ok(p) => {
-            meta.insert("user_id".into(), json!(p.user_id));
-            meta.insert("result".into(), json!("success"));
-            meta.insert("method".into(), json!(p.method));
-            (
-                Level::Info,
-                format!("{} authenticated by {}", p.user_id, p.method),
-            )
-        }
-        Err(f) => {
-            meta.insert("user_id".into(), json!("unknown"));
-            meta.insert("result".into(), json!("failure"));
-            meta.insert("reason".into(), json!(f.reason()));
-            (
-                Level::Warning,
-                format!("Authentication failed from {}: {}", peer.ip(), f.reason()),
-            )
-        }
-    };
-    gw.taps.send(Tap::Security(SecurityFact {
-        event_type: "authentication",
-        level,
-        message,
-        metadata: meta,
-        server: Some(server.clone()),
-        session: None,
-    }));
-    result.map_err(|f| {
-        let challenge = format!(
-            "Bearer realm=\"{}\", error=\"{}\", error_description=\"{}\"",
-            gw.auth.realm,
-            f.code(),
-            f.reason()
-        );
-        let mut resp = (
-            StatusCode::UNAUTHORIZED,
-            axum::Json(json!({"error": format!("unauthorized: {}", f.reason())})),
-        )
-            .into_response();
-        if let Ok(v) = HeaderValue::from_str(&challenge) {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        Box::new(resp)
-    })
-}
-
-/// A body that policy applies to but the gateway cannot read: refused (fail closed), and
-/// recorded as a denial so that detection sees probing.
-fn unreadable(gw: &Shared, route: &Arc<Route>, session: &Arc<str>, why: &str) -> Response {
-    let mut meta = Map::new();
-    meta.insert("user_id".into(), json!(route.user.as_ref()));
-    meta.insert(
-        "resource".into(),
-        json!(format!("message:{}", route.server)),
-    );
-    meta.insert("action".into(), json!("send"));
-    meta.insert("result".into(), json!("denied"));
-    meta.insert("reason".into(), json!(why));
-    gw.taps.send(Tap::Security(SecurityFact {
-        event_type: "authorization",
-        level: Level::Warning,
-        message: format!(
-            "Denied: {} sent {} a body the gateway cannot read as JSON-RPC ({why}), so policy cannot judge it",
-            route.user, route.server
-        ),
-        metadata: meta,
-        server: Some(route.server.clone()),
-        session: Some(session.clone()),
-    }));
-    let msg = format!(
-        "Invalid Request: the gateway could not read this body as JSON-RPC ({why}); it forwards only what its policy can judge. Send each message once, with unique keys, a string method and string params.name/params.uri"
-    );
-    (
-        StatusCode::BAD_REQUEST,
-        axum::Json(
-            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32600, "message": msg}}),
-        ),
-    )
-        .into_response()
-}
-
-/// A caller presenting a session another principal opened: refused, and recorded.
-fn foreign_session(gw: &Shared, route: &Arc<Route>, session: &str) -> Response {
-    let mut meta = Map::new();
-    meta.insert("user_id".into(), json!(route.user.as_ref()));
-    meta.insert(
-        "resource".into(),
-        json!(format!("session:{}", route.server)),
-    );
-    meta.insert("action".into(), json!("use"));
-    meta.insert("result".into(), json!("denied"));
-    gw.taps.send(Tap::Security(SecurityFact {
-        event_type: "authorization",
-        level: Level::Warning,
-        message: format!(
-            "Denied: {} presented a {} session opened by another user",
-            route.user, route.server
-        ),
-        metadata: meta,
-        server: Some(route.server.clone()),
-        session: Some(Arc::from(session)),
-    }));
-    let msg = "this Mcp-Session-Id belongs to another user; start your own session with initialize";
-    (StatusCode::FORBIDDEN, axum::Json(json!({"error": msg}))).into_response()
-}
-
-/// Records a `rate_limited` event; returns the message for the caller.
-pub(super) fn record_limited(
-    gw: &Shared,
-    route: &Arc<Route>,
-    tool: Option<&str>,
-    l: &Limited,
-) -> String {
-    let mut meta = Map::new();
-    meta.insert("user_id".into(), json!(route.user.as_ref()));
-    meta.insert("scope".into(), json!(l.scope));
-    meta.insert("retry_after".into(), json!(l.retry_after));
-    if let Some(t) = tool {
-        meta.insert("tool".into(), json!(t));
-    }
-    let what = tool.map(|t| format!(" calling {t}")).unwrap_or_default();
-    gw.taps.send(Tap::Security(SecurityFact {
-        event_type: "rate_limited",
-        level: Level::Warning,
-        message: format!(
-            "{} rate limited{what} (per {}); retry in {} s",
-            route.user, l.scope, l.retry_after
-        ),
-        metadata: meta,
-        server: Some(route.server.clone()),
-        session: None,
-    }));
-    format!(
-        "rate limited (per {}); retry after {} s",
-        l.scope, l.retry_after
-    )
-}
-
-/// A request over the per-principal rate limit: 429 with `Retry-After`, and an event.
-fn limited(gw: &Shared, route: &Arc<Route>, l: &Limited) -> Response {
-    let msg = record_limited(gw, route, None, l);
-    (
-        StatusCode::TOO_MANY_REQUESTS,
-        [(header::RETRY_AFTER, HeaderValue::from(l.retry_after))],
-        axum::Json(json!({"error": msg})),
-    )
-        .into_response()
-}
-
-/// The upstream could not be reached: a JSON-RPC error for each forwarded request (one object,
-/// or an array for a batch, with the gateway's `errors` for the requests it refused).
-fn upstream_down(
-    server: &str,
-    url: &reqwest::Url,
-    e: &reqwest::Error,
-    ids: Vec<Value>,
-    mut errors: Vec<Value>,
-    batch: bool,
-) -> Response {
-    let msg = format!("upstream {server} is unreachable at {url} ({}); check that it runs and that gateway.upstreams.{server} is right", root_cause(e));
-    let body = if batch {
-        let mut all: Vec<Value> = ids
-            .iter()
-            .map(|id| rpc_error(id, UPSTREAM_DOWN_CODE, &msg))
-            .collect();
-        all.append(&mut errors);
-        Value::Array(all)
-    } else {
-        match ids.first() {
-            Some(id) => rpc_error(id, UPSTREAM_DOWN_CODE, &msg),
-            None => json!({"error": msg}),
-        }
-    };
-    (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
 }
 
 const HOP_BY_HOP: [&str; 9] = [
@@ -496,6 +354,29 @@ fn relay(
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
     let merge = status.is_success() && !rewrite.errors.is_empty();
+    // The upstream refused what was forwarded, the gateway the rest: every request still
+    // gets its answer.
+    let refused = !status.is_success() && !rewrite.errors.is_empty();
+    if refused {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+    }
+    if refused {
+        // The forwarded requests failed; the monitor records them so, not as pending.
+        if let Some(body) = request {
+            gw.taps.send(Tap::Failed {
+                session,
+                route,
+                body,
+                reason: format!("the upstream refused the batch with HTTP {status}"),
+            });
+        }
+        let body = rewrite::refused_batch(resp.bytes_stream(), status.as_u16(), rewrite);
+        return build(StatusCode::OK, headers, body);
+    }
     if !sse && !json {
         if merge {
             // The upstream took the rest without answering (202: notifications only), so the
@@ -522,7 +403,6 @@ fn relay(
         stream,
         done: false,
     };
-    // An upstream that refused the forwarded part answers for the whole body.
     if rewrite.is_empty() || !status.is_success() {
         return build(status, headers, Body::from_stream(tapped));
     }

@@ -22,7 +22,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::batch::{join_array, Probe};
+use super::batch::{join_array, rpc_error, Probe};
 use super::policy::Policy;
 use super::sse::{event_data, with_data, SseSplitter};
 use crate::jsonrpc::id_key;
@@ -33,6 +33,9 @@ pub(super) struct Rewrite {
     pub lists: Option<ListFilter>,
     /// The gateway's own responses to merge in.
     pub errors: Vec<Value>,
+    /// The ids of the requests forwarded (needed when `errors` must be merged into an answer
+    /// the upstream gave with an error status).
+    pub ids: Vec<Value>,
 }
 
 impl Rewrite {
@@ -188,7 +191,7 @@ pub(super) fn body<S>(stream: S, sse: bool, rewrite: Rewrite) -> Body
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
 {
-    let Rewrite { lists, errors } = rewrite;
+    let Rewrite { lists, errors, .. } = rewrite;
     if !sse {
         let merged = async move {
             let mut buf = Vec::new();
@@ -206,26 +209,128 @@ where
     let Some(lists) = lists else {
         return Body::from_stream(first.chain(stream));
     };
-    let mut splitter = SseSplitter::new(16 << 20);
-    let filtered = stream.map(move |chunk| {
-        let chunk = chunk?;
-        let mut out = Vec::with_capacity(chunk.len());
-        let passed = splitter.feed(&chunk, |event| {
-            match event_data(event).and_then(|d| rewrite_messages(&d, Some(&lists), &[])) {
-                Some(new) => out.extend_from_slice(&with_data(event, &new)),
-                None => {
-                    out.extend_from_slice(event);
-                    out.extend_from_slice(b"\n\n");
+    let state = SseFilter {
+        inner: stream,
+        splitter: SseSplitter::new(MAX_FILTERED_EVENT),
+        lists,
+    };
+    let filtered = futures_util::stream::unfold(Some(state), |state| async move {
+        let mut st = state?;
+        loop {
+            let Some(chunk) = st.inner.next().await else {
+                // An unfinished last event is passed on too, filtered like any other.
+                let rest = st.splitter.take_rest();
+                if rest.is_empty() {
+                    return None;
                 }
+                let out = match event_data(&rest)
+                    .and_then(|d| rewrite_messages(&d, Some(&st.lists), &[]))
+                {
+                    Some(new) => with_data(&rest, &new),
+                    None => rest,
+                };
+                return Some((Ok(Bytes::from(out)), None));
+            };
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => return Some((Err(e), None)),
+            };
+            let mut out = Vec::with_capacity(chunk.len());
+            let lists = &st.lists;
+            let skipped = st.splitter.feed(&chunk, |event| {
+                match event_data(event).and_then(|d| rewrite_messages(&d, Some(lists), &[])) {
+                    Some(new) => out.extend_from_slice(&with_data(event, &new)),
+                    None => {
+                        out.extend_from_slice(event);
+                        out.extend_from_slice(b"\n\n");
+                    }
+                }
+            });
+            if skipped > 0 {
+                // An event too large to filter may hold what the caller must not see: the
+                // stream ends here, with an error saying why.
+                out.extend_from_slice(&sse_events(&[too_large()]));
+                return Some((Ok(Bytes::from(out)), None));
             }
-        });
-        if passed > 0 {
-            // An event too large to inspect goes on unchanged.
-            out.extend_from_slice(&splitter.take_rest());
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), Some(st)));
+            }
         }
-        Ok::<_, reqwest::Error>(Bytes::from(out))
     });
     Body::from_stream(first.chain(filtered))
+}
+
+/// Most bytes of an upstream's error answer read to merge the gateway's errors into it.
+const MAX_REFUSAL: usize = 1 << 20;
+
+/// The client's body when the upstream refused the forwarded part of a batch (an error
+/// status) and the gateway refused the rest: one JSON array that answers every request, with
+/// the upstream's own responses, an error for each forwarded request it left unanswered
+/// (carrying what it said), and the gateway's errors.
+pub(super) fn refused_batch<S>(stream: S, status: u16, rewrite: Rewrite) -> Body
+where
+    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+{
+    let merged = async move {
+        let mut buf = Vec::new();
+        let mut stream = stream;
+        while let Some(chunk) = stream.next().await {
+            buf.extend_from_slice(&chunk?);
+            if buf.len() > MAX_REFUSAL {
+                buf.truncate(MAX_REFUSAL);
+                break;
+            }
+        }
+        let sse_data = event_data(&buf);
+        let payload = sse_data.as_deref().unwrap_or(&buf);
+        let items = match serde_json::from_slice::<Value>(payload) {
+            Ok(Value::Array(items)) => items,
+            Ok(v @ Value::Object(_)) => vec![v],
+            _ => Vec::new(),
+        };
+        let said = items
+            .iter()
+            .find_map(|m| m["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&buf[..buf.len().min(200)]).into_owned());
+        let mut answers: Vec<Value> = items
+            .into_iter()
+            .filter(|m| {
+                !m["id"].is_null() && (m.get("result").is_some() || m.get("error").is_some())
+            })
+            .collect();
+        let answered: Vec<String> = answers.iter().map(|m| id_key(&m["id"])).collect();
+        let message = format!("the upstream refused this batch with HTTP {status}: {said}");
+        for id in &rewrite.ids {
+            if !answered.contains(&id_key(id)) {
+                answers.push(rpc_error(id, UPSTREAM_REFUSED_CODE, &message));
+            }
+        }
+        answers.extend(rewrite.errors);
+        let out = serde_json::to_vec(&Value::Array(answers)).unwrap_or_default();
+        Ok::<_, reqwest::Error>(Bytes::from(out))
+    };
+    Body::from_stream(futures_util::stream::once(merged))
+}
+
+/// JSON-RPC error code for a request the upstream refused with an HTTP error status.
+pub const UPSTREAM_REFUSED_CODE: i64 = -32004;
+
+/// The largest SSE event list filtering reads; a larger one ends the stream (fail closed).
+pub(super) const MAX_FILTERED_EVENT: usize = 16 << 20;
+
+/// An upstream SSE answer being filtered event by event.
+struct SseFilter<S> {
+    inner: S,
+    splitter: SseSplitter,
+    lists: ListFilter,
+}
+
+/// The error that ends a filtered stream at an event too large to read.
+fn too_large() -> Value {
+    serde_json::json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "message": format!(
+        "the upstream sent an event over {} MiB, which the gateway cannot filter by policy; the stream ends here. Ask for less (e.g. paginate the list)",
+        MAX_FILTERED_EVENT >> 20
+    )}})
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! or `\r\n`), yields each event's `data:` payload for the tracker, and can rewrite events whose
 //! payload must change (a `tools/list` result filtered by policy).
 //!
-//! The buffer is bounded: an event larger than the limit is passed on (when rewriting) or
-//! skipped (when only watching) without being parsed.
+//! The buffer is bounded: an event larger than the limit is skipped without being parsed, and
+//! counted; a rewriter then ends the stream rather than pass on what it could not filter.
 
 /// Splits a stream of chunks into complete SSE events.
 pub struct SseSplitter {

@@ -74,6 +74,11 @@ audience = "mcpwatch"
     )
 }
 
+fn unix_now() -> i64 {
+    use mcpwatch_core::Clock;
+    mcpwatch_core::SystemClock.now().as_secs_f64() as i64
+}
+
 fn token(
     alg: jsonwebtoken::Algorithm,
     key: &EncodingKey,
@@ -81,8 +86,7 @@ fn token(
     aud: &str,
     exp_offset: i64,
 ) -> String {
-    use mcpwatch_core::Clock;
-    let now = mcpwatch_core::SystemClock.now().as_secs_f64() as i64;
+    let now = unix_now();
     let claims = json!({"sub": "carol", "roles": ["ops", "dev"], "iss": iss, "aud": aud, "exp": now + exp_offset});
     encode(&Header::new(alg), &claims, key).expect("token encodes")
 }
@@ -188,6 +192,45 @@ fn api_keys_and_jwts_map_to_principals_and_failures_say_why() {
         Some(&format!("Bearer {rsa}")),
         None,
         Ok(("carol", "jwt")),
+    );
+}
+
+#[test]
+fn jwts_not_valid_yet_or_with_critical_extensions_are_refused() {
+    let built = gateway(&auth_config()).expect("valid config");
+    let a = &built.auth;
+    let hs = EncodingKey::from_secret(SECRET.as_bytes());
+    use jsonwebtoken::Algorithm::HS256;
+    // Not valid for another hour (beyond the 5 s leeway), or just inside the leeway.
+    let claims = |nbf_offset: i64| {
+        let now = unix_now();
+        json!({"sub": "carol", "iss": "https://idp.test", "aud": "mcpwatch", "exp": now + 7200, "nbf": now + nbf_offset})
+    };
+    let early = encode(&Header::new(HS256), &claims(3600), &hs).expect("token encodes");
+    check(
+        a,
+        Some(&format!("Bearer {early}")),
+        None,
+        Err(AuthFailure::Invalid("token not valid yet")),
+    );
+    let skewed = encode(&Header::new(HS256), &claims(2), &hs).expect("token encodes");
+    check(
+        a,
+        Some(&format!("Bearer {skewed}")),
+        None,
+        Ok(("carol", "jwt")),
+    );
+    // A critical extension the gateway does not implement: refused even though it verifies.
+    let mut crit = Header::new(HS256);
+    crit.crit = Some(vec!["exp-binding".into()]);
+    let crit = encode(&crit, &claims(0), &hs).expect("token encodes");
+    check(
+        a,
+        Some(&format!("Bearer {crit}")),
+        None,
+        Err(AuthFailure::Invalid(
+            "token header lists crit extensions, which this gateway does not implement",
+        )),
     );
 }
 

@@ -27,6 +27,11 @@ impl SessionTracker {
         match self.pins.compare_and_pin(&server, &tools) {
             Ok(diff) => self.report_pins(diff, out),
             Err(e) => {
+                // A failed save still says what changed (the old pins are kept).
+                if let Some(diff) = e.diff {
+                    self.report_pins(diff, out);
+                }
+                let e = e.error;
                 let mut m = Map::new();
                 m.insert("error".into(), json!(e.to_string()));
                 let msg = format!("Tool definitions of {server} could not be pinned: {e}");

@@ -94,7 +94,10 @@ impl SessionTracker {
             m.insert("parameter_sizes".into(), Value::Object(call.sizes));
             m.insert("success".into(), json!(success));
             if let Ending::Result(result, size) = &ending {
-                m.insert("result".into(), result_summary(result, *size));
+                m.insert(
+                    "result".into(),
+                    result_summary(result, *size, &self.cfg.redactor),
+                );
             }
             let level = match outcome {
                 Outcome::Success | Outcome::Cancelled => Level::Info,

@@ -3,7 +3,9 @@
 //!
 //! `mcpwatch gateway --upstream everything=http://127.0.0.1:3001/mcp` serves it, unauthenticated,
 //! at http://127.0.0.1:7880/mcp/everything; `--config FILE` adds keys, JWT issuers, policy and
-//! limits. Prints `listening on http://ADDR` to stderr once it accepts connections.
+//! limits. Prints `listening on http://ADDR` to stderr once it accepts connections. Like
+//! `serve`, it refuses a non-loopback address without authentication, unless told
+//! `--allow-unauthenticated-network`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ pub struct GatewayArgs {
     /// Where tool pins and the delivery spool live [default: gateway.data_dir, $MCPWATCH_DATA_DIR or the platform data dir].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Serve without authentication on an address other machines can reach. Without it, a
+    /// non-loopback --listen needs [[gateway.auth.api_keys]] or [[gateway.auth.jwt]].
+    #[arg(long)]
+    allow_unauthenticated_network: bool,
 }
 
 /// Runs the gateway until SIGINT or SIGTERM.
@@ -95,6 +101,13 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;
+    if !addr.ip().is_loopback() && !built.auth.enabled() && !args.allow_unauthenticated_network {
+        bail!(
+            "refusing to listen on {addr} without authentication: anyone who can reach it could call every upstream as `anonymous`. \
+             Add [[gateway.auth.api_keys]] or [[gateway.auth.jwt]] to the config (see README), listen on 127.0.0.1, \
+             or pass --allow-unauthenticated-network if that is what you mean"
+        );
+    }
     eprintln!(
         "mcpwatch gateway listening on http://{addr} (upstreams: {}; auth {auth})",
         names
