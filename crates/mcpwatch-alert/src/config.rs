@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use mcpwatch_core::config::{Config, ConfigError};
 use mcpwatch_core::time_fmt::parse_duration;
+use mcpwatch_detect::alert::FoldPolicy;
 use mcpwatch_detect::{FindingSource, Severity};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -160,6 +161,37 @@ pub struct Settings {
     pub channels: BTreeMap<String, Arc<dyn Channel>>,
     /// Where alerts go.
     pub routing: Routing,
+}
+
+impl Settings {
+    /// How findings fold into alerts, as `replay` must fold them too.
+    pub fn fold_policy(&self) -> FoldPolicy {
+        FoldPolicy {
+            max_event_ids: self.max_event_ids,
+            resolve_after_us: self
+                .resolve_after
+                .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// Only the fold policy of `[alerting]` (`max_event_ids`, `resolve_after`), for `replay`, which
+/// folds like live alerting but sends nothing (so channels and their secrets are not needed).
+pub fn fold_policy(config: &Config) -> Result<FoldPolicy, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let alerting: AlertingConfig = section(config, "alerting", &mut errors).unwrap_or_default();
+    let resolve_after = parse_duration(&alerting.resolve_after).unwrap_or_else(|m| {
+        errors.push(ConfigError::at("alerting.resolve_after", m));
+        Duration::ZERO
+    });
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(FoldPolicy {
+        max_event_ids: alerting.max_event_ids.max(1),
+        resolve_after_us: (resolve_after > Duration::ZERO)
+            .then(|| i64::try_from(resolve_after.as_micros()).unwrap_or(i64::MAX)),
+    })
 }
 
 /// Builds the alerting settings from the config; every problem at once, each with its path.

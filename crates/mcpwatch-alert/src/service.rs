@@ -1,6 +1,8 @@
 //! [`Alerting`]: the alert lifecycle on top of the store.
 //!
-//! `on_finding` folds a finding into its open alert (or opens one), applies silences and, when
+//! `on_finding` folds a finding into its open alert (or opens one; an open alert already quiet
+//! for `resolve_after` resolves first), with the fold `replay` uses too
+//! (`mcpwatch_detect::alert`), applies silences and, when
 //! due, queues notifications in the outbox, all in one SQLite transaction on the caller's
 //! thread; it never touches the network. `tick` resolves alerts that went quiet. The API's
 //! actions (acknowledge, resolve, silences) go through here too. Delivery is in
@@ -18,9 +20,8 @@ use std::time::Duration;
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::ids::IdGenerator;
 use mcpwatch_core::Timestamp;
-use mcpwatch_detect::alert::fingerprint;
-use mcpwatch_detect::finding::derived_id;
-use mcpwatch_detect::{Alert, AlertStatus, Finding};
+use mcpwatch_detect::alert::{alert_id, fingerprint, fold_into, new_alert};
+use mcpwatch_detect::{AlertStatus, Finding};
 use rusqlite::Connection;
 use tokio::sync::Notify;
 
@@ -131,10 +132,17 @@ impl Alerting {
         let tx = db.transaction()?;
         let fp = fingerprint(f.source, &f.name, &f.group);
         let silences = active_silences(&tx, now)?;
+        let policy = self.settings.fold_policy();
         let (mut rec, created) = match store::find_open(&tx, &fp)? {
-            Some(mut r) => {
+            Some(mut r) if !policy.is_quiet(r.updated_at, now) => {
                 self.fold(&mut r, f, now);
                 (r, false)
+            }
+            Some(mut quiet) => {
+                // Quiet long enough to have resolved (the periodic `tick` had not got to it
+                // yet): resolve it now, as replay does, and open a new one.
+                self.resolve_in(&tx, &mut quiet, now)?;
+                (self.open_alert(&tx, &fp, f, now)?, true)
             }
             None => (self.open_alert(&tx, &fp, f, now)?, true),
         };
@@ -160,17 +168,7 @@ impl Alerting {
     }
 
     fn fold(&self, r: &mut AlertRecord, f: &Finding, now: Timestamp) {
-        let a = &mut r.alert;
-        a.count += 1;
-        a.last_seen = a.last_seen.max(f.at);
-        a.severity = a.severity.max(f.severity);
-        a.description.clone_from(&f.description);
-        a.event_ids.extend(f.event_ids.iter().cloned());
-        let excess = a
-            .event_ids
-            .len()
-            .saturating_sub(self.settings.max_event_ids);
-        a.event_ids.drain(..excess);
+        fold_into(&mut r.alert, f, self.settings.max_event_ids);
         r.tags.clone_from(&f.event.tags);
         r.updated_at = now;
     }
@@ -182,32 +180,14 @@ impl Alerting {
         f: &Finding,
         now: Timestamp,
     ) -> Result<AlertRecord, AlertError> {
-        let first = f.event_ids.first().map_or("", String::as_str);
         // The same id `replay` gives; a later alert for the same events (after a resolve) gets
         // a fresh one.
-        let mut id = derived_id([fp, first]);
+        let mut id = alert_id(fp, f);
         if store::exists(conn, &id)? {
             id = self.ids.next(now);
         }
-        let mut event_ids = f.event_ids.clone();
-        let excess = event_ids.len().saturating_sub(self.settings.max_event_ids);
-        event_ids.drain(..excess);
         Ok(AlertRecord {
-            alert: Alert {
-                id,
-                fingerprint: fp.to_owned(),
-                source: f.source,
-                name: f.name.clone(),
-                severity: f.severity,
-                status: AlertStatus::New,
-                first_seen: f.at,
-                last_seen: f.at,
-                count: 1,
-                description: f.description.clone(),
-                recommended_action: f.recommended_action.clone(),
-                group: f.group.clone(),
-                event_ids,
-            },
+            alert: new_alert(fp, id, f, self.settings.max_event_ids),
             tags: f.event.tags.clone(),
             updated_at: now,
             notified_at: None,

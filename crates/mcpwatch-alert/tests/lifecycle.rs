@@ -9,6 +9,8 @@ use std::time::Duration;
 use common::lifecycle::{brute, deliver_all, finding, harness, outbox, Now, CHANNELS};
 use mcpwatch_alert::store::AlertFilter;
 use mcpwatch_alert::{AlertRecord, NewSilence};
+use mcpwatch_core::config::Config;
+use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_detect::{AlertStatus, Severity};
 
 #[test]
@@ -311,5 +313,97 @@ fn lists_filter_and_page_with_a_cursor() {
         seen,
         ["e", "d", "c", "b", "a"],
         "newest first, every page once"
+    );
+}
+
+/// The detection fixtures, stretched in time (×60) so that alerts go quiet in between.
+fn stretched_fixture_events() -> Vec<Event> {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../mcpwatch-detect/tests/fixtures"
+    );
+    let mut events = Vec::new();
+    for f in [
+        "rules/threshold_boundary.jsonl",
+        "rules/window_edge.jsonl",
+        "rules/distinct.jsonl",
+        "rules/suppress_multi_group.jsonl",
+        "rules/privilege_escalation.jsonl",
+        "replay/mixed.jsonl",
+    ] {
+        let path = std::path::Path::new(dir).join(f);
+        events.extend(mcpwatch_detect::load_events_jsonl(&path).expect("fixture loads"));
+    }
+    events.sort_by_key(|e| e.timestamp);
+    let t0 = events[0].timestamp.as_micros();
+    for e in &mut events {
+        e.timestamp = Timestamp::from_micros(t0 + (e.timestamp.as_micros() - t0) * 60);
+    }
+    events
+}
+
+#[test]
+fn replay_and_live_agree_on_firing_and_resolution() {
+    let toml = "[alerting]\nresolve_after = \"30m\"\n";
+    let h = harness(toml);
+    let policy = mcpwatch_alert::config::fold_policy(&Config::from_toml(toml).unwrap()).unwrap();
+    assert_eq!(policy, h.alerting.settings().fold_policy());
+    let events = stretched_fixture_events();
+    let settings = mcpwatch_detect::DetectSettings::default();
+    let rules = mcpwatch_detect::RuleSet::defaults();
+    let (replayed, _) =
+        mcpwatch_detect::replay_with(events.clone(), rules.clone(), &settings, policy);
+
+    // Live: events arrive at their own time; the periodic tick runs only now and then, so
+    // some quiet alerts are resolved by the next firing rather than by a tick.
+    let mut engine = mcpwatch_detect::Engine::new(rules, &settings);
+    let mut out = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        h.clock.set(e.timestamp);
+        if i % 7 == 0 {
+            h.alerting.tick(e.timestamp).unwrap();
+        }
+        engine.process(e, &mut out);
+        for f in out.drain(..) {
+            h.alerting.on_finding(&f).unwrap();
+        }
+    }
+    h.alerting.tick(h.clock.now()).unwrap();
+    let filter = AlertFilter {
+        limit: 10_000,
+        ..AlertFilter::default()
+    };
+    let mut live: Vec<_> = h
+        .alerting
+        .list(&filter)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|r| r.alert)
+        .collect();
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut replayed = replayed;
+    replayed.sort_by(|a, b| a.id.cmp(&b.id));
+    let view = |a: &mcpwatch_detect::Alert| {
+        (
+            a.id.clone(),
+            a.name.clone(),
+            a.count,
+            a.status == AlertStatus::Resolved,
+            a.event_ids.clone(),
+        )
+    };
+    let resolved = replayed
+        .iter()
+        .filter(|a| a.status == AlertStatus::Resolved)
+        .count();
+    assert!(
+        resolved > 0 && resolved < replayed.len(),
+        "the stream must resolve some alerts and leave others open ({resolved} of {})",
+        replayed.len()
+    );
+    assert_eq!(
+        live.iter().map(view).collect::<Vec<_>>(),
+        replayed.iter().map(view).collect::<Vec<_>>()
     );
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod params;
 pub mod paths;
 pub mod redact;
 pub mod sink;

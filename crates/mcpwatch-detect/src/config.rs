@@ -6,7 +6,10 @@ use mcpwatch_core::config::ConfigError;
 use mcpwatch_core::time_fmt::parse_duration;
 use serde::Deserialize;
 
-use crate::anomaly::{AnomalySettings, DETECTORS};
+use crate::anomaly::{AnomalySettings, DetectorKind};
+
+/// Largest `repetition_count`: the detector keeps that many call times per session.
+const MAX_REPETITION_COUNT: u32 = 1000;
 use crate::threshold::{Limits, ThresholdSettings};
 
 /// The `[detection]` section.
@@ -158,7 +161,7 @@ impl Default for AnomalyConfig {
     fn default() -> Self {
         let d = AnomalySettings::default();
         Self {
-            enabled: d.enabled,
+            enabled: d.enabled.iter().map(|k| k.as_str().to_owned()).collect(),
             learning_period: "30m".into(),
             min_samples: d.min_samples,
             idle_timeout: "24h".into(),
@@ -332,15 +335,20 @@ impl DetectConfig {
     pub fn build(&self) -> Result<DetectSettings, Vec<ConfigError>> {
         let mut e = Errors(Vec::new());
         let a = &self.anomaly;
+        let mut enabled = Vec::new();
         for name in &a.enabled {
-            if !DETECTORS.contains(&name.as_str()) {
-                e.0.push(ConfigError::at(
-                    "detection.anomaly.enabled",
-                    format!(
-                        "unknown detector `{name}`; detectors are {}",
-                        DETECTORS.join(", ")
-                    ),
-                ));
+            match DetectorKind::parse(name) {
+                Some(k) => enabled.push(k),
+                None => {
+                    let all: Vec<&str> = DetectorKind::ALL.iter().map(|k| k.as_str()).collect();
+                    e.0.push(ConfigError::at(
+                        "detection.anomaly.enabled",
+                        format!(
+                            "unknown detector `{name}`; detectors are {}",
+                            all.join(", ")
+                        ),
+                    ));
+                }
             }
         }
         if self.max_keys_per_rule == 0 || a.max_keys == 0 {
@@ -349,10 +357,10 @@ impl DetectConfig {
                 "must be at least 1",
             ));
         }
-        if a.repetition_count < 2 {
+        if !(2..=MAX_REPETITION_COUNT).contains(&a.repetition_count) {
             e.0.push(ConfigError::at(
                 "detection.anomaly.repetition_count",
-                "must be at least 2",
+                format!("must be between 2 and {MAX_REPETITION_COUNT}"),
             ));
         }
         let anomaly = AnomalySettings {
@@ -360,7 +368,7 @@ impl DetectConfig {
             min_samples: a.min_samples,
             idle_us: e.duration("detection.anomaly.idle_timeout", &a.idle_timeout),
             max_keys: a.max_keys,
-            enabled: a.enabled.clone(),
+            enabled,
             latency_ratio: e.positive("detection.anomaly.latency_ratio", a.latency_ratio),
             latency_z: e.positive("detection.anomaly.latency_z", a.latency_z),
             error_cusum_h: e.positive("detection.anomaly.error_cusum_h", a.error_cusum_h),

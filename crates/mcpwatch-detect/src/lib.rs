@@ -24,10 +24,10 @@ pub mod threat;
 pub mod threshold;
 pub mod watermark;
 
-pub use alert::{Alert, AlertBook, AlertChange, AlertStatus};
+pub use alert::{Alert, AlertBook, AlertChange, AlertStatus, FoldPolicy};
 pub use config::{DetectConfig, DetectSettings};
 pub use engine::{Engine, Health};
 pub use error::{DetectError, RuleError};
 pub use finding::{Finding, FindingSource, Severity};
-pub use replay::{load_events_jsonl, replay, ReplaySummary, SummaryRow};
+pub use replay::{load_events_jsonl, replay, replay_with, ReplaySummary, SummaryRow};
 pub use rules::{check_rule_files, RuleEngine, RuleSet};

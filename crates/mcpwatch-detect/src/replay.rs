@@ -8,7 +8,7 @@ use std::path::Path;
 use mcpwatch_core::Event;
 use serde::Serialize;
 
-use crate::alert::{Alert, AlertBook, AlertChange};
+use crate::alert::{Alert, AlertBook, AlertChange, FoldPolicy};
 use crate::config::DetectSettings;
 use crate::engine::{Engine, Health};
 use crate::error::DetectError;
@@ -69,20 +69,36 @@ pub struct ReplaySummary {
 }
 
 /// Runs `events` through detection in event-time order (stable for equal times) and folds the
-/// findings into alerts. Deterministic: the same events, rules and settings give the same
-/// alerts, ids included.
+/// findings into alerts, never resolving them. Deterministic: the same events, rules and
+/// settings give the same alerts, ids included.
 pub fn replay(
     events: impl IntoIterator<Item = Event>,
     rules: RuleSet,
     settings: &DetectSettings,
 ) -> (Vec<Alert>, ReplaySummary) {
+    let policy = FoldPolicy {
+        max_event_ids: settings.max_event_ids_per_alert,
+        resolve_after_us: None,
+    };
+    replay_with(events, rules, settings, policy)
+}
+
+/// [`replay`] folding by `policy`, as live alerting does with the same policy: alerts quiet
+/// for its period resolve as event time passes them.
+pub fn replay_with(
+    events: impl IntoIterator<Item = Event>,
+    rules: RuleSet,
+    settings: &DetectSettings,
+    policy: FoldPolicy,
+) -> (Vec<Alert>, ReplaySummary) {
     let mut events: Vec<Event> = events.into_iter().collect();
     events.sort_by_key(|e| e.timestamp);
     let mut engine = Engine::new(rules, settings);
-    let mut book = AlertBook::new(settings.max_event_ids_per_alert);
+    let mut book = AlertBook::with_policy(policy);
     let mut out = Vec::new();
     let mut alerts_by: BTreeMap<(FindingSource, String), u64> = BTreeMap::new();
     for e in &events {
+        book.resolve_quiet(e.timestamp);
         engine.process(e, &mut out);
         for f in out.drain(..) {
             if let AlertChange::Created(_) = book.fold(&f) {

@@ -6,7 +6,9 @@
 //! to live subscribers.
 //!
 //! Architecture Invariant: nothing is acknowledged before its transaction commits, and nothing
-//! is published that was not committed.
+//! is published that was not committed. An event whose id is already stored (a client's
+//! retry) is acknowledged but not published or staged again: everything downstream sees each
+//! event once.
 //! After commit, every batch goes through the post-commit [`Stage`]s (detection, alerting,
 //! metrics) on their own thread, in commit order; events they emit (alerts, anomalies) enter
 //! the pipeline like any other.
@@ -71,8 +73,10 @@ pub trait Stage: Send + 'static {
 pub struct PipelineHealth {
     /// Events accepted but not yet committed.
     pub pending_events: AtomicUsize,
-    /// Events committed since start.
+    /// Events committed since start (new ones; resent events are not counted again).
     pub committed_events: AtomicU64,
+    /// Events acknowledged but not processed again because their id was already stored.
+    pub duplicate_events: AtomicU64,
     /// Batches refused because the pipeline was full.
     pub overloaded_batches: AtomicU64,
     /// Commits that failed.
@@ -312,14 +316,35 @@ impl WriterLoop {
         }
         let refs: Vec<&PreparedEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
         // With nothing else waiting, statistics are brought up to date in the same commit.
-        let result = self.writer.append(&refs, idle).map(|_| ());
+        let mut fresh = Vec::with_capacity(refs.len());
+        let result = self.writer.append_marking(&refs, idle, &mut fresh);
         drop(refs);
         match result {
-            Ok(()) => {
+            Ok(added) => {
                 self.health
                     .committed_events
-                    .fetch_add(total as u64, Ordering::Relaxed);
-                for r in group {
+                    .fetch_add(added as u64, Ordering::Relaxed);
+                self.health
+                    .duplicate_events
+                    .fetch_add((total - added) as u64, Ordering::Relaxed);
+                let mut marks = fresh.into_iter();
+                for mut r in group {
+                    // A resent event (its id already stored) is acknowledged below, but stages
+                    // and subscribers see each event once.
+                    let before = r.events.len();
+                    r.events = only_fresh(r.events, marks.by_ref().take(before));
+                    let dropped = before - r.events.len();
+                    if dropped > 0 {
+                        self.health
+                            .pending_events
+                            .fetch_sub(dropped, Ordering::SeqCst);
+                    }
+                    if r.events.is_empty() {
+                        if let Some(reply) = r.reply {
+                            let _ = reply.send(Ok(()));
+                        }
+                        continue;
+                    }
                     if self.published.receiver_count() > 0 {
                         let _ = self.published.send(r.events.clone());
                     }
@@ -384,6 +409,21 @@ impl WriterLoop {
             }
         }
     }
+}
+
+/// The events of `batch` whose mark is true; `batch` itself when all are.
+fn only_fresh(batch: Committed, marks: impl Iterator<Item = bool>) -> Committed {
+    let marks: Vec<bool> = marks.collect();
+    if marks.iter().all(|m| *m) {
+        return batch;
+    }
+    let kept = batch
+        .iter()
+        .zip(marks)
+        .filter(|(_, fresh)| *fresh)
+        .map(|(e, _)| e.clone())
+        .collect();
+    Arc::new(kept)
 }
 
 /// Runs the post-commit stages on every committed batch, in commit order.

@@ -92,7 +92,19 @@ pub trait EventWriter: Send {
     ///
     /// Derived statistics may trail the events by up to a second under load; with `settle` (the
     /// caller has nothing else waiting) they are brought up to date in the same transaction.
-    fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError>;
+    fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError> {
+        self.append_marking(batch, settle, &mut Vec::new())
+    }
+
+    /// [`EventWriter::append`], also saying which events were new: `fresh[i]` is false when
+    /// `batch[i]` was already stored (or came earlier in the same batch), so that a resent
+    /// event is acknowledged without being processed again.
+    fn append_marking(
+        &mut self,
+        batch: &[&PreparedEvent],
+        settle: bool,
+        fresh: &mut Vec<bool>,
+    ) -> Result<usize, StoreError>;
 
     /// Brings derived statistics up to date with every committed event.
     fn settle(&mut self) -> Result<(), StoreError>;

@@ -1,14 +1,24 @@
 //! MCP session tracking: from JSON-RPC frames with a direction to monitoring events.
 //!
-//! Transport-independent: the stdio relay feeds it lines, the HTTP gateway will feed it request
-//! and response bodies. It correlates requests and responses per direction by id (servers send
-//! requests too), times them against the injected [`Clock`], follows tool listings into the
-//! [`PinStore`], and emits the SPEC section 2 events. It never sees the relay's bytes before the
-//! peer does: it works on copies, so nothing here can slow or alter a session.
+//! Transport-independent: the stdio relay (`wrap`) feeds it lines, the HTTP gateway feeds it
+//! request and response bodies. It never sees the relay's bytes before the peer does: it works
+//! on copies, so nothing here can slow or alter a session. The parts:
+//! - this file: the tracker, its entry points and the frames it cannot read;
+//! - [`correlate`]: requests matched to responses per direction by id (servers send requests
+//!   too), cancellations, timeouts and eviction, timed against the injected clock;
+//! - [`calls`]: the events of a request as it starts (`execution_start`, `data_access`);
+//! - [`outcome`]: how a request ended, and its `request_performance` / `execution_complete`;
+//! - [`listing`]: tool listings followed into the [`PinStore`], rug pulls reported;
+//! - [`meta`]: the metadata every event carries, `session_start`, and `emit`.
 //!
 //! Architecture Invariant: every event leaves through [`SessionTracker::emit`], which stamps the
 //! common metadata and runs the core `Redactor`.
 
+mod calls;
+mod correlate;
+mod listing;
+mod meta;
+mod outcome;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -18,12 +28,15 @@ use std::time::Duration;
 
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::ids::IdGenerator;
-use mcpwatch_core::{Event, Level, Outcome, Redactor, Timestamp};
+use mcpwatch_core::{Event, Level, Redactor, Timestamp};
 use serde_json::{json, Map, Value};
 
 use crate::classify::ClassificationConfig;
-use crate::jsonrpc::{id_display, id_key, parse_frame, FrameError, Message};
-use crate::pins::{PinDiff, PinStore};
+use crate::jsonrpc::{id_key, parse_frame, FrameError, Message};
+use crate::pins::PinStore;
+use correlate::{Pending, MAX_TIMED_OUT};
+use meta::{secs_between, SharedMetadata};
+use outcome::Ending;
 pub use summary::{bounded_parameters, is_tool_error, result_summary};
 
 /// Which way a message travels.
@@ -36,11 +49,11 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         self as usize
     }
 
-    fn opposite(self) -> Direction {
+    pub(super) fn opposite(self) -> Direction {
         match self {
             Direction::ClientToServer => Direction::ServerToClient,
             Direction::ServerToClient => Direction::ClientToServer,
@@ -75,33 +88,6 @@ pub struct SessionConfig {
     pub redactor: Redactor,
 }
 
-/// A request waiting for its response.
-#[derive(Debug)]
-struct Pending {
-    id: Value,
-    method: String,
-    started: Timestamp,
-    /// Position in the order of arrival (see [`SessionTracker::arrivals`]).
-    seq: u64,
-    /// For `tools/call`: execution id and tool name.
-    tool: Option<(String, String)>,
-}
-
-/// How a request ended.
-enum Ending {
-    Result(Value, usize),
-    RpcError(i64, String),
-    Cancelled(Option<String>),
-    Timeout,
-    TransportError(String),
-    Denied(String),
-}
-
-/// Timed-out ids remembered so a late response is not mistaken for a stray one.
-const MAX_TIMED_OUT: usize = 1024;
-/// Pages of one `tools/list` accumulated at most.
-const MAX_LISTED_TOOLS: usize = 10_000;
-
 /// Tracks one MCP session.
 pub struct SessionTracker {
     cfg: SessionConfig,
@@ -123,6 +109,8 @@ pub struct SessionTracker {
     listing: Vec<Value>,
     requests: u64,
     evicted: u64,
+    /// Bytes of parameters the pending calls carry (see `calls::MAX_CARRIED_BYTES`).
+    carried_bytes: usize,
 }
 
 impl SessionTracker {
@@ -148,6 +136,7 @@ impl SessionTracker {
             listing: Vec::new(),
             requests: 0,
             evicted: 0,
+            carried_bytes: 0,
         }
     }
 
@@ -308,511 +297,6 @@ impl SessionTracker {
         ));
     }
 
-    fn on_message(&mut self, dir: Direction, message: Message, out: &mut Vec<Event>) {
-        match message {
-            Message::Request { id, method, params } => {
-                self.on_request(dir, id, method, params, out)
-            }
-            Message::Notification { method, params } => {
-                if method == "notifications/cancelled" {
-                    self.on_cancelled(dir, &params, out);
-                }
-            }
-            Message::Result { id, result, size } => {
-                self.on_response(dir, id, Ending::Result(result, size), out);
-            }
-            Message::Error { id, code, message } => {
-                self.on_response(dir, id, Ending::RpcError(code, message), out);
-            }
-        }
-    }
-
-    fn on_request(
-        &mut self,
-        dir: Direction,
-        id: Value,
-        method: String,
-        params: Value,
-        out: &mut Vec<Event>,
-    ) {
-        self.requests += 1;
-        let now = self.clock.now();
-        let key = id_key(&id);
-        if method == "initialize" && dir == Direction::ClientToServer {
-            if let Some(info) = params.get("clientInfo") {
-                self.client =
-                    Some(json!({"name": info.get("name"), "version": info.get("version")}));
-                self.shared =
-                    SharedMetadata::build(&self.cfg, &self.session_id, self.client.as_ref());
-            }
-        }
-        let tool = if method == "tools/call" {
-            Some(self.tool_call_started(&id, &params, out))
-        } else {
-            None
-        };
-        if method == "resources/read" {
-            self.resource_read(&params, out);
-        }
-        if method == "tools/list" && params.get("cursor").is_none() {
-            self.listing.clear();
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let pending = Pending {
-            id,
-            method,
-            started: now,
-            seq,
-            tool,
-        };
-        self.arrivals[dir.index()].push_back((seq, key.clone()));
-        if let Some(old) = self.pending[dir.index()].insert(key, pending) {
-            let mut m = Map::new();
-            m.insert("kind".into(), json!("duplicate_request_id"));
-            m.insert("direction".into(), json!(dir.as_str()));
-            m.insert("request_id".into(), json!(id_display(&old.id)));
-            m.insert("method".into(), json!(old.method));
-            if let Some((execution_id, _)) = &old.tool {
-                m.insert("execution_id".into(), json!(execution_id));
-            }
-            let msg = format!("Request id {} reused while the earlier request ({}) was still pending; tracking the new one", id_display(&old.id), old.method);
-            out.push(self.emit(
-                Level::Warning,
-                "system",
-                "protocol_error",
-                msg,
-                m,
-                &["protocol"],
-            ));
-        }
-        self.evict_if_full(dir, out);
-    }
-
-    fn evict_if_full(&mut self, dir: Direction, out: &mut Vec<Event>) {
-        let map = &mut self.pending[dir.index()];
-        let arrivals = &mut self.arrivals[dir.index()];
-        if arrivals.len() > 2 * map.len() + 64 {
-            arrivals.retain(|(seq, key)| map.get(key).is_some_and(|p| p.seq == *seq));
-        }
-        if map.len() <= self.cfg.max_pending {
-            return;
-        }
-        let mut oldest = None;
-        while let Some((seq, key)) = arrivals.pop_front() {
-            if map.get(&key).is_some_and(|p| p.seq == seq) {
-                oldest = Some(key);
-                break;
-            }
-        }
-        let Some(oldest) = oldest else {
-            return;
-        };
-        if let Some(p) = map.remove(&oldest) {
-            self.evicted += 1;
-            let mut m = Map::new();
-            m.insert("direction".into(), json!(dir.as_str()));
-            m.insert("request_id".into(), json!(id_display(&p.id)));
-            m.insert("method".into(), json!(p.method));
-            m.insert("max_pending".into(), json!(self.cfg.max_pending));
-            m.insert("evicted_total".into(), json!(self.evicted));
-            let msg = format!(
-                "More than {} requests pending; stopped tracking the oldest ({})",
-                self.cfg.max_pending, p.method
-            );
-            out.push(self.emit(
-                Level::Warning,
-                "system",
-                "pending_evicted",
-                msg,
-                m,
-                &["capture", "evicted"],
-            ));
-        }
-    }
-
-    fn tool_call_started(
-        &mut self,
-        id: &Value,
-        params: &Value,
-        out: &mut Vec<Event>,
-    ) -> (String, String) {
-        let tool_name = params
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown")
-            .to_string();
-        let arguments = params.get("arguments").cloned().unwrap_or(Value::Null);
-        let execution_id = self.ids.next(self.clock.now());
-        let mut m = Map::new();
-        m.insert("execution_id".into(), json!(execution_id));
-        m.insert("tool_name".into(), json!(tool_name));
-        m.insert("request_id".into(), json!(id_display(id)));
-        m.insert("parameters".into(), bounded_parameters(&arguments));
-        let msg = format!("Tool {tool_name} execution started");
-        out.push(self.emit(
-            Level::Info,
-            "tool_execution",
-            "execution_start",
-            msg,
-            m,
-            &["tool", "execution", "start"],
-        ));
-        let classified = self
-            .cfg
-            .classification
-            .classify_tool_call(&tool_name, &arguments)
-            .map(|(c, arg, v)| (c.to_string(), arg.to_string(), v.to_string()));
-        if let Some((classification, argument, value)) = classified {
-            let mut m = Map::new();
-            m.insert("data_type".into(), json!("tool_argument"));
-            m.insert("operation".into(), json!(tool_name));
-            m.insert("tool_name".into(), json!(tool_name));
-            m.insert("execution_id".into(), json!(execution_id));
-            m.insert("argument".into(), json!(argument));
-            m.insert("value".into(), json!(value));
-            m.insert("data_classification".into(), json!(classification));
-            let msg =
-                format!("Tool {tool_name} called on {classification} data ({argument}={value})");
-            out.push(self.emit(
-                Level::Info,
-                "security",
-                "data_access",
-                msg,
-                m,
-                &["data_access", "tool"],
-            ));
-        }
-        (execution_id, tool_name)
-    }
-
-    fn resource_read(&mut self, params: &Value, out: &mut Vec<Event>) {
-        let uri = params
-            .get("uri")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let classification = self.cfg.classification.classify_uri(&uri).to_string();
-        let mut m = Map::new();
-        m.insert("data_type".into(), json!("resource"));
-        m.insert("operation".into(), json!("read"));
-        m.insert("uri".into(), json!(uri));
-        m.insert("data_classification".into(), json!(classification));
-        let msg = format!("Resource {uri} read ({classification})");
-        out.push(self.emit(
-            Level::Info,
-            "security",
-            "data_access",
-            msg,
-            m,
-            &["data_access", "resource"],
-        ));
-    }
-
-    fn on_cancelled(&mut self, dir: Direction, params: &Value, out: &mut Vec<Event>) {
-        let Some(request_id) = params.get("requestId") else {
-            return;
-        };
-        let reason = params
-            .get("reason")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(p) = self.pending[dir.index()].remove(&id_key(request_id)) {
-            self.complete(dir, p, Ending::Cancelled(reason), out);
-        }
-    }
-
-    fn on_response(&mut self, dir: Direction, id: Value, ending: Ending, out: &mut Vec<Event>) {
-        let request_dir = dir.opposite();
-        let key = id_key(&id);
-        if let Some(p) = self.pending[request_dir.index()].remove(&key) {
-            self.complete(request_dir, p, ending, out);
-            return;
-        }
-        let late = self.timed_out[request_dir.index()].contains(&key);
-        let mut m = Map::new();
-        m.insert("direction".into(), json!(dir.as_str()));
-        m.insert("request_id".into(), json!(id_display(&id)));
-        if let Ending::RpcError(code, message) = &ending {
-            m.insert("error_code".into(), json!(code));
-            m.insert("error_message".into(), json!(message));
-        }
-        if late {
-            let msg = format!(
-                "Response to request {} arrived after it timed out",
-                id_display(&id)
-            );
-            out.push(self.emit(
-                Level::Info,
-                "system",
-                "late_response",
-                msg,
-                m,
-                &["protocol"],
-            ));
-            return;
-        }
-        m.insert("kind".into(), json!("unmatched_response"));
-        let msg = format!(
-            "Response with id {} ({}) matches no pending request",
-            id_display(&id),
-            dir.as_str()
-        );
-        out.push(self.emit(
-            Level::Warning,
-            "system",
-            "protocol_error",
-            msg,
-            m,
-            &["protocol"],
-        ));
-    }
-
-    fn complete(
-        &mut self,
-        request_dir: Direction,
-        p: Pending,
-        ending: Ending,
-        out: &mut Vec<Event>,
-    ) {
-        let now = self.clock.now();
-        let elapsed = secs_between(p.started, now);
-        let outcome = match &ending {
-            Ending::Result(r, _) if p.tool.is_some() && is_tool_error(r) => Outcome::ToolError,
-            Ending::Result(..) => Outcome::Success,
-            Ending::RpcError(..) => Outcome::RpcError,
-            Ending::Cancelled(_) => Outcome::Cancelled,
-            Ending::Timeout => Outcome::Timeout,
-            Ending::TransportError(_) => Outcome::TransportError,
-            Ending::Denied(_) => Outcome::Denied,
-        };
-        let success = outcome == Outcome::Success;
-        let mut detail = Map::new();
-        detail.insert("outcome".into(), json!(outcome.as_str()));
-        match &ending {
-            Ending::RpcError(code, message) => {
-                detail.insert("error_code".into(), json!(code));
-                detail.insert("error_message".into(), json!(message));
-            }
-            Ending::Cancelled(Some(reason)) => {
-                detail.insert("reason".into(), json!(reason));
-            }
-            Ending::TransportError(reason) | Ending::Denied(reason) => {
-                detail.insert("reason".into(), json!(reason));
-            }
-            _ => {}
-        }
-
-        let request_id = id_display(&p.id);
-        // `execution_complete` shares the detail; without a tool, it need not be copied.
-        let mut m = if p.tool.is_some() {
-            detail.clone()
-        } else {
-            std::mem::take(&mut detail)
-        };
-        m.insert("request_id".into(), json!(request_id));
-        m.insert("method".into(), json!(p.method));
-        m.insert("direction".into(), json!(request_dir.as_str()));
-        m.insert("response_time".into(), json!(elapsed));
-        m.insert("success".into(), json!(success));
-        let msg = format!(
-            "{} answered in {:.1} ms ({})",
-            p.method,
-            elapsed * 1e3,
-            outcome.as_str()
-        );
-        out.push(self.emit(
-            Level::Info,
-            "performance",
-            "request_performance",
-            msg,
-            m,
-            &["performance", "request"],
-        ));
-
-        if let Some((execution_id, tool_name)) = &p.tool {
-            let mut m = detail;
-            m.insert("execution_id".into(), json!(execution_id));
-            m.insert("tool_name".into(), json!(tool_name));
-            m.insert("request_id".into(), Value::String(request_id));
-            m.insert("execution_time".into(), json!(elapsed));
-            m.insert("success".into(), json!(success));
-            if let Ending::Result(result, size) = &ending {
-                m.insert(
-                    "result".into(),
-                    result_summary(result, *size, &self.cfg.redactor),
-                );
-            }
-            let level = match outcome {
-                Outcome::Success | Outcome::Cancelled => Level::Info,
-                Outcome::ToolError | Outcome::RpcError | Outcome::Denied => Level::Warning,
-                Outcome::Timeout | Outcome::TransportError => Level::Error,
-            };
-            let msg = if success {
-                format!("Tool {tool_name} execution completed")
-            } else {
-                format!("Tool {tool_name} execution failed ({})", outcome.as_str())
-            };
-            out.push(self.emit(
-                level,
-                "tool_execution",
-                "execution_complete",
-                msg,
-                m,
-                &["tool", "execution", "complete"],
-            ));
-        }
-
-        if let Ending::Result(result, _) = ending {
-            match p.method.as_str() {
-                "initialize" if request_dir == Direction::ClientToServer => {
-                    self.session_started(&result, out)
-                }
-                "tools/list" if request_dir == Direction::ClientToServer => {
-                    self.tools_listed(&result, out)
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn session_started(&mut self, result: &Value, out: &mut Vec<Event>) {
-        let server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
-        let capabilities: Vec<Value> = result
-            .get("capabilities")
-            .and_then(Value::as_object)
-            .map(|c| c.keys().map(|k| json!(k)).collect())
-            .unwrap_or_default();
-        let mut m = Map::new();
-        m.insert(
-            "server_info".into(),
-            json!({"name": server_info.get("name"), "version": server_info.get("version")}),
-        );
-        m.insert(
-            "protocol_version".into(),
-            result
-                .get("protocolVersion")
-                .cloned()
-                .unwrap_or(Value::Null),
-        );
-        m.insert("server_capabilities".into(), Value::Array(capabilities));
-        let msg = format!(
-            "MCP session with {} started ({} {})",
-            self.cfg.server,
-            server_info
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown server"),
-            server_info
-                .get("version")
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        );
-        out.push(self.emit(
-            Level::Info,
-            "session",
-            "session_start",
-            msg,
-            m,
-            &["session", "start"],
-        ));
-    }
-
-    fn tools_listed(&mut self, result: &Value, out: &mut Vec<Event>) {
-        if let Some(tools) = result.get("tools").and_then(Value::as_array) {
-            let room = MAX_LISTED_TOOLS.saturating_sub(self.listing.len());
-            self.listing.extend(tools.iter().take(room).cloned());
-        }
-        if result.get("nextCursor").is_some_and(|c| !c.is_null()) {
-            return;
-        }
-        let tools = std::mem::take(&mut self.listing);
-        let server = self.cfg.server.clone();
-        match self.pins.compare_and_pin(&server, &tools) {
-            Ok(diff) => self.report_pins(diff, out),
-            Err(e) => {
-                // A failed save still says what changed (the old pins are kept).
-                if let Some(diff) = e.diff {
-                    self.report_pins(diff, out);
-                }
-                let e = e.error;
-                let mut m = Map::new();
-                m.insert("error".into(), json!(e.to_string()));
-                let msg = format!("Tool definitions of {server} could not be pinned: {e}");
-                out.push(self.emit(Level::Error, "system", "pin_store_error", msg, m, &["pins"]));
-            }
-        }
-    }
-
-    fn report_pins(&mut self, diff: PinDiff, out: &mut Vec<Event>) {
-        if !diff.differs() {
-            return;
-        }
-        let server = self.cfg.server.clone();
-        let tools: Vec<Value> = diff
-            .listed
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "hash": t.pin.hash}))
-            .collect();
-        let mut m = Map::new();
-        m.insert("tools".into(), Value::Array(tools));
-        m.insert("first_listing".into(), json!(diff.first));
-        let msg = format!("{server} lists {} tool(s)", diff.listed.len());
-        out.push(self.emit(
-            Level::Info,
-            "session",
-            "tools_listed",
-            msg,
-            m,
-            &["tools", "listing"],
-        ));
-        for (name, old, new, parts) in diff.changed {
-            let new_description = diff
-                .listed
-                .iter()
-                .find(|t| t.name == name)
-                .map(|t| t.description.clone());
-            let mut m = Map::new();
-            m.insert("tool_name".into(), json!(name));
-            m.insert("old_hash".into(), json!(old.hash));
-            m.insert("new_hash".into(), json!(new.hash));
-            m.insert("changed".into(), json!(parts));
-            m.insert("old_description".into(), json!(old.description));
-            m.insert("new_description".into(), json!(new_description));
-            let msg = format!(
-                "Tool {name} of {server} changed its definition ({}) since it was pinned",
-                parts.join(", ")
-            );
-            out.push(self.emit(
-                Level::Warning,
-                "security",
-                "tool_definition_changed",
-                msg,
-                m,
-                &["tools", "rug_pull"],
-            ));
-        }
-        for name in diff.added {
-            let hash = diff
-                .listed
-                .iter()
-                .find(|t| t.name == name)
-                .map(|t| t.pin.hash.clone());
-            let mut m = Map::new();
-            m.insert("tool_name".into(), json!(name));
-            m.insert("new_hash".into(), json!(hash));
-            let msg = format!("Tool {name} appeared on {server} after its tools were pinned");
-            out.push(self.emit(Level::Warning, "security", "tool_added", msg, m, &["tools"]));
-        }
-        for (name, old) in diff.removed {
-            let mut m = Map::new();
-            m.insert("tool_name".into(), json!(name));
-            m.insert("old_hash".into(), json!(old.hash));
-            let msg = format!("Tool {name} disappeared from {server}");
-            out.push(self.emit(Level::Info, "security", "tool_removed", msg, m, &["tools"]));
-        }
-    }
-
     fn protocol_error(
         &mut self,
         dir: Direction,
@@ -840,86 +324,4 @@ impl SessionTracker {
             &["protocol"],
         ));
     }
-
-    /// Builds an event with the session's common metadata, then redacts it.
-    fn emit(
-        &self,
-        level: Level,
-        category: &str,
-        event_type: &str,
-        message: String,
-        mut metadata: Map<String, Value>,
-        tags: &[&str],
-    ) -> Event {
-        let timestamp = self.clock.now();
-        if !self.shared.clean {
-            self.shared.add_to(&mut metadata);
-        }
-        let mut event = Event {
-            id: self.ids.next(timestamp),
-            timestamp,
-            level,
-            category: category.into(),
-            source: self.cfg.source.clone(),
-            event_type: event_type.into(),
-            message,
-            metadata,
-            tags: tags.iter().map(|t| (*t).to_string()).collect(),
-        };
-        self.cfg.redactor.redact_event(&mut event);
-        if self.shared.clean {
-            // The redactor leaves these as they are (checked when they were built), and it
-            // treats every metadata key on its own: adding them afterwards gives the same event
-            // without scanning the same strings again for every event of the session.
-            self.shared.add_to(&mut event.metadata);
-        }
-        event
-    }
-}
-
-/// The metadata every event of a session carries (`server`, `session_id`, `user_id` and, once
-/// the client has introduced itself, `client`), built once rather than per event.
-struct SharedMetadata {
-    fields: Vec<(String, Value)>,
-    /// Whether the redactor leaves these fields unchanged, so that they can be added after an
-    /// event is redacted instead of being redacted again with every event.
-    clean: bool,
-}
-
-impl SharedMetadata {
-    fn build(cfg: &SessionConfig, session_id: &str, client: Option<&Value>) -> Self {
-        let mut fields = vec![
-            ("server".to_string(), json!(cfg.server)),
-            ("session_id".to_string(), json!(session_id)),
-            ("user_id".to_string(), json!(cfg.user_id)),
-        ];
-        if let Some(client) = client {
-            fields.push(("client".to_string(), client.clone()));
-        }
-        let mut probe = Event {
-            id: String::new(),
-            timestamp: Timestamp::from_micros(0),
-            level: Level::Info,
-            category: String::new(),
-            source: String::new(),
-            event_type: String::new(),
-            message: String::new(),
-            metadata: fields.iter().cloned().collect(),
-            tags: Vec::new(),
-        };
-        cfg.redactor.redact_event(&mut probe);
-        let clean = probe.metadata.len() == fields.len()
-            && fields.iter().all(|(k, v)| probe.metadata.get(k) == Some(v));
-        Self { fields, clean }
-    }
-
-    fn add_to(&self, metadata: &mut Map<String, Value>) {
-        for (key, value) in &self.fields {
-            metadata.insert(key.clone(), value.clone());
-        }
-    }
-}
-
-fn secs_between(from: Timestamp, to: Timestamp) -> f64 {
-    (to.as_micros() - from.as_micros()).max(0) as f64 / 1e6
 }

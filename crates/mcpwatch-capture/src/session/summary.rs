@@ -15,6 +15,10 @@ pub const MAX_SUMMARY_TEXT: usize = 512;
 const REDACT_LOOKAHEAD: usize = 8 * 1024;
 /// Parameters bigger than this (serialised) are replaced by their shape.
 pub const MAX_PARAMETERS_BYTES: usize = 16 * 1024;
+/// Top-level keys a shape lists at most.
+pub const MAX_SHAPE_KEYS: usize = 50;
+/// Bytes of one key a shape keeps at most.
+pub const MAX_SHAPE_KEY_BYTES: usize = 128;
 
 /// Whether a `tools/call` result reports a tool failure (`isError: true`).
 pub fn is_tool_error(result: &Value) -> bool {
@@ -63,26 +67,65 @@ pub fn result_summary(result: &Value, size: usize, redactor: &Redactor) -> Value
     })
 }
 
-/// The arguments as they go into an event: whole when small, else their shape.
-pub fn bounded_parameters(arguments: &Value) -> Value {
+/// The arguments as they go into an event: whole when small, else their shape
+/// ([`parameter_shape`]); with their serialised size.
+pub fn bounded_parameters(arguments: &Value) -> (Value, usize) {
     let size = serde_json::to_vec(arguments).map_or(0, |v| v.len());
     if size <= MAX_PARAMETERS_BYTES {
-        return arguments.clone();
+        return (arguments.clone(), size);
     }
-    let keys: Vec<Value> = arguments
-        .as_object()
-        .map(|m| {
-            m.keys()
-                .take(50)
-                .map(|k| Value::String(k.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    (parameter_shape(arguments, size), size)
+}
+
+/// What detection needs of parameters too big to keep: `{"_truncated": true, "_size": total
+/// serialised bytes, "_keys": [the first 50 top-level keys], "_sizes": {key: serialised bytes}}`.
+pub fn parameter_shape(arguments: &Value, size: usize) -> Value {
+    let (mut keys, mut sizes) = (Vec::new(), Map::new());
+    if let Some(m) = arguments.as_object() {
+        for (k, v) in m.iter().take(MAX_SHAPE_KEYS) {
+            let mut k = k.clone();
+            mcpwatch_core::redact::truncate(&mut k, MAX_SHAPE_KEY_BYTES);
+            let n = serde_json::to_vec(v).map_or(0, |v| v.len());
+            sizes.insert(k.clone(), json!(n));
+            keys.push(Value::String(k));
+        }
+    }
     let mut m = Map::new();
     m.insert("_truncated".into(), Value::Bool(true));
     m.insert("_size".into(), json!(size));
     m.insert("_keys".into(), Value::Array(keys));
+    m.insert("_sizes".into(), Value::Object(sizes));
     Value::Object(m)
+}
+
+/// Serialised bytes of each top-level argument as sent (the first [`MAX_SHAPE_KEYS`]), for
+/// `execution_complete`'s `parameter_sizes`: redaction shortens long strings, detection needs
+/// the sizes the server received.
+pub fn parameter_sizes(arguments: &Value) -> Map<String, Value> {
+    let mut sizes = Map::new();
+    if let Some(m) = arguments.as_object() {
+        for (k, v) in m.iter().take(MAX_SHAPE_KEYS) {
+            let mut n = Counter(0);
+            let _ = serde_json::to_writer(&mut n, v);
+            let mut k = k.clone();
+            mcpwatch_core::redact::truncate(&mut k, MAX_SHAPE_KEY_BYTES);
+            sizes.insert(k, json!(n.0));
+        }
+    }
+    sizes
+}
+
+/// Counts what is written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The first bytes of a frame, for a protocol error people can read.
@@ -125,9 +168,11 @@ mod tests {
     #[test]
     fn huge_parameters_become_their_shape() {
         let big = json!({"content": "y".repeat(MAX_PARAMETERS_BYTES + 1)});
-        let p = bounded_parameters(&big);
+        let (p, size) = bounded_parameters(&big);
         assert_eq!(p["_keys"], json!(["content"]));
+        assert_eq!(p["_sizes"]["content"], json!(MAX_PARAMETERS_BYTES + 3));
+        assert_eq!(p["_size"], json!(size));
         let small = json!({"path": "/tmp"});
-        assert_eq!(bounded_parameters(&small), small);
+        assert_eq!(bounded_parameters(&small), (small, 15));
     }
 }

@@ -362,6 +362,74 @@ fn parameters_are_redacted_before_they_leave() {
         .as_str()
         .unwrap_or_default()
         .contains("AKIA"));
+    let response = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#;
+    let events = run(&[Step::Frame(C, &request), Step::Frame(S, response)]);
+    let (start, done) = (
+        only(&events, "execution_start"),
+        only(&events, "execution_complete"),
+    );
+    assert_eq!(
+        done.metadata["parameters"], start.metadata["parameters"],
+        "the completed call carries the parameters as they were redacted at its start"
+    );
+}
+
+#[test]
+fn pending_calls_carry_parameters_within_a_budget() {
+    let mut cfg = config();
+    cfg.max_pending = 1000;
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let mut t = SessionTracker::new(cfg, Arc::new(clock), PinStore::new(None));
+    let body = "x".repeat(15_000);
+    let n = super::calls::MAX_CARRIED_BYTES / 15_000 + 10;
+    let mut out = Vec::new();
+    for i in 0..n {
+        let args = format!(r#"{{"path":"/p/{i}","content":"{body}"}}"#);
+        t.on_frame(
+            C,
+            call(&i.to_string(), "write_file", &args).as_bytes(),
+            &mut out,
+        );
+    }
+    let huge = format!(r#"{{"content":"{}"}}"#, "y".repeat(40_000));
+    t.on_frame(C, call("9999", "write_file", &huge).as_bytes(), &mut out);
+    for i in (0..n).chain([9999]) {
+        let r = format!(r#"{{"jsonrpc":"2.0","id":{i},"result":{{"content":[]}}}}"#);
+        t.on_frame(S, r.as_bytes(), &mut out);
+    }
+    let done = of_type(&out, "execution_complete");
+    assert_eq!(done.len(), n + 1);
+    let whole = |e: &Event| e.metadata["parameters"].get("content").is_some();
+    assert!(
+        whole(done[0]),
+        "the first calls carry their parameters whole"
+    );
+    let last = done[n - 1];
+    assert!(!whole(last), "past the budget a call carries its shape");
+    assert_eq!(
+        last.metadata["parameters"]["_keys"],
+        json!(["content", "path"])
+    );
+    assert_eq!(
+        last.metadata["parameter_sizes"]["content"],
+        json!(15_002),
+        "sizes are those of the arguments as sent, not as redaction shortened them"
+    );
+    assert_eq!(done[n].metadata["parameters"]["_size"], json!(40_014));
+    assert_eq!(
+        t.carried_bytes, 0,
+        "completed calls release what they carried"
+    );
+    t.on_frame(
+        C,
+        call(r#""a""#, "write_file", r#"{"path":"/q"}"#).as_bytes(),
+        &mut out,
+    );
+    t.on_frame(S, br#"{"jsonrpc":"2.0","id":"a","result":{}}"#, &mut out);
+    assert_eq!(
+        of_type(&out, "execution_complete")[n + 1].metadata["parameters"],
+        json!({"path": "/q"})
+    );
 }
 
 #[test]

@@ -5,9 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{learned, Anomaly, AnomalySettings, Call, Detector, Ewma};
+use super::keyed::{Keyed, KeyedStats};
+use super::{learned, Anomaly, AnomalySettings, Call, Detector, DetectorKind, Ewma};
 use crate::finding::Severity;
-use crate::state::{Aged, BoundedMap};
+use crate::state::Aged;
 
 const BUCKET_US: i64 = 60_000_000;
 const ALPHA: f64 = 0.1;
@@ -32,14 +33,14 @@ impl Aged for State {
 
 pub(crate) struct CallRate {
     s: AnomalySettings,
-    keys: BoundedMap<State>,
+    keys: Keyed<State>,
 }
 
 impl CallRate {
     pub fn new(s: &AnomalySettings) -> Self {
         Self {
             s: s.clone(),
-            keys: BoundedMap::new(s.max_keys),
+            keys: Keyed::new(s),
         }
     }
 }
@@ -50,7 +51,7 @@ impl Detector for CallRate {
             return;
         }
         let b = c.ts - c.ts.rem_euclid(BUCKET_US);
-        let st = self.keys.entry(c.user, c.ts - self.s.idle_us, || State {
+        let st = self.keys.entry(&[c.user], c.ts, || State {
             base: Ewma::default(),
             bucket: b,
             count: 0,
@@ -91,12 +92,12 @@ impl Detector for CallRate {
             let mut group = BTreeMap::new();
             group.insert("metadata.user_id".into(), c.user.to_owned());
             out.push(Anomaly {
-                kind: "call_rate",
+                kind: DetectorKind::CallRate,
                 score: z,
                 severity: Severity::Medium,
                 description: format!(
-                    "user {} made {} tool calls within one minute vs a baseline of {:.1} ± {:.1} per active minute",
-                    c.user, st.count, st.base.mean, sd
+                    "{} made {} tool calls within one minute vs a baseline of {:.1} ± {:.1} per active minute; the latest to {}",
+                    c.who(), st.count, st.base.mean, sd, c.tool_label()
                 ),
                 action: "Check what the user's agent is doing; a runaway loop or a scripted client is likely. Rate-limit it if needed",
                 group,
@@ -105,19 +106,11 @@ impl Detector for CallRate {
         }
     }
 
-    fn sweep(&mut self, idle_before: i64) {
-        self.keys.expire(idle_before);
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats> {
+        vec![&mut self.keys]
     }
 
-    fn tracked_keys(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn state_bytes(&self) -> usize {
-        self.keys.state_bytes()
-    }
-
-    fn expired_and_evicted(&self) -> (u64, u64) {
-        (self.keys.expired, self.keys.evicted)
+    fn maps(&self) -> Vec<&dyn KeyedStats> {
+        vec![&self.keys]
     }
 }

@@ -3,9 +3,10 @@
 //! (k = max(p0/2, 0.05)); it fires when the sum passes `error_cusum_h`, then stays quiet for
 //! 100 calls. Refused (`denied`) and cancelled calls are not failures of the tool.
 
-use super::{learned, Anomaly, AnomalySettings, Call, Detector};
+use super::keyed::{Keyed, KeyedStats};
+use super::{learned, Anomaly, AnomalySettings, Call, Detector, DetectorKind};
 use crate::finding::Severity;
-use crate::state::{Aged, BoundedMap};
+use crate::state::Aged;
 
 const BASE: f64 = 0.01;
 const RECENT: f64 = 1.0 / 20.0;
@@ -30,16 +31,14 @@ impl Aged for State {
 
 pub(crate) struct ErrorRate {
     s: AnomalySettings,
-    keys: BoundedMap<State>,
-    key: String,
+    keys: Keyed<State>,
 }
 
 impl ErrorRate {
     pub fn new(s: &AnomalySettings) -> Self {
         Self {
             s: s.clone(),
-            keys: BoundedMap::new(s.max_keys),
-            key: String::new(),
+            keys: Keyed::new(s),
         }
     }
 }
@@ -48,11 +47,7 @@ impl Detector for ErrorRate {
     fn observe(&mut self, c: &Call<'_>, out: &mut Vec<Anomaly>) {
         let Some(failed) = c.failed else { return };
         let x = if failed { 1.0 } else { 0.0 };
-        self.key.clear();
-        self.key.push_str(c.server);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.tool);
-        let st = self.keys.entry(&self.key, c.ts - self.s.idle_us, || State {
+        let st = self.keys.entry(&[c.server, c.tool], c.ts, || State {
             p0: 0.0,
             recent: 0.0,
             s: 0.0,
@@ -81,14 +76,15 @@ impl Detector for ErrorRate {
                     Severity::Medium
                 };
                 out.push(Anomaly {
-                    kind: "error_rate",
+                    kind: DetectorKind::ErrorRate,
                     score: st.recent / st.p0.max(0.01),
                     severity,
                     description: format!(
-                        "{} error rate {:.0}% over the last 20 calls vs baseline {:.1}%",
+                        "{} error rate {:.0}% over the last 20 calls vs baseline {:.1}%; latest failure by {}",
                         c.tool_label(),
                         st.recent * 100.0,
-                        st.p0 * 100.0
+                        st.p0 * 100.0,
+                        c.who()
                     ),
                     action: "Look at the recent failures' error messages; check the server and what it depends on",
                     group: c.tool_group(),
@@ -105,19 +101,11 @@ impl Detector for ErrorRate {
         }
     }
 
-    fn sweep(&mut self, idle_before: i64) {
-        self.keys.expire(idle_before);
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats> {
+        vec![&mut self.keys]
     }
 
-    fn tracked_keys(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn state_bytes(&self) -> usize {
-        self.keys.state_bytes()
-    }
-
-    fn expired_and_evicted(&self) -> (u64, u64) {
-        (self.keys.expired, self.keys.evicted)
+    fn maps(&self) -> Vec<&dyn KeyedStats> {
+        vec![&self.keys]
     }
 }

@@ -3,9 +3,10 @@
 //! `latency_ratio` times the baseline and `latency_z` standard errors above it. It fires once
 //! per episode and re-arms when the recent median falls back to half the trigger distance.
 
-use super::{learned, Anomaly, AnomalySettings, Call, Detector, Ewma};
+use super::keyed::{Keyed, KeyedStats};
+use super::{learned, Anomaly, AnomalySettings, Call, Detector, DetectorKind, Ewma};
 use crate::finding::Severity;
-use crate::state::{Aged, BoundedMap};
+use crate::state::Aged;
 
 /// Weight of a call in the baseline.
 const SLOW: f64 = 0.02;
@@ -31,16 +32,14 @@ impl Aged for State {
 
 pub(crate) struct Latency {
     s: AnomalySettings,
-    keys: BoundedMap<State>,
-    key: String,
+    keys: Keyed<State>,
 }
 
 impl Latency {
     pub fn new(s: &AnomalySettings) -> Self {
         Self {
             s: s.clone(),
-            keys: BoundedMap::new(s.max_keys),
-            key: String::new(),
+            keys: Keyed::new(s),
         }
     }
 }
@@ -49,11 +48,7 @@ impl Detector for Latency {
     fn observe(&mut self, c: &Call<'_>, out: &mut Vec<Anomaly>) {
         let Some(secs) = c.latency_s else { return };
         let x = (secs * 1000.0).max(0.01).ln();
-        self.key.clear();
-        self.key.push_str(c.server);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.tool);
-        let st = self.keys.entry(&self.key, c.ts - self.s.idle_us, || State {
+        let st = self.keys.entry(&[c.server, c.tool], c.ts, || State {
             base: Ewma::start(x),
             recent: x,
             n: 0,
@@ -74,15 +69,16 @@ impl Detector for Latency {
             st.alarmed = true;
             let (now_ms, base_ms) = (st.recent.exp(), st.base.mean.exp());
             out.push(Anomaly {
-                kind: "latency",
+                kind: DetectorKind::Latency,
                 score: z,
                 severity: Severity::Medium,
                 description: format!(
-                    "{} p50 latency {} vs baseline {} over the last {RECENT_CALLS} calls ({:.1}x slower)",
+                    "{} p50 latency {} vs baseline {} over the last {RECENT_CALLS} calls ({:.1}x slower); latest call by {}",
                     c.tool_label(),
                     ms(now_ms),
                     ms(base_ms),
-                    now_ms / base_ms
+                    now_ms / base_ms,
+                    c.who()
                 ),
                 action: "Check the server's health and its upstream dependencies; look for load or a slow backend",
                 group: c.tool_group(),
@@ -109,20 +105,12 @@ impl Detector for Latency {
         st.base.update(clipped, w);
     }
 
-    fn sweep(&mut self, idle_before: i64) {
-        self.keys.expire(idle_before);
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats> {
+        vec![&mut self.keys]
     }
 
-    fn tracked_keys(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn state_bytes(&self) -> usize {
-        self.keys.state_bytes()
-    }
-
-    fn expired_and_evicted(&self) -> (u64, u64) {
-        (self.keys.expired, self.keys.evicted)
+    fn maps(&self) -> Vec<&dyn KeyedStats> {
+        vec![&self.keys]
     }
 }
 

@@ -8,6 +8,7 @@
 
 mod call_rate;
 mod error_rate;
+mod keyed;
 mod latency;
 mod new_tool;
 mod parameters;
@@ -16,11 +17,13 @@ mod stats;
 
 use std::collections::BTreeMap;
 
+use mcpwatch_core::params::Params;
 use mcpwatch_core::{Event, Timestamp};
 use serde::Serialize;
 use serde_json::{json, Map};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
+use keyed::KeyedStats;
 pub use stats::Ewma;
 
 /// Settings shared by all detectors plus each one's own; built from `[detection.anomaly]`.
@@ -34,8 +37,8 @@ pub struct AnomalySettings {
     pub idle_us: i64,
     /// Keys per detector.
     pub max_keys: usize,
-    /// Which detectors run, by name.
-    pub enabled: Vec<String>,
+    /// Which detectors run.
+    pub enabled: Vec<DetectorKind>,
     /// `latency`: minimum ratio of recent p50 to baseline p50.
     pub latency_ratio: f64,
     /// `latency`: minimum z-score of the recent mean against the baseline.
@@ -54,15 +57,51 @@ pub struct AnomalySettings {
     pub repetition_window_us: i64,
 }
 
-/// Every detector's name.
-pub const DETECTORS: [&str; 6] = [
-    "latency",
-    "error_rate",
-    "call_rate",
-    "new_tool",
-    "unusual_parameters",
-    "repetition",
-];
+/// The anomaly detectors (SPEC 6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DetectorKind {
+    /// Latency per server and tool.
+    Latency,
+    /// Error rate per server and tool.
+    ErrorRate,
+    /// Calls per minute per user.
+    CallRate,
+    /// First use of a tool by a user.
+    NewTool,
+    /// New key sets, outlying sizes and values per tool.
+    UnusualParameters,
+    /// The same call over and over in one session.
+    Repetition,
+}
+
+impl DetectorKind {
+    /// Every detector, in the order they run.
+    pub const ALL: [DetectorKind; 6] = [
+        DetectorKind::Latency,
+        DetectorKind::ErrorRate,
+        DetectorKind::CallRate,
+        DetectorKind::NewTool,
+        DetectorKind::UnusualParameters,
+        DetectorKind::Repetition,
+    ];
+
+    /// The name as written in configuration, findings and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DetectorKind::Latency => "latency",
+            DetectorKind::ErrorRate => "error_rate",
+            DetectorKind::CallRate => "call_rate",
+            DetectorKind::NewTool => "new_tool",
+            DetectorKind::UnusualParameters => "unusual_parameters",
+            DetectorKind::Repetition => "repetition",
+        }
+    }
+
+    /// The detector named `name`.
+    pub fn parse(name: &str) -> Option<DetectorKind> {
+        DetectorKind::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
 
 impl Default for AnomalySettings {
     fn default() -> Self {
@@ -71,7 +110,7 @@ impl Default for AnomalySettings {
             min_samples: 30,
             idle_us: 24 * 3600 * 1_000_000,
             max_keys: 100_000,
-            enabled: DETECTORS.iter().map(|s| (*s).to_owned()).collect(),
+            enabled: DetectorKind::ALL.to_vec(),
             latency_ratio: 3.0,
             latency_z: 5.0,
             error_cusum_h: 5.0,
@@ -87,7 +126,7 @@ impl Default for AnomalySettings {
 /// What a detector reports; turned into a [`Finding`] by [`AnomalyDetectors`].
 #[derive(Debug, Clone)]
 pub(crate) struct Anomaly {
-    pub kind: &'static str,
+    pub kind: DetectorKind,
     pub score: f64,
     pub severity: Severity,
     pub description: String,
@@ -105,7 +144,12 @@ pub(crate) struct Call<'a> {
     pub session: Option<&'a str>,
     pub latency_s: Option<f64>,
     pub failed: Option<bool>,
-    pub params: Option<&'a serde_json::Value>,
+    /// The parameters as capture recorded them on `execution_complete`.
+    pub params: Option<Params<'a>>,
+    /// They as JSON, for a fingerprint of the arguments.
+    pub params_json: Option<&'a serde_json::Value>,
+    /// Bytes per argument as sent (`parameter_sizes`), where capture measured them.
+    pub sizes: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 impl<'a> Call<'a> {
@@ -132,7 +176,12 @@ impl<'a> Call<'a> {
             session: e.session(),
             latency_s: e.duration_secs().filter(|d| d.is_finite() && *d >= 0.0),
             failed,
-            params: e.metadata.get("parameters"),
+            params: e.metadata.get("parameters").and_then(Params::of),
+            params_json: e.metadata.get("parameters"),
+            sizes: e
+                .metadata
+                .get("parameter_sizes")
+                .and_then(serde_json::Value::as_object),
         })
     }
 
@@ -143,6 +192,33 @@ impl<'a> Call<'a> {
         } else {
             format!("{}/{}", self.server, self.tool)
         }
+    }
+
+    /// Each argument: name, bytes as sent, value when kept.
+    pub fn entries(&self) -> Vec<(&'a str, u64, Option<&'a serde_json::Value>)> {
+        self.params
+            .map(|p| p.entries_sized(self.sizes))
+            .unwrap_or_default()
+    }
+
+    /// Who made the call, for a description: `user alice, session 0193…` (or what is known).
+    pub fn who(&self) -> String {
+        let user = if self.user.is_empty() {
+            "an unidentified user".to_owned()
+        } else {
+            format!("user {}", self.user)
+        };
+        match self.session {
+            Some(s) if !s.is_empty() => format!("{user}, session {s}"),
+            _ => user,
+        }
+    }
+
+    /// The tool's group with the user added: one alert per user, whoever else calls the tool.
+    pub fn user_tool_group(&self) -> BTreeMap<String, String> {
+        let mut g = self.tool_group();
+        g.insert("metadata.user_id".into(), self.user.to_owned());
+        g
     }
 
     pub fn tool_group(&self) -> BTreeMap<String, String> {
@@ -156,10 +232,10 @@ impl<'a> Call<'a> {
 /// One detector: online, bounded.
 pub(crate) trait Detector: Send {
     fn observe(&mut self, call: &Call<'_>, out: &mut Vec<Anomaly>);
-    fn sweep(&mut self, idle_before: i64);
-    fn tracked_keys(&self) -> usize;
-    fn state_bytes(&self) -> usize;
-    fn expired_and_evicted(&self) -> (u64, u64);
+    /// Its keyed state, for sweeping.
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats>;
+    /// Its keyed state, for accounting.
+    fn maps(&self) -> Vec<&dyn KeyedStats>;
 }
 
 /// Counters of one detector.
@@ -173,7 +249,7 @@ pub struct DetectorStats {
 
 /// All enabled detectors.
 pub struct AnomalyDetectors {
-    detectors: Vec<(&'static str, Box<dyn Detector>, DetectorStats)>,
+    detectors: Vec<(DetectorKind, Box<dyn Detector>, DetectorStats)>,
     idle_us: i64,
     watermark: i64,
     next_sweep: i64,
@@ -182,7 +258,7 @@ pub struct AnomalyDetectors {
 
 impl std::fmt::Debug for AnomalyDetectors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.detectors.iter().map(|d| d.0).collect();
+        let names: Vec<&str> = self.detectors.iter().map(|d| d.0.as_str()).collect();
         f.debug_struct("AnomalyDetectors")
             .field("detectors", &names)
             .finish_non_exhaustive()
@@ -192,20 +268,20 @@ impl std::fmt::Debug for AnomalyDetectors {
 impl AnomalyDetectors {
     /// The detectors `settings` enables.
     pub fn new(s: &AnomalySettings) -> Self {
-        let mut detectors: Vec<(&'static str, Box<dyn Detector>, DetectorStats)> = Vec::new();
-        for name in DETECTORS {
-            if !s.enabled.iter().any(|e| e == name) {
+        let mut detectors: Vec<(DetectorKind, Box<dyn Detector>, DetectorStats)> = Vec::new();
+        for kind in DetectorKind::ALL {
+            if !s.enabled.contains(&kind) {
                 continue;
             }
-            let d: Box<dyn Detector> = match name {
-                "latency" => Box::new(latency::Latency::new(s)),
-                "error_rate" => Box::new(error_rate::ErrorRate::new(s)),
-                "call_rate" => Box::new(call_rate::CallRate::new(s)),
-                "new_tool" => Box::new(new_tool::NewTool::new(s)),
-                "unusual_parameters" => Box::new(parameters::Parameters::new(s)),
-                _ => Box::new(repetition::Repetition::new(s)),
+            let d: Box<dyn Detector> = match kind {
+                DetectorKind::Latency => Box::new(latency::Latency::new(s)),
+                DetectorKind::ErrorRate => Box::new(error_rate::ErrorRate::new(s)),
+                DetectorKind::CallRate => Box::new(call_rate::CallRate::new(s)),
+                DetectorKind::NewTool => Box::new(new_tool::NewTool::new(s)),
+                DetectorKind::UnusualParameters => Box::new(parameters::Parameters::new(s)),
+                DetectorKind::Repetition => Box::new(repetition::Repetition::new(s)),
             };
-            detectors.push((name, d, DetectorStats::default()));
+            detectors.push((kind, d, DetectorStats::default()));
         }
         Self {
             detectors,
@@ -225,7 +301,9 @@ impl AnomalyDetectors {
             self.watermark = call.ts;
             if call.ts >= self.next_sweep {
                 let before = call.ts.saturating_sub(self.idle_us);
-                self.detectors.iter_mut().for_each(|d| d.1.sweep(before));
+                for d in &mut self.detectors {
+                    d.1.maps_mut().into_iter().for_each(|m| m.sweep(before));
+                }
                 self.next_sweep = call.ts.saturating_add(60_000_000);
             }
         }
@@ -242,23 +320,27 @@ impl AnomalyDetectors {
 
     /// Counters per detector.
     pub fn stats(&self) -> impl Iterator<Item = (&'static str, DetectorStats)> + '_ {
-        self.detectors.iter().map(|(n, _, s)| (*n, *s))
+        self.detectors.iter().map(|(n, _, s)| (n.as_str(), *s))
+    }
+
+    fn maps(&self) -> impl Iterator<Item = &dyn KeyedStats> + '_ {
+        self.detectors.iter().flat_map(|d| d.1.maps())
     }
 
     /// Keys tracked over all detectors.
     pub fn tracked_keys(&self) -> usize {
-        self.detectors.iter().map(|d| d.1.tracked_keys()).sum()
+        self.maps().map(KeyedStats::tracked_keys).sum()
     }
 
     /// Approximate bytes of state over all detectors.
     pub fn state_bytes(&self) -> usize {
-        self.detectors.iter().map(|d| d.1.state_bytes()).sum()
+        self.maps().map(KeyedStats::state_bytes).sum()
     }
 
     /// Keys expired and evicted over all detectors.
     pub fn expired_and_evicted(&self) -> (u64, u64) {
-        self.detectors.iter().fold((0, 0), |(a, b), d| {
-            let (x, y) = d.1.expired_and_evicted();
+        self.maps().fold((0, 0), |(a, b), m| {
+            let (x, y) = m.expired_and_evicted();
             (a + x, b + y)
         })
     }
@@ -266,7 +348,7 @@ impl AnomalyDetectors {
 
 fn to_finding(a: Anomaly, event: &Event) -> Finding {
     let mut metadata = Map::new();
-    metadata.insert("anomaly_type".into(), json!(a.kind));
+    metadata.insert("anomaly_type".into(), json!(a.kind.as_str()));
     metadata.insert(
         "anomaly_score".into(),
         json!((a.score * 100.0).round() / 100.0),
@@ -293,13 +375,13 @@ fn to_finding(a: Anomaly, event: &Event) -> Finding {
     };
     Derived {
         source: FindingSource::Anomaly,
-        name: a.kind,
+        name: a.kind.as_str(),
         category: "anomaly",
         event_type,
         severity: a.severity,
         message: format!("Anomaly detected: {}", a.description),
         metadata,
-        tags: vec!["anomaly".into(), a.kind.into()],
+        tags: vec!["anomaly".into(), a.kind.as_str().into()],
     }
     .into_finding(
         a.description,
@@ -308,6 +390,16 @@ fn to_finding(a: Anomaly, event: &Event) -> Finding {
         vec![event.id.clone()],
         Timestamp::from_micros(event.timestamp.as_micros()),
     )
+}
+
+/// A name or value as a description shows it: at most 64 bytes.
+pub(crate) fn shown(s: &str) -> String {
+    let mut s = s.to_owned();
+    if s.len() > 64 {
+        mcpwatch_core::redact::truncate(&mut s, 61);
+        s.push('…');
+    }
+    s
 }
 
 /// Whether a key first seen at `first` with `n` samples has finished learning at `ts`.

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{learned, Anomaly, AnomalySettings, Call, Detector};
+use super::keyed::{Keyed, KeyedStats};
+use super::{learned, Anomaly, AnomalySettings, Call, Detector, DetectorKind};
 use crate::finding::Severity;
-use crate::state::{Aged, BoundedMap};
+use crate::state::Aged;
 
 #[derive(Debug)]
 struct User {
@@ -33,18 +34,16 @@ impl Aged for Pair {
 
 pub(crate) struct NewTool {
     s: AnomalySettings,
-    users: BoundedMap<User>,
-    pairs: BoundedMap<Pair>,
-    key: String,
+    users: Keyed<User>,
+    pairs: Keyed<Pair>,
 }
 
 impl NewTool {
     pub fn new(s: &AnomalySettings) -> Self {
         Self {
             s: s.clone(),
-            users: BoundedMap::new(s.max_keys),
-            pairs: BoundedMap::new(s.max_keys),
-            key: String::new(),
+            users: Keyed::new(s),
+            pairs: Keyed::new(s),
         }
     }
 }
@@ -54,8 +53,7 @@ impl Detector for NewTool {
         if c.user.is_empty() {
             return;
         }
-        let idle = c.ts - self.s.idle_us;
-        let user = self.users.entry(c.user, idle, || User {
+        let user = self.users.entry(&[c.user], c.ts, || User {
             first: c.ts,
             last: c.ts,
             calls: 0,
@@ -64,14 +62,9 @@ impl Detector for NewTool {
         user.last = user.last.max(c.ts);
         let ready = learned(&self.s, user.first, user.calls, c.ts);
         user.calls = user.calls.saturating_add(1);
-        self.key.clear();
-        self.key.push_str(c.user);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.server);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.tool);
-        let is_new = !self.pairs.contains(&self.key);
-        self.pairs.entry(&self.key, idle, || Pair(c.ts)).0 = c.ts;
+        let pair = [c.user, c.server, c.tool];
+        let is_new = !self.pairs.contains(&pair);
+        self.pairs.entry(&pair, c.ts, || Pair(c.ts)).0 = c.ts;
         if !is_new {
             return;
         }
@@ -85,12 +78,12 @@ impl Detector for NewTool {
         group.insert("metadata.server".into(), c.server.to_owned());
         group.insert("metadata.tool_name".into(), c.tool.to_owned());
         out.push(Anomaly {
-            kind: "new_tool",
+            kind: DetectorKind::NewTool,
             score: f64::from(calls).ln_1p(),
             severity: Severity::Low,
             description: format!(
-                "user {} called {} for the first time, after {calls} calls to {tools} other tools",
-                c.user,
+                "{} called {} for the first time, after {calls} calls to {tools} other tools",
+                c.who(),
                 c.tool_label()
             ),
             action: "Confirm the user or their agent meant to use this tool; check how the tool was introduced",
@@ -99,23 +92,11 @@ impl Detector for NewTool {
         });
     }
 
-    fn sweep(&mut self, idle_before: i64) {
-        self.users.expire(idle_before);
-        self.pairs.expire(idle_before);
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats> {
+        vec![&mut self.users, &mut self.pairs]
     }
 
-    fn tracked_keys(&self) -> usize {
-        self.users.len() + self.pairs.len()
-    }
-
-    fn state_bytes(&self) -> usize {
-        self.users.state_bytes() + self.pairs.state_bytes()
-    }
-
-    fn expired_and_evicted(&self) -> (u64, u64) {
-        (
-            self.users.expired + self.pairs.expired,
-            self.users.evicted + self.pairs.evicted,
-        )
+    fn maps(&self) -> Vec<&dyn KeyedStats> {
+        vec![&self.users, &self.pairs]
     }
 }

@@ -1,18 +1,29 @@
-//! `repetition`: per session (or user when there is no session) and tool, the length of the
-//! current run of calls with identical arguments; it fires once per run when the run reaches
-//! `repetition_count` within `repetition_window`: an agent stuck in a loop. The minimum sample
-//! count is the run length itself; no longer learning is needed for an absolute pattern.
+//! `repetition`: an agent stuck in a loop. Per session (per user for calls without one), the
+//! current run of consecutive calls to the same server and tool with the same arguments; any
+//! other call in the session ends the run. It fires once per run when the last
+//! `repetition_count` calls of the run fall within `repetition_window` (a sliding window: a slow
+//! loop fires as soon as it speeds up, a run that merely lasts long does not). The arguments
+//! compare by a stable hash of their canonical JSON as capture recorded them (sorted keys,
+//! redacted, bounded). No learning period: the pattern is absolute.
 
-use super::{Anomaly, AnomalySettings, Call, Detector};
+use std::fmt::Write as _;
+
+use super::keyed::{Keyed, KeyedStats};
+use super::{Anomaly, AnomalySettings, Call, Detector, DetectorKind};
 use crate::finding::Severity;
 use crate::rules::engine::humanize_us;
-use crate::state::{stable_hash, Aged, BoundedMap};
+use crate::state::{stable_hash, Aged};
+
+/// Keys of the arguments named in a description at most.
+const SHOWN_KEYS: usize = 5;
 
 #[derive(Debug)]
 struct State {
-    args: u64,
+    /// Hash of server, tool and arguments of the run's call.
+    call: u64,
     run: u32,
-    start: i64,
+    /// Times of the run's latest calls, a ring of `repetition_count` slots.
+    times: Box<[i64]>,
     last: i64,
     fired: bool,
 }
@@ -21,84 +32,82 @@ impl Aged for State {
     fn last_seen(&self) -> i64 {
         self.last
     }
+    fn heap_bytes(&self) -> usize {
+        self.times.len() * size_of::<i64>()
+    }
 }
 
 pub(crate) struct Repetition {
     s: AnomalySettings,
-    keys: BoundedMap<State>,
-    key: String,
-    args: String,
+    keys: Keyed<State>,
+    json: Vec<u8>,
 }
 
 impl Repetition {
     pub fn new(s: &AnomalySettings) -> Self {
         Self {
             s: s.clone(),
-            keys: BoundedMap::new(s.max_keys),
-            key: String::new(),
-            args: String::new(),
+            keys: Keyed::new(s),
+            json: Vec::new(),
         }
     }
 }
 
 impl Detector for Repetition {
     fn observe(&mut self, c: &Call<'_>, out: &mut Vec<Anomaly>) {
-        let who = c.session.unwrap_or(c.user);
-        self.key.clear();
-        self.key.push_str(who);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.server);
-        self.key.push('\u{1f}');
-        self.key.push_str(c.tool);
-        self.args.clear();
-        if let Some(p) = c.params {
+        self.json.clear();
+        if let Some(p) = c.params_json {
             // serde_json maps are sorted, so equal arguments serialise equally.
-            self.args = p.to_string();
+            let _ = serde_json::to_writer(&mut self.json, p);
         }
-        let h = stable_hash(&[&self.args]);
-        let st = self.keys.entry(&self.key, c.ts - self.s.idle_us, || State {
-            args: h,
+        let args = std::str::from_utf8(&self.json).unwrap_or_default();
+        let h = stable_hash(&[c.server, c.tool, args]);
+        let n = self.s.repetition_count.max(2) as usize;
+        let (scope, who) = match c.session {
+            Some(s) if !s.is_empty() => ("s", s),
+            _ => ("u", c.user),
+        };
+        let st = self.keys.entry(&[scope, who], c.ts, || State {
+            call: h,
             run: 0,
-            start: c.ts,
+            times: vec![i64::MIN; n].into_boxed_slice(),
             last: c.ts,
             fired: false,
         });
         st.last = st.last.max(c.ts);
-        if st.args == h && c.ts - st.start <= self.s.repetition_window_us {
-            st.run = st.run.saturating_add(1);
-        } else {
-            *st = State {
-                args: h,
-                run: 1,
-                start: c.ts,
-                last: c.ts,
-                fired: false,
-            };
+        if st.call != h || st.run == 0 {
+            st.call = h;
+            st.run = 0;
+            st.fired = false;
         }
-        if st.fired || st.run < self.s.repetition_count {
+        let slot = st.run as usize % n;
+        st.times[slot] = c.ts;
+        st.run = st.run.saturating_add(1);
+        if st.fired || (st.run as usize) < n {
+            return;
+        }
+        // The oldest of the last `n` calls is the slot after the newest.
+        let oldest = st.times[(slot + 1) % n];
+        let span = c.ts.saturating_sub(oldest);
+        if span > self.s.repetition_window_us {
             return;
         }
         st.fired = true;
-        let mut group = c.tool_group();
-        let (k, v) = match c.session {
-            Some(s) => ("metadata.session_id", s),
-            None => ("metadata.user_id", c.user),
-        };
-        group.insert(k.into(), v.to_owned());
-        let by = if c.user.is_empty() {
-            String::new()
-        } else {
-            format!(" by user {}", c.user)
-        };
+        let mut group = c.user_tool_group();
+        if let Some(s) = c.session {
+            group.insert("metadata.session_id".into(), s.to_owned());
+        }
         out.push(Anomaly {
-            kind: "repetition",
-            score: f64::from(st.run) / f64::from(self.s.repetition_count.max(1)),
+            kind: DetectorKind::Repetition,
+            score: st.run as f64 / n as f64,
             severity: Severity::Medium,
             description: format!(
-                "{} called {} times in a row with identical arguments within {}{by}; the agent looks stuck in a loop",
+                "{} called {} times in a row with identical arguments ({}) within {} by {}; the agent looks stuck in a loop",
                 c.tool_label(),
                 st.run,
-                humanize_us(c.ts - st.start),
+                shape(c),
+                humanize_us(span),
+                c.who(),
             ),
             action: "Stop or restart the agent's session and look at the tool result it keeps reacting to",
             group,
@@ -106,19 +115,28 @@ impl Detector for Repetition {
         });
     }
 
-    fn sweep(&mut self, idle_before: i64) {
-        self.keys.expire(idle_before);
+    fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats> {
+        vec![&mut self.keys]
     }
 
-    fn tracked_keys(&self) -> usize {
-        self.keys.len()
+    fn maps(&self) -> Vec<&dyn KeyedStats> {
+        vec![&self.keys]
     }
+}
 
-    fn state_bytes(&self) -> usize {
-        self.keys.state_bytes()
+/// The arguments' shape for a person: `path: 17 B, encoding: 6 B`.
+fn shape(c: &Call<'_>) -> String {
+    let entries = c.entries();
+    if entries.is_empty() {
+        return "no arguments".to_owned();
     }
-
-    fn expired_and_evicted(&self) -> (u64, u64) {
-        (self.keys.expired, self.keys.evicted)
+    let mut s = String::new();
+    for (i, (k, n, _)) in entries.iter().take(SHOWN_KEYS).enumerate() {
+        let sep = if i > 0 { ", " } else { "" };
+        let _ = write!(s, "{sep}`{}`: {n} B", super::shown(k));
     }
+    if entries.len() > SHOWN_KEYS {
+        let _ = write!(s, ", and {} more", entries.len() - SHOWN_KEYS);
+    }
+    s
 }

@@ -202,6 +202,61 @@ async fn stages_see_every_batch_in_order_and_their_events_are_stored_redacted() 
     assert_eq!(seen.lock().unwrap().len(), 10);
 }
 
+/// Records the ids it sees, emits nothing.
+struct Seen(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Stage for Seen {
+    fn name(&self) -> &'static str {
+        "seen"
+    }
+    fn on_commit(&mut self, batch: &[PreparedEvent], _emit: &mut Vec<Event>) {
+        let mut seen = self.0.lock().unwrap();
+        seen.extend(batch.iter().map(|p| p.event.id.clone()));
+    }
+}
+
+#[tokio::test]
+async fn resent_events_are_acknowledged_but_processed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (p, h, store) = start_with(dir.path(), 1000, vec![Box::new(Seen(seen.clone()))]);
+    let mut sub = p.subscribe();
+    let batch = || vec![event("r1", json!({})), event("r2", json!({}))];
+    for _ in 0..6 {
+        let ids = p.submit_events(batch()).await.unwrap();
+        assert_eq!(ids, ["r1", "r2"], "every resend is acknowledged");
+    }
+    // A batch mixing a resent event with a new one, and the same id twice in one batch.
+    p.submit_events(vec![
+        event("r1", json!({})),
+        event("r3", json!({})),
+        event("r3", json!({})),
+    ])
+    .await
+    .unwrap();
+    let health = p.health().clone();
+    drop(p);
+    h.join();
+    assert_eq!(seen.lock().unwrap().as_slice(), ["r1", "r2", "r3"]);
+    assert_eq!(health.duplicate_events.load(Ordering::SeqCst), 12);
+    assert_eq!(health.committed_events.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        health.pending_events.load(Ordering::SeqCst),
+        0,
+        "nothing stays counted"
+    );
+    let mut published = Vec::new();
+    while let Ok(b) = sub.try_recv() {
+        published.extend(b.iter().map(|e| e.event.id.clone()));
+    }
+    assert_eq!(
+        published,
+        ["r1", "r2", "r3"],
+        "subscribers see each event once"
+    );
+    assert_eq!(store.reader().stats().unwrap().events, 3);
+}
+
 #[tokio::test]
 async fn retention_runs_in_the_background_between_writes() {
     let dir = tempfile::tempdir().unwrap();

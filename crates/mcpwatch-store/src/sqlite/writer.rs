@@ -16,6 +16,7 @@
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
+use mcpwatch_core::params::Params;
 use mcpwatch_core::{Event, Level, Outcome, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
@@ -91,8 +92,14 @@ impl SqliteWriter {
 }
 
 impl EventWriter for SqliteWriter {
-    fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError> {
-        let result = self.append_inner(batch, settle);
+    fn append_marking(
+        &mut self,
+        batch: &[&PreparedEvent],
+        settle: bool,
+        fresh: &mut Vec<bool>,
+    ) -> Result<usize, StoreError> {
+        fresh.clear();
+        let result = self.append_inner(batch, settle, fresh);
         if result.is_err() {
             // The batch is not stored. Deltas of earlier batches were merged with its deltas and
             // cannot be told apart: drop them all and re-derive them from the committed events
@@ -166,6 +173,7 @@ impl SqliteWriter {
         &mut self,
         batch: &[&PreparedEvent],
         settle: bool,
+        fresh: &mut Vec<bool>,
     ) -> Result<usize, StoreError> {
         let tx = self.conn.transaction()?;
         let mut added = 0;
@@ -189,6 +197,7 @@ impl SqliteWriter {
                     e.metadata.get("outcome").and_then(Value::as_str),
                     p.body,
                 ])?;
+                fresh.push(inserted == 1);
                 if inserted == 1 {
                     added += 1;
                     self.pending.add(e, tx.last_insert_rowid());
@@ -532,11 +541,12 @@ impl Rollups {
     }
 }
 
-/// The sorted top-level keys of `metadata.parameters`, e.g. `encoding,path`, into `out`.
-/// (serde_json's map iterates in key order.)
+/// The top-level keys of `metadata.parameters`, e.g. `encoding,path`, into `out`: sorted for
+/// whole arguments (serde_json's map iterates in key order), as capture listed them for the
+/// shape of arguments too big to keep.
 fn parameter_pattern(e: &Event, out: &mut String) {
     out.clear();
-    let Some(Value::Object(params)) = e.metadata.get("parameters") else {
+    let Some(params) = e.metadata.get("parameters").and_then(Params::of) else {
         return;
     };
     for (i, k) in params.keys().enumerate() {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mcpwatch_core::Event;
-use mcpwatch_detect::{replay, Alert, ReplaySummary, RuleSet};
+use mcpwatch_detect::{replay_with, Alert, ReplaySummary, RuleSet};
 
 use crate::term::sanitize;
 use crate::topology::detection_from_config;
@@ -60,7 +60,12 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let events = read_events(&args.events)?;
     let read_in = started.elapsed();
     let n = events.len();
-    let (alerts, summary) = replay(events, rules, &settings);
+    // Fold like live alerting with the same `[alerting]` settings, resolution included.
+    let policy = mcpwatch_alert::config::fold_policy(&config).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid [alerting] configuration:\n{}", lines.join("\n"))
+    })?;
+    let (alerts, summary) = replay_with(events, rules, &settings, policy);
     let total = started.elapsed();
     eprintln!(
         "replay: {n} events read in {:.2} s, detection in {:.2} s ({:.0} events/s overall)",

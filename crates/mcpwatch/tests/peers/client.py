@@ -5,7 +5,8 @@ Usage: client.py SCENARIO -- CMD ARGS...
 Runs SCENARIO against the stdio server CMD (or the server SERVER of a Claude Desktop style
 config FILE, started as the client would: its command, args and env read from the file) and prints one JSON line per response, so a run
 directly against the server and a run through `mcpwatch wrap` can be compared byte for byte.
-Environment: FS_DIR (filesystem scenario: the allowed directory), WAIT_FOR_FILE (keep the
+Environment: FS_DIR (filesystem and detection scenarios: the allowed directory), PHASE
+(detection scenario: `work` or `attack`), WAIT_FOR_FILE (keep the
 session open until this file exists, at most 60 s).
 """
 
@@ -56,6 +57,22 @@ async def filesystem(s):
     await step("list_directory", s.call_tool("list_directory", {"path": d}))
 
 
+async def detection(s):
+    """PHASE=work: varied normal work. PHASE=attack: a loop, an unusual call, a traversal."""
+    d = os.environ["FS_DIR"]
+    read = lambda args: s.call_tool("read_text_file", args)
+    if os.environ.get("PHASE") == "work":
+        for i in range(14):
+            await step(f"read_{i}", read({"path": os.path.join(d, f"f{i}.txt")}))
+            await step(f"list_{i}", s.call_tool("list_directory", {"path": d}))
+            await step(f"reread_{i}", read({"path": os.path.join(d, "a.txt")}))
+        return
+    for i in range(10):
+        await step(f"loop_{i}", read({"path": os.path.join(d, "a.txt")}))
+    await step("unusual", read({"path": os.path.join(d, "x" * 6000), "exec": "id"}))
+    await step("traversal", read({"path": os.path.join(d, "..", "..", "..", "etc", "passwd")}))
+
+
 async def dotenv(s):
     """Reads a project's .env and copies it, as an agent backing up settings would."""
     d = os.environ["FS_DIR"]
@@ -82,7 +99,7 @@ async def main():
         async with ClientSession(r, w) as s:
             init = await s.initialize()
             dump("initialize", {"server": init.server_info.name, "protocol": init.protocol_version})
-            await {"everything": everything, "filesystem": filesystem, "dotenv": dotenv}[scenario](s)
+            await {"everything": everything, "filesystem": filesystem, "dotenv": dotenv, "detection": detection}[scenario](s)
             wait = os.environ.get("WAIT_FOR_FILE")
             if wait:
                 deadline = time.monotonic() + 60

@@ -1,0 +1,188 @@
+//! The detection contract on the real capture path: the official MCP Python SDK client drives
+//! `@modelcontextprotocol/server-filesystem` through `mcpwatch wrap` into a real `serve` (with a
+//! demo-sized learning period), and the alerts that come out are what the traffic deserves:
+//! varied normal work raises no anomaly, a true loop raises `repetition`, a call with a new key
+//! and an outlying size raises `unusual_parameters` naming the user, a `../` path raises
+//! `path_traversal` naming the user.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Serve;
+use serde_json::Value;
+
+fn peer(relative: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../.test-deps")
+        .join(relative);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
+        p.display()
+    );
+    p.to_string_lossy().into_owned()
+}
+
+fn get(url: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-sf", url])
+        .output()
+        .expect("curl runs");
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// Polls `what` until `done` holds or 60 s pass; returns the last value.
+fn wait_until(what: impl Fn() -> Value, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = what();
+        if done(&v) || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn client(phase: &str, fs_dir: &str, collector: &str, wrap_dir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/client.py");
+    let status = Command::new(peer("venv/bin/python"))
+        .arg(script)
+        .args(["detection", "--", env!("CARGO_BIN_EXE_mcpwatch"), "wrap"])
+        .args([
+            "--name",
+            "filesystem",
+            "--user",
+            "tester",
+            "--collector",
+            collector,
+        ])
+        .arg("--data-dir")
+        .arg(wrap_dir)
+        .arg("--")
+        .arg(peer("node/node_modules/.bin/mcp-server-filesystem"))
+        .arg(fs_dir)
+        .env("FS_DIR", fs_dir)
+        .env("PHASE", phase)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("the Python client runs");
+    assert!(status.success(), "the {phase} client failed: {status}");
+}
+
+fn alerts(url: &str) -> Vec<Value> {
+    get(&format!("{url}/api/v1/alerts?limit=500"))["alerts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn named<'a>(alerts: &'a [Value], name: &str) -> Vec<&'a Value> {
+    alerts.iter().filter(|a| a["name"] == name).collect()
+}
+
+#[test]
+fn wrap_traffic_gets_the_alerts_it_deserves() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let dir: PathBuf = tmp.path().join("allowed");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for i in 0..14 {
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("file {i}\n")).expect("write");
+    }
+    std::fs::write(dir.join("a.txt"), "hello\n").expect("write");
+    let dir = dir
+        .canonicalize()
+        .expect("canonical")
+        .to_string_lossy()
+        .into_owned();
+    let cfg = tmp.path().join("mcpwatch.toml");
+    std::fs::write(
+        &cfg,
+        "[detection.anomaly]\nlearning_period = \"2s\"\nmin_samples = 5\n",
+    )
+    .expect("write config");
+    let serve = Serve::start(
+        &tmp.path().join("serve"),
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let url = serve.url.clone();
+    let done = |url: &str| {
+        get(&format!(
+            "{url}/api/v1/events?event_type=execution_complete&limit=1000"
+        ))
+    };
+    let count = |v: &Value| v["events"].as_array().map_or(0, Vec::len);
+
+    client("work", &dir, &url, &tmp.path().join("wrap-work"));
+    let work = wait_until(|| done(&url), |v| count(v) >= 42);
+    assert_eq!(
+        count(&work),
+        42,
+        "every call of the normal work is recorded"
+    );
+    let work_session = work["events"][0]["metadata"]["session_id"]
+        .as_str()
+        .expect("a session id")
+        .to_owned();
+    // The learning period (2 s of event time) must be over before the attack.
+    let first = Instant::now();
+    wait_until(
+        || Value::Bool(first.elapsed() >= Duration::from_secs(3)),
+        |v| v == &Value::Bool(true),
+    );
+
+    client("attack", &dir, &url, &tmp.path().join("wrap-attack"));
+    let want = ["repetition", "unusual_parameters", "path_traversal"];
+    let got = wait_until(
+        || Value::Array(alerts(&url)),
+        |v| {
+            let a = v.as_array().cloned().unwrap_or_default();
+            want.iter().all(|n| !named(&a, n).is_empty())
+        },
+    );
+    let got = got.as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = got.iter().filter_map(|a| a["name"].as_str()).collect();
+
+    let rep = named(&got, "repetition");
+    assert_eq!(rep.len(), 1, "only the true loop is a loop: {names:?}");
+    let d = rep[0]["description"].as_str().unwrap_or_default();
+    assert!(
+        d.contains("filesystem/read_text_file called 10 times in a row"),
+        "{d}"
+    );
+    assert!(d.contains("user tester"), "{d}");
+    assert_eq!(rep[0]["group"]["metadata.user_id"], "tester");
+    assert_ne!(
+        rep[0]["group"]["metadata.session_id"],
+        work_session.as_str()
+    );
+
+    let unusual = named(&got, "unusual_parameters");
+    assert_eq!(unusual.len(), 1, "{got:#?}");
+    let d = unusual[0]["description"].as_str().unwrap_or_default();
+    assert!(d.contains("called by user tester, session "), "{d}");
+    assert!(d.contains("never-seen key `exec`"), "{d}");
+    assert!(d.contains("`path` is 60"), "the 6 kB path is outlying: {d}");
+    assert_eq!(unusual[0]["group"]["metadata.user_id"], "tester");
+
+    let traversal = named(&got, "path_traversal");
+    assert_eq!(
+        traversal[0]["group"]["metadata.user_id"], "tester",
+        "{traversal:#?}"
+    );
+
+    // The attack's alerts prove detection has seen everything before them: the normal work
+    // raised no anomaly at all.
+    for a in got.iter().filter(|a| a["source"] == "anomaly") {
+        let d = a["description"].as_str().unwrap_or_default();
+        assert!(
+            !d.contains(&work_session),
+            "normal work raised {}: {d}",
+            a["name"]
+        );
+    }
+    serve.stop();
+}
