@@ -2,8 +2,8 @@
 //! panic), what it accepts keeps every bound, what it refuses is answered in bounded size, and
 //! an accepted batch sent again is accepted unchanged.
 //!
-//! CI runs the default number of cases; `PROPTEST_CASES=2000000 cargo test -p mcpwatch-core
-//! --release --test validate_props` runs for about an hour (see README). Cases it finds belong
+//! CI runs the default number of cases; `PROPTEST_CASES=200000 cargo test -p mcpwatch-core
+//! --release --test validate_props` runs much longer (README says how to size an hour's run). Cases it finds belong
 //! in `tests/fixtures/validate/` (they are replayed by `found_cases_stay_fixed`).
 
 use std::time::Duration;

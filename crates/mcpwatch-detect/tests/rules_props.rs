@@ -3,8 +3,8 @@
 //! says something; rules that compile evaluate any event without panicking, and the state they
 //! keep stays within the per-rule key cap.
 //!
-//! CI runs the default number of cases; `PROPTEST_CASES=1000000 cargo test -p mcpwatch-detect
-//! --release --test rules_props` runs for about an hour (see README). Cases it finds belong in
+//! CI runs the default number of cases; `PROPTEST_CASES=200000 cargo test -p mcpwatch-detect
+//! --release --test rules_props` runs much longer (README says how to size an hour's run). Cases it finds belong in
 //! `tests/fixtures/rules_props/` (replayed by `found_cases_stay_fixed`).
 
 mod common;
