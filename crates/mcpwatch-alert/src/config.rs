@@ -302,19 +302,38 @@ fn deserialize<T: DeserializeOwned>(
             Ok(v) => return Some(v),
             Err(e) => e,
         };
-        let inner = e.path().to_string();
+        let mut inner = e.path().to_string();
+        let message = e.into_inner().message().to_owned();
+        // An unknown key is reported at the key, so its position is the key's line.
+        // (serde_path_to_error names the key itself, except inside a tagged enum.)
+        let named = |f: &str| inner == f || inner.ends_with(&format!(".{f}"));
+        if let Some(field) = unknown_field(&message).filter(|f| !named(f)) {
+            inner = if inner == "." {
+                field.to_owned()
+            } else {
+                format!("{inner}.{field}")
+            };
+        }
         let at = if inner == "." {
             path.to_owned()
         } else {
             format!("{path}.{inner}")
         };
-        errors.push(ConfigError::at(at, e.into_inner().message().to_owned()));
+        errors.push(ConfigError::at(at, message));
         // `type` picks the schema of a channel: without it nothing else can be checked.
         if inner == "." || inner == "type" || !remove_path(&mut value, &inner) {
             return None;
         }
     }
     None
+}
+
+/// The key serde names in "unknown field `foo`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(f, _)| f)
 }
 
 /// Removes the key at a serde_path_to_error path such as `delivery.max_attempts` or

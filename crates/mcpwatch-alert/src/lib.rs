@@ -23,6 +23,7 @@ pub mod matcher;
 pub mod model;
 pub mod routing;
 pub mod service;
+mod silencing;
 pub mod store;
 
 #[cfg(test)]

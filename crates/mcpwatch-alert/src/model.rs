@@ -33,7 +33,7 @@ pub struct AlertRecord {
 /// The latest delivery state of one channel for one alert.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryState {
-    /// `firing` or `resolved`.
+    /// `firing`, `acknowledged` or `resolved`.
     pub kind: NotificationKind,
     /// `pending`, `delivered` or `failed`.
     pub status: DeliveryStatus,
@@ -51,6 +51,8 @@ pub enum NotificationKind {
     Firing,
     /// The alert is over.
     Resolved,
+    /// Someone acknowledged it (PagerDuty's `acknowledge`; other channels are not told).
+    Acknowledged,
     /// `mcpwatch alerts test`: not a real alert.
     Test,
 }
@@ -61,13 +63,14 @@ impl NotificationKind {
         match self {
             NotificationKind::Firing => "firing",
             NotificationKind::Resolved => "resolved",
+            NotificationKind::Acknowledged => "acknowledged",
             NotificationKind::Test => "test",
         }
     }
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Firing, Self::Resolved, Self::Test]
+        [Self::Firing, Self::Resolved, Self::Acknowledged, Self::Test]
             .into_iter()
             .find(|k| k.as_str() == s)
     }

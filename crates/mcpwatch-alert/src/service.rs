@@ -76,10 +76,10 @@ pub struct Alerting {
     pub(crate) health: AlertHealth,
     ids: IdGenerator,
     last_prune: AtomicI64,
+    /// Until when silence boundaries were applied (micros); see [`crate::silencing`].
+    pub(crate) silences_checked: AtomicI64,
 }
 
-/// Open alerts a new silence is checked against.
-const MAX_RESILENCED: usize = 10_000;
 /// Alerts resolved by quiet period per tick.
 const MAX_QUIET_PER_TICK: usize = 500;
 /// How often resolved alerts past retention are deleted.
@@ -101,6 +101,7 @@ impl Alerting {
             health: AlertHealth::default(),
             ids: IdGenerator::new(),
             last_prune: AtomicI64::new(i64::MIN),
+            silences_checked: AtomicI64::new(i64::MIN),
         }))
     }
 
@@ -219,7 +220,7 @@ impl Alerting {
 
     /// Queues firing notifications if the alert has never been notified, the repeat interval
     /// has passed, or its severity rose since the last notification.
-    fn maybe_notify(
+    pub(crate) fn maybe_notify(
         &self,
         conn: &Connection,
         rec: &mut AlertRecord,
@@ -259,8 +260,10 @@ impl Alerting {
         Ok(queued)
     }
 
-    /// Resolves alerts that have been quiet for `resolve_after` and prunes old resolved ones.
+    /// Resolves alerts that have been quiet for `resolve_after`, applies silences that started
+    /// or ended, and prunes old resolved alerts.
     pub fn tick(&self, now: Timestamp) -> Result<usize, AlertError> {
+        self.silence_boundaries(now)?;
         let mut resolved = 0;
         if let Some(quiet) = self.settings.resolve_after {
             let mut db = self.db();
@@ -320,22 +323,31 @@ impl Alerting {
         store::get(&self.db(), id, true)?.ok_or_else(|| not_found(id))
     }
 
-    /// Marks an alert acknowledged: it stays open and folds findings but is not notified again.
+    /// Marks an alert acknowledged: it stays open and folds findings but is not notified again;
+    /// channels that track acknowledgement (PagerDuty) are told.
     pub fn acknowledge(&self, id: &str) -> Result<AlertRecord, AlertError> {
         let now = self.clock.now();
-        {
-            let db = self.db();
-            let mut rec = store::get(&db, id, false)?.ok_or_else(|| not_found(id))?;
+        let queued = {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let mut rec = store::get(&tx, id, false)?.ok_or_else(|| not_found(id))?;
             if rec.alert.status == AlertStatus::Resolved {
                 return Err(AlertError::Conflict(format!(
                     "alert {id} is already resolved; nothing to acknowledge"
                 )));
             }
+            let mut queued = false;
             if rec.alert.status != AlertStatus::Acknowledged {
                 rec.alert.status = AlertStatus::Acknowledged;
                 rec.acknowledged_at = Some(now);
-                store::update(&db, &rec)?;
+                store::update(&tx, &rec)?;
+                queued = self.queue_acknowledged(&tx, &rec, now)?;
             }
+            tx.commit()?;
+            queued
+        };
+        if queued {
+            self.wake.notify_one();
         }
         self.get(id)
     }
@@ -405,20 +417,11 @@ impl Alerting {
         let mut db = self.db();
         let tx = db.transaction()?;
         store::insert_silence(&tx, &silence)?;
-        if silence.active_at(now) {
-            let filter = AlertFilter {
-                limit: MAX_RESILENCED,
-                ..AlertFilter::default()
-            };
-            for mut rec in store::list(&tx, &filter)?.0 {
-                let open = matches!(rec.alert.status, AlertStatus::New | AlertStatus::Sent);
-                if open && matchers.iter().all(|m| m.matches(&rec)) {
-                    rec.alert.status = AlertStatus::Suppressed;
-                    store::update(&tx, &rec)?;
-                }
-            }
-        }
+        let queued = silence.active_at(now) && self.reapply_silences(&tx, now)?;
         tx.commit()?;
+        if queued {
+            self.wake.notify_one();
+        }
         Ok(silence)
     }
 
@@ -428,16 +431,27 @@ impl Alerting {
         store::silences(&self.db(), (!all).then_some(now), 1000)
     }
 
-    /// Ends a silence now.
+    /// Ends a silence now; the alerts it held are open again and notified when due.
     pub fn expire_silence(&self, id: &str) -> Result<Silence, AlertError> {
         let now = self.clock.now();
-        let db = self.db();
-        if !store::expire_silence(&db, id, now)? {
-            return Err(AlertError::NotFound(format!(
-                "no silence {id}; list them with `mcpwatch alerts silences`"
-            )));
+        let (silence, queued) = {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            if !store::expire_silence(&tx, id, now)? {
+                return Err(AlertError::NotFound(format!(
+                    "no silence {id}; list them with `mcpwatch alerts silences`"
+                )));
+            }
+            let queued = self.reapply_silences(&tx, now)?;
+            let silence = store::get_silence(&tx, id)?
+                .ok_or_else(|| AlertError::NotFound(format!("no silence {id}")))?;
+            tx.commit()?;
+            (silence, queued)
+        };
+        if queued {
+            self.wake.notify_one();
         }
-        store::get_silence(&db, id)?.ok_or_else(|| AlertError::NotFound(format!("no silence {id}")))
+        Ok(silence)
     }
 }
 
@@ -447,7 +461,10 @@ fn not_found(id: &str) -> AlertError {
     ))
 }
 
-fn active_silences(conn: &Connection, now: Timestamp) -> Result<Vec<Vec<Matcher>>, AlertError> {
+pub(crate) fn active_silences(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<Vec<Vec<Matcher>>, AlertError> {
     Ok(store::silences(conn, Some(now), 10_000)?
         .into_iter()
         .filter(|s| s.active_at(now))

@@ -372,6 +372,20 @@ pub fn quiet(
         .collect()
 }
 
+/// Alerts that silences apply to (`new`, `sent`, `suppressed`), newest first, at most `limit`.
+pub fn open_unacknowledged(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<AlertRecord>, AlertError> {
+    let sql = format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE status IN ('new', 'sent', 'suppressed') ORDER BY seq DESC LIMIT ?1"
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([limit as i64], alert_from_row)?;
+    rows.map(|r| r.map(|(a, _)| a).map_err(AlertError::from))
+        .collect()
+}
+
 /// Deletes resolved alerts (and their deliveries) resolved before `before`; returns how many.
 pub fn prune(conn: &Connection, before: Timestamp) -> Result<usize, AlertError> {
     conn.execute(
@@ -566,6 +580,22 @@ pub fn silences(
 pub fn get_silence(conn: &Connection, id: &str) -> Result<Option<Silence>, AlertError> {
     let sql = format!("SELECT {SILENCE_COLUMNS} FROM silences WHERE id = ?1");
     Ok(conn.query_row(&sql, [id], silence_from_row).optional()?)
+}
+
+/// Whether a silence started or ended after `after` and at or before `upto` (micros).
+pub fn silence_boundary_between(
+    conn: &Connection,
+    after: i64,
+    upto: i64,
+) -> Result<bool, AlertError> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM silences WHERE (starts_at > ?1 AND starts_at <= ?2) OR (ends_at > ?1 AND ends_at <= ?2) LIMIT 1",
+            params![after, upto],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
 }
 
 /// Ends a silence at `now` (kept for the record).

@@ -160,8 +160,8 @@ async fn slack_gets_readable_blocks_with_event_text_escaped() {
               "blocks": [
                 {
                   "text": {
-                    "emoji": true,
-                    "text": ":red_circle: [HIGH] brute_force_detection firing (6x) for metadata.user_id=alice",
+                    "emoji": false,
+                    "text": "🔴 [HIGH] brute_force_detection firing (6x) for metadata.user_id=alice",
                     "type": "plain_text"
                   },
                   "type": "header"
@@ -177,8 +177,9 @@ async fn slack_gets_readable_blocks_with_event_text_escaped() {
                       "type": "mrkdwn"
                     },
                     {
-                      "text": "*Who*\nmetadata.user_id=alice",
-                      "type": "mrkdwn"
+                      "emoji": false,
+                      "text": "Who\nmetadata.user_id=alice",
+                      "type": "plain_text"
                     },
                     {
                       "text": "*Count*\n6",
@@ -197,15 +198,17 @@ async fn slack_gets_readable_blocks_with_event_text_escaped() {
                 },
                 {
                   "text": {
-                    "text": "*What happened*\n6 failed authentications for &lt;alice&gt; &amp; co in 5m",
-                    "type": "mrkdwn"
+                    "emoji": false,
+                    "text": "What happened\n6 failed authentications for &lt;alice&gt; &amp; co in 5m",
+                    "type": "plain_text"
                   },
                   "type": "section"
                 },
                 {
                   "text": {
-                    "text": "*Recommended action*\nLock or rate-limit the account",
-                    "type": "mrkdwn"
+                    "emoji": false,
+                    "text": "Recommended action\nLock or rate-limit the account",
+                    "type": "plain_text"
                   },
                   "type": "section"
                 },
@@ -219,13 +222,14 @@ async fn slack_gets_readable_blocks_with_event_text_escaped() {
                   "type": "context"
                 }
               ],
+              "mrkdwn": false,
               "text": "[HIGH] brute_force_detection firing (6x) for metadata.user_id=alice"
             }"#]],
     );
 }
 
 #[tokio::test]
-async fn pagerduty_triggers_and_resolves_with_the_fingerprint_as_dedup_key() {
+async fn pagerduty_triggers_acknowledges_and_resolves_with_the_fingerprint_as_dedup_key() {
     let rx = Receiver::start(202).await;
     let s = settings(&format!(
         "[channels.oncall]\ntype = \"pagerduty\"\nrouting_key = \"R0UTING\"\nurl = \"{}\"\n",
@@ -236,6 +240,9 @@ async fn pagerduty_triggers_and_resolves_with_the_fingerprint_as_dedup_key() {
         .await
         .unwrap();
     assert!(r.response.starts_with("202 "), "{r:?}");
+    send(&s, "oncall", NotificationKind::Acknowledged, &alert)
+        .await
+        .unwrap();
     send(&s, "oncall", NotificationKind::Resolved, &alert)
         .await
         .unwrap();
@@ -286,6 +293,15 @@ async fn pagerduty_triggers_and_resolves_with_the_fingerprint_as_dedup_key() {
     );
     snapshot(
         &got[1].json(),
+        expect![[r#"
+            {
+              "dedup_key": "4f1c2a9be0d34c8d9f6e5a4b3c2d1e0f",
+              "event_action": "acknowledge",
+              "routing_key": "R0UTING"
+            }"#]],
+    );
+    snapshot(
+        &got[2].json(),
         expect![[r#"
             {
               "dedup_key": "4f1c2a9be0d34c8d9f6e5a4b3c2d1e0f",

@@ -146,7 +146,7 @@ fn unknown_fields_in_a_channel_are_errors() {
         "[channels.ops]\ntype = \"slack\"\nwebhook_url = \"https://hooks.slack.com/x\"\nchannel = \"#sec\"\n",
         &[],
         expect![[r#"
-            channels.ops: unknown field `channel`, expected `webhook_url` or `send_resolved`
+            channels.ops.channel: unknown field `channel`, expected `webhook_url` or `send_resolved`
         "#]],
     );
 }

@@ -246,7 +246,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
     let tracker = SessionTracker::new(
         session,
         clock,
-        PinStore::new(Some(cfg.data_dir.join("pins"))),
+        PinStore::new(Some(cfg.data_dir.join("pins"))).with_redactor(cfg.redactor.clone()),
     );
 
     let (queue, tapped) =

@@ -94,10 +94,26 @@ pub struct ServerConfig {
     /// Largest request body accepted, in bytes (larger gets 413).
     #[serde(with = "size_str")]
     pub max_body_bytes: u64,
-    /// Most events in one ingest request.
+    /// Most events in one ingest request (more get 413).
     pub max_batch_events: usize,
     /// Most events waiting for the writer; beyond it ingest answers 503 with Retry-After.
     pub max_pending_events: usize,
+    /// How far ahead of the collector's clock an event's timestamp may be (later gets 400).
+    #[serde(with = "duration_str")]
+    pub max_clock_skew: Duration,
+    /// A connection must send a whole request head within this (also while idle between
+    /// requests) or it is closed.
+    #[serde(with = "duration_str")]
+    pub header_read_timeout: Duration,
+    /// A request body must arrive whole within this of its head.
+    #[serde(with = "duration_str")]
+    pub body_read_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed. Keep it below the
+    /// process's file descriptor limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// Most connections open at once from one address (an IPv6 /64 counts as one); more are
+    /// answered 429 and closed.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +123,11 @@ impl Default for ServerConfig {
             max_body_bytes: 16 * 1024 * 1024,
             max_batch_events: 10_000,
             max_pending_events: 200_000,
+            max_clock_skew: crate::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_connections_per_address: 128,
         }
     }
 }
@@ -233,15 +254,7 @@ impl Config {
         if errors.is_empty() {
             return Ok(config);
         }
-        for e in &mut errors {
-            if e.line.is_none() {
-                if let Some(offset) = locate(text, &e.path) {
-                    let (l, c) = line_col(text, offset);
-                    e.line = Some(l);
-                    e.column = Some(c);
-                }
-            }
-        }
+        locate_errors(text, &mut errors);
         Err(errors)
     }
 
@@ -266,6 +279,26 @@ impl Config {
             errors.push(ConfigError::at(
                 "server.max_pending_events",
                 "must be at least server.max_batch_events",
+            ));
+        }
+        for (key, d) in [
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
+        ] {
+            if d < Duration::from_secs(1) {
+                errors.push(ConfigError::at(key, "must be at least 1s"));
+            }
+        }
+        if s.max_connections == 0 {
+            errors.push(ConfigError::at(
+                "server.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if s.max_connections_per_address == 0 || s.max_connections_per_address > s.max_connections {
+            errors.push(ConfigError::at(
+                "server.max_connections_per_address",
+                "must be at least 1 and at most server.max_connections",
             ));
         }
         if self.retention.interval < Duration::from_secs(1) {
@@ -360,6 +393,21 @@ pub fn expand_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// Fills in the line and column of every error that has none, from its key path in `text`
+/// (the file the config was parsed from), so errors found later by the sections' owners
+/// (alerting, channels, gateway) point into the file too.
+pub fn locate_errors(text: &str, errors: &mut [ConfigError]) {
+    for e in errors {
+        if e.line.is_none() {
+            if let Some(offset) = locate(text, &e.path) {
+                let (l, c) = line_col(text, offset);
+                e.line = Some(l);
+                e.column = Some(c);
+            }
+        }
+    }
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

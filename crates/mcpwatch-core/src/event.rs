@@ -57,13 +57,18 @@ impl Timestamp {
 
     /// This time moved back by `d` (saturating at the epoch).
     pub fn saturating_sub(self, d: std::time::Duration) -> Self {
-        Self(self.0.saturating_sub(d.as_micros() as i64).max(0))
+        Self(self.0.saturating_sub(micros_of(d)).max(0))
     }
 
-    /// This time moved forward by `d`.
+    /// This time moved forward by `d` (saturating, so `Duration::MAX` means "any time").
     pub fn saturating_add(self, d: std::time::Duration) -> Self {
-        Self(self.0.saturating_add(d.as_micros() as i64))
+        Self(self.0.saturating_add(micros_of(d)))
     }
+}
+
+/// `d` in microseconds, saturating rather than wrapping for huge durations.
+fn micros_of(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl fmt::Display for Timestamp {

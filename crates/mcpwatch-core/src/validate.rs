@@ -2,7 +2,10 @@
 //!
 //! A body is one JSON object, a JSON array of them, or NDJSON. Every event is checked against
 //! the table of known event types; every problem is reported as a [`FieldError`] naming the
-//! event's index and the field, and a batch with any problem is rejected whole.
+//! event's index and the field, and a batch with any problem is rejected whole. The sizes and
+//! namespaces a client may use are bounded in [`bounds`].
+
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -10,6 +13,8 @@ use serde_json::{Map, Value};
 use crate::clock::Clock;
 use crate::event::{Event, Level, Outcome, Timestamp};
 use crate::ids::IdGenerator;
+
+pub mod bounds;
 
 /// One thing wrong with one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -31,6 +36,14 @@ pub enum BatchError {
     /// Some events are invalid; none was accepted.
     #[error("{} invalid field(s) in the batch", .0.len())]
     Fields(Vec<FieldError>),
+    /// More events than one batch may hold (a size problem, like a body over the byte limit).
+    #[error("the batch has {events} events, more than the limit of {limit}; split it into smaller batches")]
+    TooManyEvents {
+        /// Events in the batch.
+        events: usize,
+        /// The most one batch may hold.
+        limit: usize,
+    },
 }
 
 /// How the body is framed.
@@ -52,6 +65,8 @@ pub struct Defaults<'a> {
     pub source: &'a str,
     /// The most events one batch may hold.
     pub max_events: usize,
+    /// How far past `clock` an event's timestamp may be; later ones are refused.
+    pub max_future_skew: Duration,
 }
 
 /// Parses and validates a whole body. All or nothing.
@@ -76,23 +91,32 @@ pub fn parse_batch(
         ));
     }
     if values.len() > defaults.max_events {
-        return Err(BatchError::Body(format!(
-            "the batch has {} events, more than the limit of {}; split it into smaller batches",
-            values.len(),
-            defaults.max_events
-        )));
+        return Err(BatchError::TooManyEvents {
+            events: values.len(),
+            limit: defaults.max_events,
+        });
     }
     let now = defaults.clock.now();
     let mut errors = Vec::new();
+    let mut unlisted = 0;
     let mut events = Vec::with_capacity(values.len());
     for (index, value) in values.into_iter().enumerate() {
         let mut ctx = Ctx {
             index,
+            failed: false,
             errors: &mut errors,
+            unlisted: &mut unlisted,
         };
         if let Some(ev) = event_from_value(value, &mut ctx, now, defaults) {
             events.push(ev);
         }
+    }
+    if unlisted > 0 {
+        errors.push(FieldError {
+            index: errors.last().map_or(0, |e| e.index),
+            field: String::new(),
+            message: format!("and {unlisted} more problem(s) not listed; fix these and send again"),
+        });
     }
     if errors.is_empty() {
         Ok(events)
@@ -100,6 +124,10 @@ pub fn parse_batch(
         Err(BatchError::Fields(errors))
     }
 }
+
+/// The most problems one answer lists, so a body of many small mistakes cannot make an answer
+/// many times its own size.
+pub const MAX_LISTED_ERRORS: usize = 100;
 
 fn json_error(e: &serde_json::Error, what: &str) -> BatchError {
     let hint = if e.to_string().contains("recursion limit") {
@@ -136,11 +164,20 @@ fn split_ndjson(text: &str) -> Result<Vec<Value>, BatchError> {
 
 struct Ctx<'e> {
     index: usize,
+    /// Whether this event had a problem.
+    failed: bool,
     errors: &'e mut Vec<FieldError>,
+    /// Problems beyond [`MAX_LISTED_ERRORS`], counted only.
+    unlisted: &'e mut usize,
 }
 
 impl Ctx<'_> {
     fn err(&mut self, field: &str, message: impl Into<String>) {
+        self.failed = true;
+        if self.errors.len() >= MAX_LISTED_ERRORS {
+            *self.unlisted += 1;
+            return;
+        }
         self.errors.push(FieldError {
             index: self.index,
             field: field.into(),
@@ -171,11 +208,11 @@ fn event_from_value(
         ctx.err("", "expected an event object");
         return None;
     };
-    let before = ctx.errors.len();
     for key in obj.keys() {
         if !TOP_LEVEL.contains(&key.as_str()) {
+            let key = bounds::shown(key);
             ctx.err(
-                key,
+                &key,
                 format!(
                     "unknown field `{key}`; known fields are {}; put custom data under metadata",
                     TOP_LEVEL.join(", ")
@@ -193,10 +230,16 @@ fn event_from_value(
     };
     let timestamp = match obj.remove("timestamp") {
         None | Some(Value::Null) => now,
-        Some(v) => Timestamp::from_json(&v).unwrap_or_else(|m| {
-            ctx.err("timestamp", m);
-            now
-        }),
+        Some(v) => match Timestamp::from_json(&v) {
+            Ok(ts) => {
+                bounds::check_not_future(ts, now, d.max_future_skew, ctx);
+                ts
+            }
+            Err(m) => {
+                ctx.err("timestamp", m);
+                now
+            }
+        },
     };
     let level = match obj.remove("level") {
         None | Some(Value::Null) => Level::Info,
@@ -213,11 +256,25 @@ fn event_from_value(
     };
     let category = required_string(&mut obj, "category", ctx);
     let event_type = required_string(&mut obj, "event_type", ctx);
-    let source = optional_string(&mut obj, "source", ctx).unwrap_or_else(|| d.source.to_owned());
+    for (field, name) in [("category", &category), ("event_type", &event_type)] {
+        if let Some(name) = name {
+            bounds::check_name(field, name, bounds::MAX_NAME_BYTES, ctx);
+        }
+    }
+    let source = match optional_string(&mut obj, "source", ctx) {
+        Some(s) => {
+            bounds::check_source(&s, ctx);
+            s
+        }
+        None => d.source.to_owned(),
+    };
     let message = optional_string(&mut obj, "message", ctx).unwrap_or_default();
     let metadata = match obj.remove("metadata") {
         None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(m)) => m,
+        Some(Value::Object(m)) => {
+            bounds::check_metadata_keys(&m, ctx);
+            m
+        }
         Some(_) => {
             ctx.err("metadata", "expected an object");
             Map::new()
@@ -240,6 +297,7 @@ fn event_from_value(
             Vec::new()
         }
     };
+    bounds::check_tags(&tags, ctx);
     let mut event = Event {
         id: String::new(),
         timestamp,
@@ -252,7 +310,7 @@ fn event_from_value(
         tags,
     };
     check_known_type(&mut event, ctx);
-    if ctx.errors.len() > before {
+    if ctx.failed {
         return None;
     }
     event.id = id.unwrap_or_else(|| d.ids.next(timestamp));

@@ -3,7 +3,12 @@
 //! [`crate::replay::replay`] drives offline.
 //!
 //! Architecture Invariant: events produced by detection (source `mcpwatch:detect`) are not
-//! detected on again, so feeding derived events back into the pipeline cannot loop.
+//! detected on again, so feeding derived events back into the pipeline cannot loop. Ingest
+//! refuses that source from clients, so only detection can write it.
+//!
+//! Architecture Invariant: on the live path event time never runs more than
+//! [`crate::watermark::MAX_AHEAD`] past the collector's clock ([`crate::watermark`]), so one
+//! far-future event cannot expire every window and baseline.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +21,7 @@ use crate::finding::{Finding, FindingSource};
 use crate::rules::{RuleEngine, RuleSet};
 use crate::threat::ThreatScanner;
 use crate::threshold::Thresholds;
+use crate::watermark::{TimeGuard, MAX_AHEAD};
 
 /// The source of events that detection derives.
 pub const DERIVED_SOURCE: &str = "mcpwatch:detect";
@@ -33,6 +39,14 @@ pub struct Health {
     pub expired_keys: u64,
     /// Keys evicted because a cap was reached.
     pub evicted_keys: u64,
+    /// Events dated too far past the collector's clock, detected at the clock's time instead
+    /// (live only; left out of summaries while zero).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub future_events_moved: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Rules, detectors, signatures and thresholds, on event time.
@@ -44,6 +58,7 @@ pub struct Engine {
     thresholds: Thresholds,
     findings: BTreeMap<(FindingSource, String), u64>,
     events: u64,
+    time: TimeGuard,
 }
 
 impl Engine {
@@ -61,6 +76,7 @@ impl Engine {
             thresholds: Thresholds::new(settings.thresholds.clone()),
             findings: BTreeMap::new(),
             events: 0,
+            time: TimeGuard::new(MAX_AHEAD),
         }
     }
 
@@ -69,6 +85,7 @@ impl Engine {
         if event.source == DERIVED_SOURCE {
             return;
         }
+        let event = &*self.time.admit(event);
         self.events += 1;
         let before = out.len();
         self.rules.process(event, out);
@@ -85,6 +102,7 @@ impl Engine {
     /// Lets windowed thresholds (error rate, throughput) close on a live clock when no events
     /// arrive; replay never calls it.
     pub fn advance_to(&mut self, now: Timestamp, out: &mut Vec<Finding>) {
+        self.time.tick(now);
         let before = out.len();
         self.thresholds.advance_to(now, out);
         for f in &out[before..] {
@@ -127,6 +145,7 @@ impl Engine {
             state_bytes: self.rules.state_bytes() + self.anomalies.state_bytes() + threat_bytes,
             expired_keys: re + ae,
             evicted_keys: rv + av,
+            future_events_moved: self.time.moved,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! alert records (SPEC 7). No runtime, no network; only the rule and event file loaders read
 //! files.
 //!
-//! Architecture Invariant: detection never reads a clock; time is the events' time.
+//! Architecture Invariant: detection never reads a clock; time is the events' time, bounded on
+//! the live path by the clock [`Engine::advance_to`] is given ([`watermark`]).
 
 #![forbid(unsafe_code)]
 
@@ -21,6 +22,7 @@ pub mod rules;
 mod state;
 pub mod threat;
 pub mod threshold;
+pub mod watermark;
 
 pub use alert::{Alert, AlertBook, AlertChange, AlertStatus};
 pub use config::{DetectConfig, DetectSettings};

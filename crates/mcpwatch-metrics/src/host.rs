@@ -375,8 +375,11 @@ mod tests {
                 v >= 0.0 && (name == "network_throughput" || v <= 100.0),
                 "{name} = {v}"
             );
-            // The events are valid ingest events.
-            let json = serde_json::to_value(e).unwrap();
+            // The events are valid ingest events, but for their source, which is reserved for
+            // mcpwatch's own events (they enter the pipeline directly, not through ingest).
+            let mut json = serde_json::to_value(e).unwrap();
+            assert_eq!(json["source"], "mcpwatch:host");
+            json.as_object_mut().map(|o| o.remove("source"));
             let ids = IdGenerator::new();
             let clock = mcpwatch_core::ManualClock::new(t0);
             let defaults = mcpwatch_core::validate::Defaults {
@@ -384,6 +387,7 @@ mod tests {
                 clock: &clock,
                 source: "api",
                 max_events: 10,
+                max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
             };
             mcpwatch_core::parse_batch(
                 json.to_string().as_bytes(),

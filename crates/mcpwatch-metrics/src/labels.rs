@@ -4,7 +4,9 @@
 //! through a [`LabelBound`]: the first `cap` distinct values keep their name, later ones are
 //! reported as [`OVERFLOW`], and how many values were refused is itself a metric.
 //!
-//! Architecture Invariant: the number of series is bounded by configuration, never by traffic.
+//! Architecture Invariant: the number of series is bounded by configuration, never by traffic,
+//! and no label value is longer than [`MAX_LABEL_BYTES`] (ingest bounds names already; this is
+//! the second line, for values that reach a label some other way).
 
 use std::collections::HashSet;
 
@@ -14,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 
 /// The label value for everything past a bound.
 pub const OVERFLOW: &str = "other";
+
+/// The longest label value kept; longer ones are reported as [`OVERFLOW`].
+pub const MAX_LABEL_BYTES: usize = 128;
 
 /// Admits at most `cap` distinct values of one label.
 #[derive(Debug)]
@@ -37,6 +42,10 @@ impl LabelBound {
 
     /// `v` if it has its own label value, else [`OVERFLOW`].
     pub fn admit<'a>(&mut self, v: &'a str) -> &'a str {
+        if v.len() > MAX_LABEL_BYTES {
+            self.refused.inc();
+            return OVERFLOW;
+        }
         if self.seen.contains(v) {
             return v;
         }
@@ -69,5 +78,30 @@ impl<const N: usize> EncodeLabelSet for Labels<N> {
 
 /// Builds a [`Labels`] from keys and borrowed values.
 pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels<N> {
-    Labels(pairs.map(|(k, v)| (k, v.to_owned())))
+    Labels(pairs.map(|(k, v)| {
+        let v = if v.len() > MAX_LABEL_BYTES {
+            OVERFLOW
+        } else {
+            v
+        };
+        (k, v.to_owned())
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_value_never_becomes_a_label() {
+        let long = "x".repeat(1_000_000);
+        let refused = Counter::default();
+        let mut bound = LabelBound::new(10, refused.clone(), Gauge::default());
+        assert_eq!(bound.admit(&long), OVERFLOW);
+        assert_eq!(refused.get(), 1);
+        assert_eq!(bound.admit("fs"), "fs");
+        let set = labels([("server", long.as_str()), ("tool", "read")]);
+        assert_eq!(set.0[0].1, OVERFLOW);
+        assert_eq!(set.0[1].1, "read");
+    }
 }

@@ -145,6 +145,7 @@ fn stages(bodies: &[String]) {
         clock: &clock,
         source: "api",
         max_events: BATCH,
+        max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
     };
     let redactor = mcpwatch_core::Redactor::default();
     let dir = tempfile::tempdir().unwrap();
@@ -189,6 +190,7 @@ fn raw_sqlite(bodies: &[String]) -> f64 {
         clock: &clock,
         source: "api",
         max_events: BATCH,
+        max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
     };
     let batches: Vec<Vec<PreparedEvent>> = bodies
         .iter()

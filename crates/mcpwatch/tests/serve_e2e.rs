@@ -93,7 +93,10 @@ async fn a_secret_in_metadata_is_nowhere_in_the_database_files() {
         .json()
         .await
         .unwrap();
-    assert_eq!(stored["metadata"]["parameters"]["api_key"], "[REDACTED]");
+    assert_eq!(
+        stored["metadata"]["parameters"]["api_key"],
+        "[REDACTED:api_key]"
+    );
     assert_eq!(stored["metadata"]["parameters"]["remote"], "origin");
     assert!(serve.stop().success());
     for entry in std::fs::read_dir(dir.path()).unwrap() {

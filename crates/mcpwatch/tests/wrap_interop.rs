@@ -305,6 +305,103 @@ fn server_filesystem_reading_outside_is_a_tool_error_not_a_success() {
     assert_eq!(access[0]["metadata"]["data_classification"], "sensitive");
 }
 
+/// Every file under `dir`, recursively (SQLite's WAL and the spool included).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_dotenv_read_and_copied_through_wrap_leaves_no_secret_on_disk_or_in_the_api() {
+    let fixtures = root().join("crates/mcpwatch-core/src/redact/fixtures");
+    let dotenv = std::fs::read_to_string(fixtures.join("secrets.env")).expect("the fixture");
+    let secrets: Vec<String> = std::fs::read_to_string(fixtures.join("secrets.expect"))
+        .expect("the fixture")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let dir = tmp.path().join("project");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join(".env"), &dotenv).expect("write");
+    let dir_s = dir
+        .canonicalize()
+        .expect("canonical")
+        .to_string_lossy()
+        .into_owned();
+    let server = vec![
+        peer("node/node_modules/.bin/mcp-server-filesystem"),
+        dir_s.clone(),
+    ];
+    let (serve_dir, wrap_dir) = (tmp.path().join("serve"), tmp.path().join("wrap"));
+    let collector = Collector::start(&free_addr(), &serve_dir);
+    let lines = run_client(
+        "dotenv",
+        &wrapped("secrets", &collector.url(), &wrap_dir, &server),
+        &[("FS_DIR", dir_s.as_str())],
+    );
+    // The secrets really went through the relay: the client read them and copied them.
+    let read = serde_json::to_string(&lines).expect("json");
+    assert!(
+        secrets.iter().all(|s| read.contains(s.as_str())),
+        "the client read the .env"
+    );
+    let copied = std::fs::read_to_string(dir.join("env.backup")).expect("the copy was written");
+    assert_eq!(copied, dotenv);
+
+    let done = collector.wait_events("execution_complete", "secrets", 2);
+    assert_eq!(done.len(), 2, "both calls are recorded: {done:#?}");
+    let exposure = collector.wait_events("threat_detected", "secrets", 1);
+    assert!(
+        exposure
+            .iter()
+            .any(|e| e["metadata"]["threat_type"] == "secret_exposure"),
+        "the read is reported as an exposure: {exposure:#?}"
+    );
+    let mut served = String::new();
+    for path in [
+        "/api/v1/events?limit=1000",
+        "/api/v1/tools",
+        "/api/v1/summary",
+    ] {
+        served.push_str(&http_get(&collector.addr, path).unwrap_or_default());
+    }
+    for e in done.iter().chain(&exposure) {
+        let id = e["id"].as_str().unwrap_or_default();
+        served.push_str(
+            &http_get(&collector.addr, &format!("/api/v1/events/{id}")).unwrap_or_default(),
+        );
+    }
+    assert!(served.contains("[REDACTED:"), "the API shows what was cut");
+    drop(collector);
+    let files = [files_under(&serve_dir), files_under(&wrap_dir)].concat();
+    assert!(
+        files.iter().any(|f| f.to_string_lossy().ends_with("-wal"))
+            || files.iter().any(|f| f.to_string_lossy().ends_with(".db")),
+        "the store was written: {files:?}"
+    );
+    for secret in &secrets {
+        assert!(!served.contains(secret.as_str()), "the API serves {secret}");
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!found, "{secret} is stored in {}", f.display());
+        }
+    }
+}
+
 #[test]
 fn collector_down_during_calls_then_events_arrive_when_it_is_up() {
     let server = vec![peer("node/node_modules/.bin/mcp-server-everything")];

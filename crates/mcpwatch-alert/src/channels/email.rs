@@ -2,6 +2,12 @@
 //! `smtps://user:pass@host:465` (implicit TLS), `smtp+starttls://user:pass@host:587`
 //! (STARTTLS, required), or `smtp://host:25` (plain, for a local relay only). The subject is
 //! one readable line; the body says what happened, who, what to do and where to look.
+//!
+//! Text from traffic never breaks the message: the subject is one visible line (no CR/LF, no
+//! control or bidi characters) bounded to 200 characters, which lettre folds and encodes per
+//! RFC 2047 when it is not ASCII; the body is plain text (no HTML part, so nothing to inject
+//! markup into) that lettre encodes as quoted-printable or base64, so every line stays within
+//! SMTP's limits however long a value is. Recipients and sender come only from the config.
 
 use std::time::Duration;
 
@@ -9,10 +15,12 @@ use futures_util::future::BoxFuture;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 
-use super::{default_true, expand, one_line, who, BuildContext, Channel, Receipt, SendError};
+use super::text::{bounded, no_escape, visible, Lines};
+use super::{default_true, expand, who, BuildContext, Channel, Receipt, SendError};
 use crate::model::{Notification, NotificationKind};
 
 /// `[channels.NAME]` with `type = "email"`.
@@ -27,6 +35,10 @@ pub struct EmailConfig {
     pub from: String,
     /// Recipients; at least one.
     pub to: Vec<String>,
+    /// A PEM file of the CA (or CAs) that signed the server's certificate, trusted besides the
+    /// public roots, for a relay with a private CA. Only for `smtps://` and `smtp+starttls://`.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     /// Whether to mail when the alert resolves (default true).
     #[serde(default = "default_true")]
     pub send_resolved: bool,
@@ -45,8 +57,18 @@ impl EmailConfig {
     pub fn build(&self, ctx: &BuildContext<'_>) -> Result<Email, Vec<(String, String)>> {
         let mut errors = Vec::new();
         let url = expand(&self.url, "url", ctx, &mut errors);
+        let plain = url.starts_with("smtp://");
+        if plain && self.ca_file.is_some() {
+            errors.push(("ca_file".into(), "is set but smtp:// does not use TLS; write smtps:// or smtp+starttls://, or drop ca_file".into()));
+        }
+        let ca = self
+            .ca_file
+            .as_deref()
+            .filter(|_| !plain)
+            .map(|f| expand(f, "ca_file", ctx, &mut errors))
+            .and_then(|path| read_ca(&path, &mut errors));
         let transport = if errors.is_empty() {
-            match transport(&url, ctx.timeout) {
+            match transport(&url, ctx.timeout, ca.as_ref()) {
                 Ok(t) => Some(t),
                 Err(m) => {
                     errors.push(("url".into(), m));
@@ -83,6 +105,29 @@ impl EmailConfig {
     }
 }
 
+/// Reads and parses the `ca_file`, recording what is wrong under `ca_file`.
+fn read_ca(path: &str, errors: &mut Vec<(String, String)>) -> Option<Certificate> {
+    let mut bad = |m: String| {
+        errors.push(("ca_file".into(), m));
+        None
+    };
+    let pem = match std::fs::read(path) {
+        Ok(p) => p,
+        Err(e) => return bad(format!("cannot read `{path}`: {e}; give the path of the PEM file of the CA that signed the SMTP server's certificate")),
+    };
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return bad(format!(
+            "`{path}` holds no PEM certificate (-----BEGIN CERTIFICATE-----); give the CA certificate in PEM form"
+        ));
+    }
+    match Certificate::from_pem(&pem) {
+        Ok(c) => Some(c),
+        Err(e) => bad(format!(
+            "`{path}` is not a valid PEM certificate file ({e})"
+        )),
+    }
+}
+
 fn mailbox(s: &str, field: &str, errors: &mut Vec<(String, String)>) -> Option<Mailbox> {
     match s.parse::<Mailbox>() {
         Ok(m) => Some(m),
@@ -98,7 +143,11 @@ fn mailbox(s: &str, field: &str, errors: &mut Vec<(String, String)>) -> Option<M
 
 /// Builds the SMTP transport from the URL; the message never repeats the URL (it may hold a
 /// password).
-fn transport(raw: &str, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+fn transport(
+    raw: &str,
+    timeout: Duration,
+    ca: Option<&Certificate>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     const HOW: &str = "write smtps://user:pass@host:465 (TLS), smtp+starttls://user:pass@host:587 (STARTTLS) or smtp://host:25 (plain, local relay)";
     let url = url::Url::parse(raw).map_err(|e| format!("is not a valid SMTP URL ({e}); {HOW}"))?;
     let security = match url.scheme() {
@@ -115,14 +164,22 @@ fn transport(raw: &str, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Ex
     if url.path() != "" && url.path() != "/" || url.query().is_some() {
         return Err(format!("must not have a path or query; {HOW}"));
     }
-    let builder = match security {
-        Security::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
-        Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
-        Security::Plain => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            host,
-        )),
-    }
-    .map_err(|e| format!("cannot set up TLS for the SMTP host: {e}"))?;
+    let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host);
+    let builder = if security == Security::Plain {
+        builder
+    } else {
+        let mut params = TlsParameters::builder(host.to_owned());
+        if let Some(ca) = ca {
+            params = params.add_root_certificate(ca.clone());
+        }
+        let params = params
+            .build_rustls()
+            .map_err(|e| format!("cannot set up TLS for the SMTP host: {e}"))?;
+        builder.tls(match security {
+            Security::Implicit => Tls::Wrapper(params),
+            _ => Tls::Required(params),
+        })
+    };
     let port = url.port().unwrap_or(match security {
         Security::Implicit => 465,
         Security::StartTls => 587,
@@ -178,21 +235,50 @@ impl Channel for Email {
                 Err(e) if e.is_permanent() => Err(SendError::permanent(format!(
                     "the SMTP server refused the message: {e}"
                 ))),
-                Err(e) => Err(SendError::transient(format!("SMTP delivery failed: {e}"))),
+                Err(e) => Err(SendError::transient(describe(&e))),
             }
         })
     }
 }
 
+/// A transport error with its causes, saying what to do about a certificate the channel does
+/// not trust.
+fn describe(e: &lettre::transport::smtp::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    if e.is_tls() || chain.contains("certificate") {
+        return format!(
+            "TLS with the SMTP server failed ({chain}); the server's certificate must be valid for the host in the URL and signed by a public CA or by the CA in ca_file"
+        );
+    }
+    format!("SMTP delivery failed: {chain}")
+}
+
+/// Longest subject, in characters (RFC 5322 recommends 78 per line; lettre folds it).
+const SUBJECT_MAX: usize = 200;
+/// Longest value in the body.
+const VALUE_MAX: usize = 16 * 1024;
+
 /// The subject and the plain-text body.
 pub fn render(n: &Notification<'_>) -> (String, String) {
     let a = &n.alert.alert;
-    let subject = format!("[mcpwatch] {}", super::title(n));
+    let subject = bounded(
+        &format!("[mcpwatch] {}", super::title(n)),
+        SUBJECT_MAX,
+        no_escape,
+    );
     let state = match n.kind {
         NotificationKind::Firing => "is firing",
         NotificationKind::Resolved => "has resolved",
+        NotificationKind::Acknowledged => "was acknowledged",
         NotificationKind::Test => "is a test notification (no action needed)",
     };
+    let line = |s: &str| bounded(&visible(s, Lines::One), VALUE_MAX, no_escape);
+    let text = |s: &str| bounded(&visible(s, Lines::Many), VALUE_MAX, no_escape);
     let mut body = format!(
         "The {} alert {} {state}.\n\n\
          What happened: {}\n\
@@ -200,10 +286,10 @@ pub fn render(n: &Notification<'_>) -> (String, String) {
          Recommended action: {}\n\n\
          Severity: {}\nSource: {}\nCount: {}\nFirst seen: {}\nLast seen: {}\n",
         a.severity,
-        one_line(&a.name),
-        a.description,
-        who(n),
-        a.recommended_action,
+        line(&a.name),
+        text(&a.description),
+        line(&who(n)),
+        text(&a.recommended_action),
         a.severity,
         a.source.as_str(),
         a.count,
@@ -211,7 +297,7 @@ pub fn render(n: &Notification<'_>) -> (String, String) {
         a.last_seen,
     );
     if !n.alert.tags.is_empty() {
-        body.push_str(&format!("Tags: {}\n", n.alert.tags.join(", ")));
+        body.push_str(&format!("Tags: {}\n", line(&n.alert.tags.join(", "))));
     }
     body.push_str(&format!(
         "Fingerprint: {}\nAlert: {}\n\nAcknowledge: mcpwatch alerts ack {}\n",

@@ -5,12 +5,18 @@
 //! Each kind's config struct builds its channel (`WebhookConfig::build`); rendering is a pure
 //! function of the [`Notification`] so payloads are snapshot-tested without a network.
 //!
+//! Architecture Invariant: text from traffic reaches a receiver only through [`text`]: made
+//! visible (no control or bidi characters), escaped for the receiver's syntax and bounded to
+//! its field limits with a visible truncation marker, so no value can make a receiver ping,
+//! link, misrender or refuse an alert.
+//!
 //! Architecture Invariant: a channel never logs or returns its secrets (URLs with tokens,
 //! routing keys, SMTP passwords); transport errors are stripped of the URL.
 
 pub mod email;
 pub mod pagerduty;
 pub mod slack;
+pub mod text;
 pub mod webhook;
 
 use std::time::Duration;
@@ -61,6 +67,10 @@ pub trait Channel: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
     /// Whether it is told when an alert resolves.
     fn sends_resolved(&self) -> bool;
+    /// Whether it is told when someone acknowledges an alert (PagerDuty's `acknowledge`).
+    fn sends_acknowledged(&self) -> bool {
+        false
+    }
     /// Sends one notification.
     fn send<'a>(&'a self, n: &'a Notification<'a>) -> BoxFuture<'a, Result<Receipt, SendError>>;
 }
@@ -193,38 +203,43 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
-/// `key=value, …` for an alert's group: who or what it is about.
+/// `key=value, …` for an alert's group: who or what it is about, on one visible line.
 pub(crate) fn who(n: &Notification<'_>) -> String {
     let g = &n.alert.alert.group;
     if g.is_empty() {
         return "(no group)".to_owned();
     }
-    g.iter()
+    let joined = g
+        .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    text::visible(&joined, text::Lines::One)
 }
 
-/// A one-line title: `[HIGH] brute_force_detection firing (6×)`.
-pub(crate) fn title(n: &Notification<'_>) -> String {
-    let a = &n.alert.alert;
-    let state = match n.kind {
+/// What the notification says about the alert: `firing`, `resolved`, ….
+pub(crate) fn state(n: &Notification<'_>) -> &'static str {
+    match n.kind {
         crate::model::NotificationKind::Firing => "firing",
         crate::model::NotificationKind::Resolved => "resolved",
+        crate::model::NotificationKind::Acknowledged => "acknowledged",
         crate::model::NotificationKind::Test => "test notification",
-    };
-    one_line(&format!(
-        "[{}] {} {state} ({}x) for {}",
-        a.severity.as_str().to_uppercase(),
-        a.name,
-        a.count,
-        who(n)
-    ))
+    }
 }
 
-/// `s` with control characters (newlines included) turned into spaces, for headers and titles.
-pub(crate) fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+/// A one-line title: `[HIGH] brute_force_detection firing (6x) for metadata.user_id=alice`;
+/// visible but neither escaped nor bounded (each channel does both for its receiver).
+pub(crate) fn title(n: &Notification<'_>) -> String {
+    let a = &n.alert.alert;
+    text::visible(
+        &format!(
+            "[{}] {} {} ({}x) for {}",
+            a.severity.as_str().to_uppercase(),
+            a.name,
+            state(n),
+            a.count,
+            who(n)
+        ),
+        text::Lines::One,
+    )
 }

@@ -1,15 +1,19 @@
-//! The PagerDuty channel: Events API v2. A firing alert is a `trigger`, a resolved one a
-//! `resolve`, both with `dedup_key` = the alert fingerprint, so repeats and retries land on one
-//! incident. `alerts test` sends a trigger and at once its resolve, so nobody stays paged.
+//! The PagerDuty channel: Events API v2. A firing alert is a `trigger`, an acknowledged one an
+//! `acknowledge`, a resolved one a `resolve`, all with `dedup_key` = the alert fingerprint, so
+//! repeats and retries land on one incident. `alerts test` sends a trigger and at once its
+//! resolve, so nobody stays paged.
+//!
+//! PagerDuty shows text as text (no markup), so values are only made visible (no control or
+//! bidi characters) and bounded: the summary to PagerDuty's 1,024 characters, the other
+//! fields well within its 512 KB event limit, each with a visible truncation marker.
 
 use futures_util::future::BoxFuture;
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{
-    default_true, expand, http_url, post_json, truncate, BuildContext, Channel, Receipt, SendError,
-};
+use super::text::{bounded, no_escape, visible, Lines};
+use super::{default_true, expand, http_url, post_json, BuildContext, Channel, Receipt, SendError};
 use crate::model::{Notification, NotificationKind};
 
 /// PagerDuty's Events API v2 endpoint.
@@ -85,6 +89,10 @@ impl Channel for PagerDuty {
         self.send_resolved
     }
 
+    fn sends_acknowledged(&self) -> bool {
+        true
+    }
+
     fn send<'a>(&'a self, n: &'a Notification<'a>) -> BoxFuture<'a, Result<Receipt, SendError>> {
         Box::pin(async move {
             let first = self.post(&payload(n, &self.routing_key, n.kind)).await?;
@@ -101,13 +109,34 @@ impl Channel for PagerDuty {
     }
 }
 
-/// The Events API v2 body; `as_kind` says whether it triggers or resolves.
+/// PagerDuty's limit on the summary.
+const SUMMARY_MAX: usize = 1024;
+/// Our bound on each other text field.
+const DETAIL_MAX: usize = 8192;
+
+/// The Events API v2 body; `as_kind` says whether it triggers, acknowledges or resolves.
 pub fn payload(n: &Notification<'_>, routing_key: &str, as_kind: NotificationKind) -> Value {
     let a = &n.alert.alert;
     let dedup_key = &a.fingerprint;
-    if as_kind == NotificationKind::Resolved {
-        return json!({"routing_key": routing_key, "event_action": "resolve", "dedup_key": dedup_key});
+    let action = match as_kind {
+        NotificationKind::Resolved => Some("resolve"),
+        NotificationKind::Acknowledged => Some("acknowledge"),
+        NotificationKind::Firing | NotificationKind::Test => None,
+    };
+    if let Some(action) = action {
+        return json!({"routing_key": routing_key, "event_action": action, "dedup_key": dedup_key});
     }
+    let detail = |s: &str| bounded(&visible(s, Lines::Many), DETAIL_MAX, no_escape);
+    let group: serde_json::Map<String, Value> = a
+        .group
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                Value::String(bounded(&visible(v, Lines::One), 1024, no_escape)),
+            )
+        })
+        .collect();
     let severity = match a.severity.as_str() {
         "critical" => "critical",
         "high" => "error",
@@ -121,17 +150,17 @@ pub fn payload(n: &Notification<'_>, routing_key: &str, as_kind: NotificationKin
         "client": "mcpwatch",
         "client_url": n.external_url,
         "payload": {
-            "summary": truncate(&super::title(n), 1000),
+            "summary": bounded(&super::title(n), SUMMARY_MAX, no_escape),
             "source": "mcpwatch",
             "severity": severity,
             "timestamp": a.last_seen.to_string(),
-            "component": a.name,
+            "component": bounded(&visible(&a.name, Lines::One), 255, no_escape),
             "group": a.source.as_str(),
             "class": a.severity.as_str(),
             "custom_details": {
-                "description": a.description,
-                "recommended_action": a.recommended_action,
-                "group": a.group,
+                "description": detail(&a.description),
+                "recommended_action": detail(&a.recommended_action),
+                "group": group,
                 "count": a.count,
                 "first_seen": a.first_seen,
                 "alert_id": a.id,

@@ -1,6 +1,10 @@
 //! The webhook channel: an Alertmanager-compatible JSON payload (version 4), so anything that
 //! takes Alertmanager webhooks takes mcpwatch's.
 //!
+//! Its readers are programs, so values keep their exact text (JSON-escaped, so nothing breaks
+//! out of a string) and are only bounded: labels to 1,024 and annotations to 8,192 UTF-16
+//! units, with a visible truncation marker; the `summary` is the visible one-line title.
+//!
 //! Signature: with `secret` set, every request carries
 //! `X-Mcpwatch-Timestamp: <unix seconds>` and
 //! `X-Mcpwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
@@ -16,6 +20,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
+use super::text::{bounded, no_escape};
 use super::{default_true, expand, http_url, post_json, BuildContext, Channel, Receipt, SendError};
 use crate::matcher::label_name;
 use crate::model::{Notification, NotificationKind};
@@ -124,25 +129,29 @@ pub fn payload(n: &Notification<'_>) -> Value {
     let a = &n.alert.alert;
     let status = match n.kind {
         NotificationKind::Resolved => "resolved",
-        NotificationKind::Firing | NotificationKind::Test => "firing",
+        NotificationKind::Firing | NotificationKind::Acknowledged | NotificationKind::Test => {
+            "firing"
+        }
     };
+    let label = |s: &str| bounded(s, 1024, no_escape);
+    let annotation = |s: &str| bounded(s, 8192, no_escape);
     let mut labels = BTreeMap::new();
-    labels.insert("alertname".to_owned(), a.name.clone());
+    labels.insert("alertname".to_owned(), label(&a.name));
     labels.insert("severity".to_owned(), a.severity.as_str().to_owned());
     labels.insert("source".to_owned(), a.source.as_str().to_owned());
     for (k, v) in &a.group {
-        labels.insert(label_name(k), v.clone());
+        labels.insert(label_name(k), label(v));
     }
     let mut annotations = BTreeMap::new();
-    annotations.insert("summary".to_owned(), super::title(n));
-    annotations.insert("description".to_owned(), a.description.clone());
+    annotations.insert("summary".to_owned(), label(&super::title(n)));
+    annotations.insert("description".to_owned(), annotation(&a.description));
     annotations.insert(
         "recommended_action".to_owned(),
-        a.recommended_action.clone(),
+        annotation(&a.recommended_action),
     );
     annotations.insert("count".to_owned(), a.count.to_string());
     if !n.alert.tags.is_empty() {
-        annotations.insert("tags".to_owned(), n.alert.tags.join(","));
+        annotations.insert("tags".to_owned(), annotation(&n.alert.tags.join(",")));
     }
     let ends_at = match (n.kind, n.alert.resolved_at) {
         (NotificationKind::Resolved, Some(t)) => t.to_string(),
@@ -163,7 +172,7 @@ pub fn payload(n: &Notification<'_>) -> Value {
         "truncatedAlerts": 0,
         "status": status,
         "receiver": n.channel,
-        "groupLabels": {"alertname": a.name},
+        "groupLabels": {"alertname": label(&a.name)},
         "commonLabels": labels,
         "commonAnnotations": annotations,
         "externalURL": n.external_url,

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod lifecycle;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -131,7 +133,18 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
+    /// Plain SMTP.
     pub fn start() -> SmtpSink {
+        Self::start_with(&[])
+    }
+
+    /// TLS (`"implicit"` or `"starttls"`) with a private CA it makes and writes to
+    /// `certs/ca.pem` (and an unrelated one to `certs/other-ca.pem`).
+    pub fn start_tls(mode: &str, certs: &std::path::Path) -> SmtpSink {
+        Self::start_with(&["--tls", mode, "--certs", certs.to_str().unwrap()])
+    }
+
+    fn start_with(args: &[&str]) -> SmtpSink {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
         let python = root.join(".test-deps/venv/bin/python");
         assert!(
@@ -148,6 +161,7 @@ impl SmtpSink {
         let mut child = Command::new(python)
             .arg(script)
             .arg(port.to_string())
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()

@@ -192,6 +192,9 @@ pub struct Monitor {
     events: mpsc::Sender<Event>,
     health: Arc<CaptureHealth>,
     sessions: HashMap<Key, Entry>,
+    /// One pin store for every session of every upstream (pins are kept per server inside),
+    /// so that a changed definition is reported once, not once per live session.
+    pins: PinStore,
     streams: HashMap<u64, Stream>,
     reported: (u64, u64, u64),
 }
@@ -209,7 +212,9 @@ impl Monitor {
             tx,
             health: health.clone(),
         };
+        let pins = PinStore::new(cfg.pins_dir.clone()).with_redactor(cfg.redactor.clone());
         let m = Monitor {
+            pins,
             cfg,
             clock,
             ids: IdGenerator::new(),
@@ -485,6 +490,7 @@ impl Monitor {
         }
         let cfg = &self.cfg;
         let clock = &self.clock;
+        let pins = &self.pins;
         let entry = self.sessions.entry(key).or_insert_with(|| Entry {
             tracker: SessionTracker::new(
                 SessionConfig {
@@ -497,7 +503,7 @@ impl Monitor {
                     redactor: cfg.redactor.clone(),
                 },
                 clock.clone(),
-                PinStore::new(cfg.pins_dir.clone()),
+                pins.clone(),
             ),
             last_seen: now,
         });

@@ -638,7 +638,10 @@ impl SessionTracker {
             m.insert("execution_time".into(), json!(elapsed));
             m.insert("success".into(), json!(success));
             if let Ending::Result(result, size) = &ending {
-                m.insert("result".into(), result_summary(result, *size));
+                m.insert(
+                    "result".into(),
+                    result_summary(result, *size, &self.cfg.redactor),
+                );
             }
             let level = match outcome {
                 Outcome::Success | Outcome::Cancelled => Level::Info,
@@ -728,6 +731,11 @@ impl SessionTracker {
         match self.pins.compare_and_pin(&server, &tools) {
             Ok(diff) => self.report_pins(diff, out),
             Err(e) => {
+                // A failed save still says what changed (the old pins are kept).
+                if let Some(diff) = e.diff {
+                    self.report_pins(diff, out);
+                }
+                let e = e.error;
                 let mut m = Map::new();
                 m.insert("error".into(), json!(e.to_string()));
                 let msg = format!("Tool definitions of {server} could not be pinned: {e}");

@@ -1,13 +1,18 @@
 //! Small views of big values: result summaries and bounded parameters for tool events.
 //!
 //! Used by the session tracker when it builds `execution_complete` and `execution_start`; keeps
-//! events small whatever a tool returns. Redaction of secrets happens afterwards, on the whole
-//! event, in the core `Redactor`.
+//! events small whatever a tool returns. The result excerpt is redacted before it is cut (a
+//! token cut in half no longer matches its pattern); the whole event is redacted again when
+//! it is built.
 
+use mcpwatch_core::Redactor;
 use serde_json::{json, Map, Value};
 
 /// Longest text excerpt of a result kept in an event.
 pub const MAX_SUMMARY_TEXT: usize = 512;
+/// Text past the excerpt that is redacted with it, so that a secret straddling the cut (a
+/// private key block, a long token) is recognised whole.
+const REDACT_LOOKAHEAD: usize = 8 * 1024;
 /// Parameters bigger than this (serialised) are replaced by their shape.
 pub const MAX_PARAMETERS_BYTES: usize = 16 * 1024;
 
@@ -16,8 +21,8 @@ pub fn is_tool_error(result: &Value) -> bool {
     result.get("isError").and_then(Value::as_bool) == Some(true)
 }
 
-/// Size, content types and a truncated text excerpt of a `tools/call` result.
-pub fn result_summary(result: &Value, size: usize) -> Value {
+/// Size, content types and a redacted, truncated text excerpt of a `tools/call` result.
+pub fn result_summary(result: &Value, size: usize, redactor: &Redactor) -> Value {
     let mut types: Vec<&str> = Vec::new();
     let mut text = String::new();
     if let Some(items) = result.get("content").and_then(Value::as_array) {
@@ -40,6 +45,14 @@ pub fn result_summary(result: &Value, size: usize) -> Value {
         }
     }
     let truncated = text.len() > MAX_SUMMARY_TEXT;
+    let mut window = MAX_SUMMARY_TEXT + REDACT_LOOKAHEAD;
+    if text.len() > window {
+        while !text.is_char_boundary(window) {
+            window -= 1;
+        }
+        text.truncate(window);
+    }
+    redactor.redact_string(&mut text);
     mcpwatch_core::redact::truncate(&mut text, MAX_SUMMARY_TEXT);
     json!({
         "size": size,
@@ -87,12 +100,26 @@ mod tests {
         let long = "x".repeat(2000);
         let r = json!({"content": [{"type": "text", "text": long}, {"type": "image", "data": "…"}],
                        "isError": true});
-        let s = result_summary(&r, 2100);
+        let s = result_summary(&r, 2100, &Redactor::default());
         assert_eq!(s["content_types"], json!(["text", "image"]));
         assert_eq!(s["text_truncated"], json!(true));
         assert!(s["text"].as_str().map_or(0, str::len) < 600);
         assert!(is_tool_error(&r));
         assert!(!is_tool_error(&json!({"isError": "true"})));
+    }
+
+    #[test]
+    fn a_token_across_the_cut_is_redacted_before_the_text_is_truncated() {
+        let token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+        let text = format!("{} {token} and the rest", "x".repeat(MAX_SUMMARY_TEXT - 10));
+        let r = json!({"content": [{"type": "text", "text": text}]});
+        let s = result_summary(&r, text.len(), &Redactor::default());
+        let out = s["text"].as_str().unwrap_or_default();
+        assert!(
+            !out.contains("ghp_0123"),
+            "a stub of the token survived: {out}"
+        );
+        assert!(out.contains("[REDACTED:github_pat]"), "{out}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Redaction tests: sensitive keys by word, secret shapes, records of what was cut, limits.
 use serde_json::json;
 
+use super::words::{word_spans, words, MAX_KEY_WORDS};
 use super::*;
 use crate::event::{Level, Timestamp};
 
@@ -31,9 +32,12 @@ fn sensitive_keys_by_word_not_by_substring() {
         &d,
         json!({"password": "hunter2", "X-Api-Key": "k", "accessToken": "t", "APIKey": "k2", "max_tokens": 200,
                "nested": {"client_secret": "s", "ok": "fine"}, "list": [{"db_password": 1234}], "has_token": true}),
-        json!({"password": "[REDACTED]", "X-Api-Key": "[REDACTED]", "accessToken": "[REDACTED]", "APIKey": "[REDACTED]",
-               "max_tokens": 200, "nested": {"client_secret": "[REDACTED]", "ok": "fine"}, "list": [{"db_password": "[REDACTED]"}],
-               "has_token": true}),
+        json!({"password": "[REDACTED:password]", "X-Api-Key": "[REDACTED:api_key]", "accessToken": "[REDACTED:token]",
+               "APIKey": "[REDACTED:api_key]", "max_tokens": 200, "nested": {"client_secret": "[REDACTED:secret]", "ok": "fine"},
+               "list": [{"db_password": "[REDACTED:password]"}], "has_token": true,
+               "redacted": [{"field": "metadata.APIKey", "kind": "api_key"}, {"field": "metadata.X-Api-Key", "kind": "api_key"},
+                            {"field": "metadata.accessToken", "kind": "token"}, {"field": "metadata.list.*.db_password", "kind": "password"},
+                            {"field": "metadata.nested.client_secret", "kind": "secret"}, {"field": "metadata.password", "kind": "password"}]}),
     );
 }
 
@@ -45,39 +49,67 @@ fn secret_shapes_inside_strings() {
         &d,
         json!({"cmd": "export AWS=AKIAIOSFODNN7EXAMPLE; ls", "h": "Authorization: Bearer abcdefghijklmnop",
                "gh": "ghp_0123456789abcdefghijklmnopqrstuvwxyz", "pem": format!("key: {pem} end"), "plain": "hello"}),
-        json!({"cmd": "export AWS=[REDACTED]; ls", "h": "Authorization: [REDACTED]", "gh": "[REDACTED]",
-               "pem": "key: [REDACTED] end", "plain": "hello",
-               "redacted": [{"field": "metadata.cmd", "kind": "aws_access_key"}, {"field": "metadata.gh", "kind": "github_token"},
-                            {"field": "metadata.h", "kind": "bearer_token"}, {"field": "metadata.pem", "kind": "private_key"}]}),
+        json!({"cmd": "export AWS=[REDACTED:aws_access_key]; ls", "h": "Authorization: [REDACTED:authorization_header]",
+               "gh": "[REDACTED:github_pat]", "pem": "key: [REDACTED:private_key] end", "plain": "hello",
+               "redacted": [{"field": "metadata.cmd", "kind": "aws_access_key"}, {"field": "metadata.gh", "kind": "github_pat"},
+                            {"field": "metadata.h", "kind": "authorization_header"}, {"field": "metadata.pem", "kind": "private_key"}]}),
     );
     let mut ev = event(
         json!({}),
         "called with token ghp_0123456789abcdefghijklmnopqrstuvwxyz",
     );
     Redactor::default().redact_event(&mut ev);
-    assert_eq!(ev.message, "called with token [REDACTED]");
+    assert_eq!(ev.message, "called with token [REDACTED:github_pat]");
 }
 
 #[test]
 fn configured_keys_and_patterns_and_bad_patterns() {
     let cfg = RedactionConfig {
         keys: vec!["ssn".into()],
-        patterns: vec![r"\bINT-\d{6}\b".into()],
+        patterns: vec![PatternConfig::Regex(r"\bINT-\d{6}\b".into())],
         ..Default::default()
     };
     check(
         &cfg,
         json!({"ssn": "123-45-6789", "note": "ticket INT-123456"}),
-        json!({"ssn": "[REDACTED]", "note": "ticket [REDACTED]", "redacted": [{"field": "metadata.note", "kind": "custom"}]}),
+        json!({"ssn": "[REDACTED:custom_key]", "note": "ticket [REDACTED:custom]",
+               "redacted": [{"field": "metadata.note", "kind": "custom"}, {"field": "metadata.ssn", "kind": "custom_key"}]}),
     );
     let bad = RedactionConfig {
-        patterns: vec!["ok".into(), "(unclosed".into()],
+        patterns: vec![
+            PatternConfig::Regex("ok".into()),
+            PatternConfig::Regex("(unclosed".into()),
+            PatternConfig::Regex("a*".into()),
+            PatternConfig::Named {
+                kind: "Bad Kind".into(),
+                regex: "x".into(),
+                keywords: vec![],
+            },
+        ],
         keys: vec!["--".into()],
         ..Default::default()
     };
     let errs = bad.build().unwrap_err();
     let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["redaction.patterns[1]", "redaction.keys[0]"]);
+    assert_eq!(
+        paths,
+        [
+            "redaction.patterns[1]",
+            "redaction.patterns[2]",
+            "redaction.patterns[3].kind",
+            "redaction.keys[0]"
+        ]
+    );
+    assert!(
+        errs[0].message.contains("unclosed group"),
+        "{}",
+        errs[0].message
+    );
+    assert!(
+        !errs[0].message.contains('\n'),
+        "one line: {}",
+        errs[0].message
+    );
 }
 
 #[test]
@@ -91,7 +123,7 @@ fn secrets_cut_from_results_are_recorded_by_field_and_kind_and_merged() {
     r.redact_event(&mut ev);
     assert_eq!(
         ev.metadata["redacted"],
-        json!([{"field": "metadata.result.text", "kind": "jwt"}, {"field": "metadata.result.items.*", "kind": "slack_token"},
+        json!([{"field": "metadata.result.text", "kind": "jwt"}, {"field": "metadata.result.items.*", "kind": "slack_bot_token"},
                {"field": "metadata.result.text", "kind": "aws_access_key"}])
     );
     // Redacting again (the collector after wrap) records nothing twice.
@@ -155,7 +187,8 @@ fn replacing_the_defaults_keeps_only_configured_rules() {
     check(
         &cfg,
         json!({"password": "x", "pin": "1234", "k": "AKIAIOSFODNN7EXAMPLE"}),
-        json!({"password": "x", "pin": "[REDACTED]", "k": "AKIAIOSFODNN7EXAMPLE"}),
+        json!({"password": "x", "pin": "[REDACTED:custom_key]", "k": "AKIAIOSFODNN7EXAMPLE",
+               "redacted": [{"field": "metadata.pin", "kind": "custom_key"}]}),
     );
 }
 
@@ -185,7 +218,141 @@ fn privacy_mode_keeps_parameter_keys_and_hashes_values() {
     cfg.build().unwrap().redact_event(&mut ev);
     let p = &ev.metadata["parameters"];
     assert!(p["path"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(p["token"], "[REDACTED]");
+    assert_eq!(p["token"], "[REDACTED:token]");
     assert_ne!(p["n"], json!(3));
     assert!(!serde_json::to_string(&ev).unwrap().contains("/etc/passwd"));
+}
+
+/// The `.env` fixture the end-to-end test reads through `server-filesystem`, and its secrets.
+pub(crate) const DOTENV: &str = include_str!("fixtures/secrets.env");
+const DOTENV_SECRETS: &str = include_str!("fixtures/secrets.expect");
+
+fn dotenv_secrets() -> Vec<&'static str> {
+    DOTENV_SECRETS
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect()
+}
+
+#[test]
+fn a_dotenv_file_returned_as_a_tool_result_keeps_no_secret_value() {
+    let mut ev = event(
+        json!({"result": {"text": DOTENV}, "parameters": {"path": "/srv/app/.env"}}),
+        "",
+    );
+    Redactor::default().redact_event(&mut ev);
+    let stored = serde_json::to_string(&ev).unwrap();
+    for secret in dotenv_secrets() {
+        assert!(!stored.contains(secret), "{secret} survived in {stored}");
+    }
+    let text = ev.metadata["result"]["text"].as_str().unwrap();
+    for keep in [
+        "APP_NAME=inventory",
+        "PORT=8080",
+        "FEATURE_FLAGS=search,export",
+        "@db.internal:5432/inventory",
+    ] {
+        assert!(text.contains(keep), "{keep} should stay readable in {text}");
+    }
+    let kinds: Vec<&str> = ev.metadata["redacted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"stripe_secret_key") && kinds.contains(&"url_credentials"),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn secrets_used_as_keys_are_renamed_at_any_depth() {
+    let token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut ev = event(
+        json!({token: 1, "nested": {"AKIAIOSFODNN7EXAMPLE": "x", "[REDACTED:github_pat]": 2}, "plain": {"ok": 1}}),
+        "",
+    );
+    Redactor::default().redact_event(&mut ev);
+    let stored = serde_json::to_string(&ev).unwrap();
+    assert!(
+        !stored.contains(token) && !stored.contains("AKIAIOSFODNN7EXAMPLE"),
+        "{stored}"
+    );
+    assert_eq!(ev.metadata["[REDACTED:github_pat]"], 1);
+    assert_eq!(ev.metadata["nested"]["[REDACTED:aws_access_key]"], "x");
+    assert_eq!(
+        ev.metadata["nested"]["[REDACTED:github_pat]"], 2,
+        "an existing key is kept"
+    );
+    assert_eq!(ev.metadata["plain"], json!({"ok": 1}));
+    assert!(ev.metadata["redacted"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"field": "metadata.nested.(key)", "kind": "aws_access_key"})));
+}
+
+#[test]
+fn redacting_again_changes_nothing_and_reports_the_markers_it_finds() {
+    let r = Redactor::default();
+    // The edge redacts a result excerpt before truncating it, without an event to record in…
+    let mut text = format!(
+        "key {} and DB_PASSWORD=hunter22",
+        "sk_live_0123456789abcdefghijklmn"
+    );
+    r.redact_string(&mut text);
+    assert_eq!(
+        text,
+        "key [REDACTED:stripe_secret_key] and DB_PASSWORD=[REDACTED:password]"
+    );
+    // …and the event built from it records both kinds, as does the collector redacting again.
+    let mut ev = event(json!({"result": {"text": text.clone()}}), "");
+    r.redact_event(&mut ev);
+    let once = ev.clone();
+    r.redact_event(&mut ev);
+    assert_eq!(ev, once);
+    assert_eq!(ev.metadata["result"]["text"], text);
+    assert_eq!(
+        ev.metadata["redacted"],
+        json!([{"field": "metadata.result.text", "kind": "stripe_secret_key"},
+               {"field": "metadata.result.text", "kind": "password"}])
+    );
+}
+
+#[test]
+fn truncation_comes_after_redaction_and_never_splits_a_marker() {
+    let cfg = RedactionConfig {
+        max_value_bytes: 64,
+        ..Default::default()
+    };
+    let r = cfg.build().unwrap();
+    // A token straddling the limit is cut out whole, not truncated into an unrecognisable stub.
+    let token = "ghp_0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = format!("{} {token} and more text after it", "x".repeat(49));
+    r.redact_string(&mut s);
+    assert!(!s.contains("ghp_0123"), "{s}");
+    assert!(s.contains("[REDACTED:github_pat]"), "{s}");
+    let mut m = format!("{}[REDACTED:github_pat] tail", "y".repeat(60));
+    truncate(&mut m, 64);
+    assert!(
+        m.starts_with(&format!("{}[REDACTED:github_pat]", "y".repeat(60))),
+        "{m}"
+    );
+}
+
+#[test]
+fn configured_patterns_name_their_kind_and_run_behind_their_keywords() {
+    let cfg: RedactionConfig = toml::from_str(
+        r#"
+        patterns = ["\\bINT-\\d{6}\\b", { kind = "acme_token", regex = "acme_(?P<s>[a-z0-9]{12})", keywords = ["ACME_"] }]
+        "#,
+    )
+    .unwrap();
+    let r = cfg.build().unwrap();
+    let mut s = "ticket INT-123456 uses acme_abcdef123456".to_string();
+    r.redact_string(&mut s);
+    assert_eq!(
+        s,
+        "ticket [REDACTED:custom] uses acme_[REDACTED:acme_token]"
+    );
 }

@@ -13,6 +13,7 @@ fn parse(body: &str, format: BodyFormat) -> Result<Vec<Event>, BatchError> {
         clock: &clock,
         source: "api",
         max_events: 10,
+        max_future_skew: bounds::DEFAULT_MAX_FUTURE_SKEW,
     };
     parse_batch(body.as_bytes(), format, &d)
 }
@@ -198,7 +199,10 @@ fn bad_bodies() {
         .map(|_| r#"{"category":"c","event_type":"x"}"#)
         .collect::<Vec<_>>()
         .join("\n");
-    assert!(body_err(eleven.as_bytes(), BodyFormat::Ndjson).contains("limit of 10"));
+    assert!(matches!(
+        parse_batch_bytes(eleven.as_bytes(), BodyFormat::Ndjson),
+        Err(BatchError::TooManyEvents { .. })
+    ));
     assert!(body_err(
         b"{\"category\":\"c\",\"event_type\":\"x\"}\n{oops",
         BodyFormat::Ndjson
@@ -217,6 +221,7 @@ fn parse_batch_bytes(b: &[u8], f: BodyFormat) -> Result<Vec<Event>, BatchError> 
             clock: &clock,
             source: "api",
             max_events: 10,
+            max_future_skew: bounds::DEFAULT_MAX_FUTURE_SKEW,
         },
     )
 }
@@ -231,4 +236,152 @@ fn ndjson_is_accepted() {
             .collect::<Vec<_>>(),
         ["a", "b"]
     );
+}
+
+/// The errors of a batch that must be refused, as (field, message).
+fn refused(body: Value) -> Vec<(String, String)> {
+    match parse(&body.to_string(), BodyFormat::Json) {
+        Err(BatchError::Fields(errs)) => errs.into_iter().map(|e| (e.field, e.message)).collect(),
+        other => panic!("for {body}: expected field errors, got {other:?}"),
+    }
+}
+
+#[test]
+fn reserved_sources_are_refused_in_any_case() {
+    for source in [
+        "mcpwatch:detect",
+        "MCPWATCH:detect",
+        "  mcpwatch:host",
+        "mcpwatch:",
+    ] {
+        let errs = refused(json!({"category": "custom", "event_type": "x", "source": source}));
+        assert_eq!(errs.len(), 1, "{source}: {errs:?}");
+        assert_eq!(errs[0].0, "source");
+        assert!(errs[0].1.contains("reserved"), "{}", errs[0].1);
+    }
+    check(
+        json!({"category": "custom", "event_type": "x", "source": "wrap:mcpwatch"}),
+        &[],
+    );
+}
+
+#[test]
+fn timestamps_past_the_allowed_skew_are_refused() {
+    // NOW is the test clock; five minutes ahead is allowed, a second more is not.
+    let now = 1_790_000_000.0;
+    check(
+        json!({"category": "custom", "event_type": "x", "timestamp": now + 300.0}),
+        &[],
+    );
+    let errs = refused(json!({"category": "custom", "event_type": "x", "timestamp": now + 301.0}));
+    assert_eq!(errs[0].0, "timestamp");
+    assert!(errs[0].1.contains("5m ahead"), "{}", errs[0].1);
+    let errs = refused(
+        json!({"category": "custom", "event_type": "x", "timestamp": "9999-12-31T23:59:59Z"}),
+    );
+    assert_eq!(errs[0].0, "timestamp");
+    // The past is fine: capture may deliver late from its spool.
+    check(
+        json!({"category": "custom", "event_type": "x", "timestamp": "2020-01-01T00:00:00Z"}),
+        &[],
+    );
+}
+
+#[test]
+fn names_keys_and_tags_are_bounded_and_each_error_names_the_limit() {
+    let long = |n: usize| "a".repeat(n);
+    let cases = [
+        (
+            json!({"category": long(65), "event_type": "x"}),
+            "category",
+            "limit of 64",
+        ),
+        (
+            json!({"category": "c", "event_type": long(65)}),
+            "event_type",
+            "limit of 64",
+        ),
+        (
+            json!({"category": "c", "event_type": "x", "source": long(257)}),
+            "source",
+            "limit of 256",
+        ),
+        (
+            json!({"category": "c", "event_type": "x", "tags": vec!["t"; 65]}),
+            "tags",
+            "limit of 64",
+        ),
+        (
+            json!({"category": "c", "event_type": "x", "tags": [long(257)]}),
+            "tags[0]",
+            "limit of 256",
+        ),
+        (
+            json!({"category": "c\n", "event_type": "x"}),
+            "category",
+            "control characters",
+        ),
+    ];
+    for (body, field, limit) in cases {
+        let errs = refused(body);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].0, field);
+        assert!(errs[0].1.contains(limit), "{}", errs[0].1);
+    }
+    // Metadata keys at every depth, inside arrays too; the path shows a bounded prefix.
+    let mut inner = Map::new();
+    inner.insert(long(129), json!(1));
+    let body = json!({"category": "c", "event_type": "x", "metadata": {"a": [{"b": Value::Object(inner)}]}});
+    let errs = refused(body);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].0.starts_with("metadata.a[0].b.aaaa"),
+        "{}",
+        errs[0].0
+    );
+    assert!(errs[0].0.len() < 120, "{}", errs[0].0);
+    assert!(errs[0].1.contains("limit of 128"), "{}", errs[0].1);
+    // Exactly at the limits is accepted.
+    let mut at = Map::new();
+    at.insert(long(128), json!(1));
+    check(
+        json!({"category": long(64), "event_type": long(64), "source": long(256), "tags": vec![long(256); 64], "metadata": at}),
+        &[],
+    );
+}
+
+#[test]
+fn a_huge_unknown_key_is_not_echoed_whole() {
+    let key = "k".repeat(1_000_000);
+    let errs = refused(json!({"category": "c", "event_type": "x", key.clone(): 1}));
+    assert!(errs[0].0.len() < 100 && errs[0].1.len() < 400, "{errs:?}");
+}
+
+#[test]
+fn listed_errors_are_capped_and_the_rest_counted() {
+    let mut obj = Map::new();
+    obj.insert("category".into(), json!("c"));
+    obj.insert("event_type".into(), json!("x"));
+    for i in 0..500 {
+        obj.insert(format!("u{i}"), json!(0));
+    }
+    let errs = refused(Value::Object(obj));
+    assert_eq!(errs.len(), MAX_LISTED_ERRORS + 1);
+    assert!(errs[MAX_LISTED_ERRORS].1.contains("400 more"), "{errs:?}");
+}
+
+#[test]
+fn too_many_events_is_its_own_error() {
+    let eleven = json!(vec![json!({"category": "c", "event_type": "x"}); 11]);
+    match parse(&eleven.to_string(), BodyFormat::Json) {
+        Err(
+            e @ BatchError::TooManyEvents {
+                events: 11,
+                limit: 10,
+            },
+        ) => {
+            assert!(e.to_string().contains("limit of 10"));
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -21,7 +21,11 @@ use super::pred::{CmpOp, Lit, Pred, StrOp};
 /// Compiles `src` into a predicate tree.
 pub fn compile(src: &str) -> Result<Pred, ExprError> {
     let toks = lex(src)?;
-    let mut p = Parser { toks, pos: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        depth: 0,
+    };
     let pred = p.or()?;
     match p.peek() {
         Tok::End => Ok(pred),
@@ -35,7 +39,13 @@ pub fn compile(src: &str) -> Result<Pred, ExprError> {
 struct Parser {
     toks: Vec<(usize, Tok)>,
     pos: usize,
+    /// Open `(` and `!` around the current position; bounded so that parsing, evaluating and
+    /// dropping the tree cannot overflow the stack (a property test found 20,000 `(` did).
+    depth: usize,
 }
+
+/// The deepest nesting of `(` and `!` an expression may have.
+pub const MAX_DEPTH: usize = 64;
 
 const KEYWORDS: &[&str] = &[
     "in",
@@ -126,17 +136,33 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Pred, ExprError> {
         if *self.peek() == Tok::Not {
+            self.enter()?;
             self.bump();
-            return Ok(Pred::Not(Box::new(self.unary()?)));
+            let inner = self.unary()?;
+            self.depth -= 1;
+            return Ok(Pred::Not(Box::new(inner)));
         }
         self.primary()
+    }
+
+    fn enter(&mut self) -> Result<(), ExprError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ExprError::new(
+                self.offset(),
+                format!("nesting is too deep (more than {MAX_DEPTH} levels of `(` and `!`); split the rule"),
+            ));
+        }
+        Ok(())
     }
 
     fn primary(&mut self) -> Result<Pred, ExprError> {
         let at = self.offset();
         match self.bump() {
             Tok::LParen => {
+                self.enter()?;
                 let inner = self.or()?;
+                self.depth -= 1;
                 self.expect(&Tok::RParen, "`)` to close the `(`")?;
                 Ok(inner)
             }

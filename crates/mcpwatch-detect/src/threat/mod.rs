@@ -12,6 +12,7 @@
 //! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
 //! scanned once per definition hash.
 
+mod exposure;
 mod signatures;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ use serde_json::{json, Map, Value};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
 use crate::state::{stable_hash, Aged, BoundedMap};
+use exposure::redacted_in_result;
 use signatures::{is_invisible, snippet, Hit, Signatures};
 
 /// Bytes of one string that are scanned; the rest is ignored.
@@ -316,41 +318,6 @@ fn action(name: &str) -> &'static str {
         "prompt_injection" => "Treat the session as compromised: review what the agent did after this result and remove the injected content at its source",
         "tool_poisoning" => "Disable the tool or server until the description is reviewed; pin a known-good definition",
         _ => "Review the tool definition change against the pinned version before using the server again",
-    }
-}
-
-/// Credentials the redactor cut out of the result before anything was stored (it records them
-/// in `metadata.redacted` by field and kind; see `mcpwatch_core::redact`). Redaction runs before
-/// detection, so this is how detection learns of secrets the store never sees.
-fn redacted_in_result(event: &Event, hits: &mut Vec<Hit>) {
-    let Some(entries) = event
-        .metadata
-        .get(mcpwatch_core::redact::REDACTED_FIELD)
-        .and_then(Value::as_array)
-    else {
-        return;
-    };
-    for entry in entries {
-        let field = entry.get("field").and_then(Value::as_str).unwrap_or("");
-        if !field.starts_with("metadata.result") {
-            continue;
-        }
-        let label = match entry.get("kind").and_then(Value::as_str).unwrap_or("") {
-            "aws_access_key" => "AWS access key (redacted)",
-            "private_key" => "private key (redacted)",
-            "bearer_token" => "bearer token (redacted)",
-            "github_token" => "GitHub token (redacted)",
-            "slack_token" => "Slack token (redacted)",
-            "api_key" => "API key (redacted)",
-            "jwt" => "JWT (redacted)",
-            _ => "secret (redacted)",
-        };
-        if !hits.iter().any(|h| h.label == label) {
-            hits.push(Hit {
-                label,
-                evidence: format!("removed from {field} before storage"),
-            });
-        }
     }
 }
 

@@ -158,14 +158,16 @@ fn credentials_cut_out_by_redaction_are_still_reported_as_exposed() {
         .contains("ghp_"));
     assert_eq!(
         leaked.metadata["redacted"],
-        json!([{"field": "metadata.result.text", "kind": "github_token"}])
+        json!([{"field": "metadata.result.text", "kind": "github_pat"}])
     );
     check(&[leaked.clone()], &["secret_exposure:high"]);
     let mut scanner = ThreatScanner::new(100);
     let mut out = Vec::new();
     scanner.process(&leaked, &mut out);
     assert!(
-        out[0].description.contains("GitHub token (redacted)"),
+        out[0]
+            .description
+            .contains("GitHub personal access token removed from metadata.result.text"),
         "{}",
         out[0].description
     );
@@ -177,4 +179,59 @@ fn credentials_cut_out_by_redaction_are_still_reported_as_exposed() {
     let mut clean = result("no secrets here");
     redactor.redact_event(&mut clean);
     check(&[clean], &[]);
+}
+
+#[test]
+fn every_kind_cut_from_a_dotenv_result_is_named_in_the_exposure() {
+    // A tool returns a project's `.env` (the fixture the end-to-end test reads through
+    // server-filesystem); redaction cuts every value out and detection names each kind.
+    let dotenv = include_str!("../../../mcpwatch-core/src/redact/fixtures/secrets.env");
+    let mut leaked = result(dotenv);
+    mcpwatch_core::Redactor::default().redact_event(&mut leaked);
+    let mut scanner = ThreatScanner::new(100);
+    let mut out = Vec::new();
+    scanner.process(&leaked, &mut out);
+    let exposure = out
+        .iter()
+        .find(|f| f.description.starts_with("secret_exposure"))
+        .expect("a secret_exposure finding");
+    for label in [
+        "Stripe secret key",
+        "credentials in a URL",
+        "Google API key",
+        "GitLab token",
+        "npm token",
+        "PyPI upload token",
+        "Azure storage account key",
+        "authorization header",
+        "AWS access key",
+        "OpenAI API key",
+    ] {
+        assert!(
+            exposure.description.contains(label),
+            "{label} in {}",
+            exposure.description
+        );
+    }
+}
+
+#[test]
+fn every_kind_the_redactor_records_has_its_own_label() {
+    for kind in mcpwatch_core::redact::kinds() {
+        let mut e = result("[REDACTED]");
+        e.metadata.insert(
+            "redacted".into(),
+            json!([{"field": "metadata.result.text", "kind": kind}]),
+        );
+        let mut scanner = ThreatScanner::new(100);
+        let mut out = Vec::new();
+        scanner.process(&e, &mut out);
+        let label = mcpwatch_core::redact::label(kind).expect("a label");
+        assert!(
+            out.iter()
+                .any(|f| f.description.starts_with("secret_exposure")
+                    && f.description.contains(label)),
+            "{kind}: {out:?}"
+        );
+    }
 }

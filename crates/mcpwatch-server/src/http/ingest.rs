@@ -35,16 +35,22 @@ pub(super) async fn post_events(
     }
     let bytes = axum::body::to_bytes(body, limit)
         .await
-        .map_err(|_| too_large())?;
+        .map_err(|e| unreadable(&e).unwrap_or_else(too_large))?;
     let source = principal.map_or_else(|| "api".to_owned(), |p| format!("api:{}", p.name));
     let defaults = Defaults {
         ids: &s.ids,
         clock: s.clock.as_ref(),
         source: &source,
         max_events: s.limits.max_batch_events,
+        max_future_skew: s.limits.max_clock_skew,
     };
     let events = parse_batch(&bytes, format, &defaults).map_err(|e| match e {
         BatchError::Body(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m),
+        too_many @ BatchError::TooManyEvents { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            too_many.to_string(),
+        ),
         BatchError::Fields(errors) => ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_events",
@@ -59,6 +65,27 @@ pub(super) async fn post_events(
         Json(json!({"accepted": ids.len(), "ids": ids})),
     )
         .into_response())
+}
+
+/// Why a body could not be read, when it is not its size: it came too slowly, or broke off.
+fn unreadable(e: &axum::Error) -> Option<ApiError> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return None;
+        }
+        if let Some(t) = c.downcast_ref::<mcpwatch_listen::BodyTimeout>() {
+            return Some(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                t.to_string(),
+            ));
+        }
+        cause = c.source();
+    }
+    Some(ApiError::bad_request(format!(
+        "the body could not be read: {e}; nothing was stored, send it again"
+    )))
 }
 
 fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {

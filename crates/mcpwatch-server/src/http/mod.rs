@@ -5,7 +5,7 @@
 //! 429/503 retry after `Retry-After` seconds.
 
 mod ingest;
-mod params;
+pub mod params;
 mod query;
 mod stream;
 
@@ -30,8 +30,10 @@ use mcpwatch_core::auth::{Authenticator, Denial, Principal};
 pub struct IngestLimits {
     /// Largest body in bytes.
     pub max_body_bytes: usize,
-    /// Most events per request.
+    /// Most events per request; more get 413.
     pub max_batch_events: usize,
+    /// How far ahead of the collector's clock an event's timestamp may be; later gets 400.
+    pub max_clock_skew: std::time::Duration,
 }
 
 /// Everything a handler needs.
@@ -134,6 +136,11 @@ impl ApiError {
     /// A 400 for a bad parameter.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// What went wrong, for a caller that shows it another way (the dashboard's pages).
+    pub fn message(&self) -> &str {
+        &self.message
     }
 
     fn with_details(mut self, details: Value) -> Self {

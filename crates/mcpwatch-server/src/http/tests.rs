@@ -53,6 +53,7 @@ fn api_with(tokens: Vec<TokenConfig>, max_body: usize) -> Api {
         limits: IngestLimits {
             max_body_bytes: max_body,
             max_batch_events: 1000,
+            max_clock_skew: Duration::from_secs(300),
         },
         ids: Arc::new(IdGenerator::new()),
     };
@@ -395,3 +396,5 @@ async fn a_full_pipeline_answers_503_with_retry_after_and_stores_nothing() {
         StatusCode::ACCEPTED
     );
 }
+
+mod bounds;

@@ -81,7 +81,10 @@ async fn acknowledged_events_are_stored_redacted_and_published_after_commit() {
     assert_eq!(page.events.len(), 2);
     let committed = sub.recv().await.unwrap();
     assert_eq!(committed.len(), 2);
-    assert_eq!(committed[0].event.metadata["password"], "[REDACTED]");
+    assert_eq!(
+        committed[0].event.metadata["password"],
+        "[REDACTED:password]"
+    );
     drop(p);
     h.join();
     let raw = std::fs::read(dir.path().join("events.db")).unwrap();

@@ -64,6 +64,7 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
     errors.extend(crate::topology::check(&config));
     errors.extend(gateway_errors(&config));
     if !errors.is_empty() {
+        mcpwatch_core::config::locate_errors(&text, &mut errors);
         return Err(Problems::Invalid(errors));
     }
     Ok(config)

@@ -104,7 +104,7 @@ async fn run_in(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
 fn print_welcome(url: &str, addr: &SocketAddr, data_dir: &Path, args: &DemoArgs) {
     let span = ATTACK_SPAN.min(args.duration.mul_f64(2.0 / 3.0));
     eprintln!(
-        "mcpwatch demo: collector listening on {url} (data in {})",
+        "mcpwatch demo: dashboard at {url}/ — collector listening on {url} (data in {})",
         data_dir.display()
     );
     eprintln!(

@@ -132,6 +132,7 @@ impl Collector {
             limits: IngestLimits {
                 max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
                 max_batch_events: config.server.max_batch_events,
+                max_clock_skew: config.server.max_clock_skew,
             },
             ids: Arc::new(IdGenerator::new()),
         });
@@ -144,18 +145,21 @@ impl Collector {
         })?;
         let addr = listener.local_addr()?;
         let (shutdown, on_shutdown) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            let graceful = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+        let limits = mcpwatch_listen::Limits {
+            header_read_timeout: config.server.header_read_timeout,
+            body_read_timeout: config.server.body_read_timeout,
+            max_connections: config.server.max_connections,
+            max_connections_per_address: config.server.max_connections_per_address,
+        };
+        let server = tokio::spawn(mcpwatch_listen::serve(
+            listener,
+            app,
+            limits,
+            Arc::default(),
+            async {
                 let _ = on_shutdown.await;
-            });
-            if let Err(e) = graceful.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+            },
+        ));
         Ok(Collector {
             addr,
             data_dir,

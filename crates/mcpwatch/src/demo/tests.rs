@@ -37,6 +37,7 @@ fn simulate(seed: u64, rate: f64, run: Duration) -> Vec<Event> {
             clock: &clock,
             source: "demo",
             max_events: 10_000,
+            max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
         };
         match parse_batch(&body, BodyFormat::Json, &defaults) {
             Ok(mut ok) => events.append(&mut ok),

@@ -99,12 +99,16 @@ impl HealthSource for AlertHealthSource {
     }
 }
 
+/// What [`build`] hands back: the observer, alerting's health and the service itself.
+pub(super) type Built = (
+    Box<dyn FindingObserver>,
+    Arc<dyn HealthSource>,
+    Arc<Alerting>,
+);
+
 /// Builds the alerting observer, its routes and the delivery worker; returns the observer and
-/// alerting's health for `/metrics`.
-pub(super) fn build(
-    ctx: &Context,
-    routes: &mut Vec<RouteFactory>,
-) -> anyhow::Result<(Box<dyn FindingObserver>, Arc<dyn HealthSource>)> {
+/// alerting's health for `/metrics` and the service itself (for the dashboard).
+pub(super) fn build(ctx: &Context, routes: &mut Vec<RouteFactory>) -> anyhow::Result<Built> {
     let settings = mcpwatch_alert::build(&ctx.config, &process_env).map_err(|errs| {
         anyhow::anyhow!(
             "invalid alerting configuration:\n{}\n(run `mcpwatch config check FILE` to see every error with its line)",
@@ -127,5 +131,11 @@ pub(super) fn build(
         mcpwatch_alert::api::router(for_routes, auth)
     }));
     let health: Arc<dyn HealthSource> = Arc::new(AlertHealthSource(alerting.clone()));
-    Ok((Box::new(AlertObserver { alerting }), health))
+    Ok((
+        Box::new(AlertObserver {
+            alerting: alerting.clone(),
+        }),
+        health,
+        alerting,
+    ))
 }

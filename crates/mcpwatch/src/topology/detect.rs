@@ -45,6 +45,14 @@ pub struct RulesHandle {
 }
 
 impl RulesHandle {
+    /// The loaded rules, as `GET /api/v1/rules` and the dashboard describe them.
+    pub fn describe(&self) -> Vec<serde_json::Value> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Loads the rule files again. A bad file is rejected whole and the running rules stay.
     pub fn reload(&self) -> Result<usize, String> {
         let rules = RuleSet::load(&self.files, self.with_defaults).map_err(describe)?;
@@ -232,12 +240,7 @@ fn authorize(s: &RulesState, headers: &HeaderMap, role: Role) -> Result<(), ApiE
 
 async fn list_rules(State(s): State<RulesState>, headers: HeaderMap) -> Result<Response, ApiError> {
     authorize(&s, &headers, Role::Read)?;
-    let rules = s
-        .rules
-        .current
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let rules = s.rules.describe();
     Ok(Json(json!({"rules": rules, "next_cursor": null})).into_response())
 }
 

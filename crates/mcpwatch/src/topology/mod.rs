@@ -8,6 +8,7 @@
 mod alerts;
 mod detect;
 mod metrics;
+mod web;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -110,7 +111,7 @@ impl Topology {
         let mut routes: Vec<RouteFactory> = Vec::new();
         // Detection hands its findings to alerting; metrics runs after detection so it also
         // counts what detection emits, and reports alerting's delivery health.
-        let (alert_observer, alert_health) = alerts::build(ctx, &mut routes)?;
+        let (alert_observer, alert_health, alerting) = alerts::build(ctx, &mut routes)?;
         let (detect_stage, rules) = detect::build(ctx, vec![alert_observer], &mut routes)?;
         let metrics_stage = metrics::build(
             ctx,
@@ -118,6 +119,7 @@ impl Topology {
             vec![alert_health],
             &mut routes,
         )?;
+        web::build(ctx, alerting, rules.clone(), &mut routes);
         let stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage), metrics_stage];
         Ok(Topology {
             stages,

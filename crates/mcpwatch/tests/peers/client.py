@@ -54,6 +54,15 @@ async def filesystem(s):
     await step("list_directory", s.call_tool("list_directory", {"path": d}))
 
 
+async def dotenv(s):
+    """Reads a project's .env and copies it, as an agent backing up settings would."""
+    d = os.environ["FS_DIR"]
+    read = await s.call_tool("read_text_file", {"path": os.path.join(d, ".env")})
+    dump("read_env", read)
+    text = read.content[0].text
+    await step("copy_env", s.call_tool("write_file", {"path": os.path.join(d, "env.backup"), "content": text}))
+
+
 async def main():
     scenario, rest = sys.argv[1], sys.argv[2:]
     if rest and rest[0] == "--":
@@ -63,7 +72,7 @@ async def main():
         async with ClientSession(r, w) as s:
             init = await s.initialize()
             dump("initialize", {"server": init.server_info.name, "protocol": init.protocol_version})
-            await {"everything": everything, "filesystem": filesystem}[scenario](s)
+            await {"everything": everything, "filesystem": filesystem, "dotenv": dotenv}[scenario](s)
             wait = os.environ.get("WAIT_FOR_FILE")
             if wait:
                 deadline = time.monotonic() + 60
