@@ -213,14 +213,7 @@ async fn post(
         ),
     };
     let parsed = batch::parse(&bytes);
-    if let Some(why) = &parsed.invalid {
-        return unreadable(&gw, &route, &session, why);
-    }
-    if let Some(why) = &parsed.unreadable {
-        if !gw.policy.unrestricted(&principal.roles) {
-            return unreadable(&gw, &route, &session, why);
-        }
-    }
+    // Refusals cost tokens too, so that a flood of bad bodies is limited like any other.
     let count = parsed.messages.len().max(1);
     if let Some(burst) = gw.limiter.principal_burst() {
         if count as f64 > burst {
@@ -229,6 +222,14 @@ async fn post(
     }
     if let Err(l) = gw.limiter.messages(&gw.clock, &principal.user_id, count) {
         return limited(&gw, &route, &l);
+    }
+    if let Some(why) = &parsed.invalid {
+        return unreadable(&gw, &route, &session, why);
+    }
+    if let Some(why) = &parsed.unreadable {
+        if !gw.policy.unrestricted(&principal.roles) {
+            return unreadable(&gw, &route, &session, why);
+        }
     }
     let mut judged = batch::judge(&gw, &route, &principal, &session, &parsed);
     let (forward, errors) = if judged.all_forwarded() {
