@@ -81,7 +81,8 @@ struct PinFile {
 pub struct PinError {
     /// The comparison with the pins kept, when they could be read (a failed save still says
     /// what changed).
-    pub diff: Option<PinDiff>,
+    /// Boxed: a diff is large and errors travel by value.
+    pub diff: Option<Box<PinDiff>>,
     /// What went wrong.
     pub error: CaptureError,
 }
@@ -171,7 +172,7 @@ impl PinStore {
         if diff.differs() {
             if let Err(error) = inner.save(server, &new_file) {
                 return Err(PinError {
-                    diff: Some(diff),
+                    diff: Some(Box::new(diff)),
                     error,
                 });
             }

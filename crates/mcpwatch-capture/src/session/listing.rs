@@ -29,7 +29,7 @@ impl SessionTracker {
             Err(e) => {
                 // A failed save still says what changed (the old pins are kept).
                 if let Some(diff) = e.diff {
-                    self.report_pins(diff, out);
+                    self.report_pins(*diff, out);
                 }
                 let e = e.error;
                 let mut m = Map::new();
