@@ -187,7 +187,7 @@ async fn stages_see_every_batch_in_order_and_their_events_are_stored_redacted() 
         .event("derived-e3")
         .unwrap()
         .expect("the stage's event is stored");
-    assert!(derived.get().contains("[REDACTED]") && !derived.get().contains("s3cr3t"));
+    assert!(derived.get().contains("[REDACTED:") && !derived.get().contains("s3cr3t"));
     let originals: Vec<String> = seen
         .lock()
         .unwrap()
