@@ -114,14 +114,7 @@ impl SessionTracker {
             }
             self.release(&old);
             let msg = format!("Request id {} reused while the earlier request ({}) was still pending; tracking the new one", id_display(&old.id), old.method);
-            out.push(self.emit(
-                Level::Warning,
-                "system",
-                "protocol_error",
-                msg,
-                m,
-                &["protocol"],
-            ));
+            out.push(self.protocol_warning(msg, m));
         }
         self.evict_if_full(dir, out);
     }
@@ -224,14 +217,7 @@ impl SessionTracker {
             id_display(&id),
             dir.as_str()
         );
-        out.push(self.emit(
-            Level::Warning,
-            "system",
-            "protocol_error",
-            msg,
-            m,
-            &["protocol"],
-        ));
+        out.push(self.protocol_warning(msg, m));
     }
 
     /// A pending request is gone: what its parameters counted is free again.

@@ -49,6 +49,18 @@ impl SessionTracker {
         ));
     }
 
+    /// A `protocol_error` warning: a frame the tracker could not follow as MCP.
+    pub(super) fn protocol_warning(&self, message: String, metadata: Map<String, Value>) -> Event {
+        self.emit(
+            Level::Warning,
+            "system",
+            "protocol_error",
+            message,
+            metadata,
+            &["protocol"],
+        )
+    }
+
     /// Builds an event with the session's common metadata, then redacts it.
     pub(super) fn emit(
         &self,

@@ -205,14 +205,7 @@ impl SessionTracker {
         m.insert("size".into(), json!(len));
         m.insert("limit".into(), json!(limit));
         let msg = format!("A {len}-byte line ({}) exceeds the {limit}-byte parse limit; relayed unchanged, not inspected", dir.as_str());
-        out.push(self.emit(
-            Level::Warning,
-            "system",
-            "protocol_error",
-            msg,
-            m,
-            &["protocol"],
-        ));
+        out.push(self.protocol_warning(msg, m));
     }
 
     /// Lines the relay could not hand over because the queue was full.
@@ -315,13 +308,6 @@ impl SessionTracker {
             dir.as_str(),
             e.kind()
         );
-        out.push(self.emit(
-            Level::Warning,
-            "system",
-            "protocol_error",
-            msg,
-            m,
-            &["protocol"],
-        ));
+        out.push(self.protocol_warning(msg, m));
     }
 }
