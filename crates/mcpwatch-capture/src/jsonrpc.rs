@@ -78,6 +78,9 @@ pub struct Frame {
     pub messages: Vec<Message>,
     /// Whether the frame was a JSON array.
     pub batch: bool,
+    /// When the frame nests deeper than `serde_json` reads: what [`crate::depth::parse_cut`]
+    /// cut from it (the messages hold markers in place of the subtrees).
+    pub cut: Option<crate::depth::Cut>,
 }
 
 /// Parses one frame (a line without its newline). Blank lines give an empty frame.
@@ -88,9 +91,20 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
         return Ok(Frame {
             messages: Vec::new(),
             batch: false,
+            cut: None,
         });
     }
-    let value: Value = serde_json::from_str(text).map_err(|e| FrameError::Json(e.to_string()))?;
+    let (value, cut) = match serde_json::from_str::<Value>(text) {
+        Ok(v) => (v, None),
+        Err(e) if e.to_string().starts_with("recursion limit exceeded") => {
+            // Nested past what serde_json reads: read it anyway, down to a depth, so a call
+            // cannot hide behind its nesting (see `depth`).
+            let (v, cut) =
+                crate::depth::parse_cut(text).map_err(|e| FrameError::Json(e.to_string()))?;
+            (v, Some(cut))
+        }
+        Err(e) => return Err(FrameError::Json(e.to_string())),
+    };
     match value {
         Value::Array(items) => {
             if items.is_empty() {
@@ -108,11 +122,13 @@ pub fn parse_frame(bytes: &[u8]) -> Result<Frame, FrameError> {
             Ok(Frame {
                 messages,
                 batch: true,
+                cut,
             })
         }
         v => Ok(Frame {
             messages: vec![message_from_value(v, text.len()).map_err(FrameError::Shape)?],
             batch: false,
+            cut,
         }),
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod classify;
 pub mod delivery;
+pub mod depth;
 pub mod error;
 pub mod gateway;
 pub mod health;

@@ -469,3 +469,45 @@ async fn strangers_learn_no_upstream_names_and_key_guessing_is_slowed_per_addres
     .await;
     assert_eq!(failures, 301);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_nested_past_the_parse_depth_is_refused_under_policy_and_recorded_otherwise() {
+    let (up, hits) = upstream().await;
+    let (gw, seen) = gateway(up, "", LimitsSection::default()).await;
+    let url = format!("http://{gw}/mcp/echo");
+    let c = client();
+    let deep = format!("{}\"../../etc/passwd\"{}", "[".repeat(200), "]".repeat(200));
+    let call = |id: u64| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read","arguments":{{"path":{deep}}}}}}}"#
+        )
+    };
+    // The tool is allowed by name, but policy cannot judge what the monitor cannot read.
+    for body in [call(1), format!("[{}]", call(2))] {
+        let a = send(&c, &url, CAROL, None, body).await;
+        assert_eq!((a.status, &a.json["error"]["code"]), (400, &json!(-32600)));
+        let msg = a.json["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("nested deeper than 127 levels"), "{msg}");
+    }
+    assert_eq!(hits.load(Ordering::Relaxed), 0, "nothing went upstream");
+    let denied = |e: &Value| {
+        e["event_type"] == "authorization"
+            && e["metadata"]["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("nested deeper"))
+    };
+    assert_eq!(await_events(&seen, 2, denied).await, 2);
+
+    // A principal no policy applies to is forwarded, and the call is recorded with the
+    // evasion flagged.
+    // (The test upstream's own parser cannot read it either, so it answers 202.)
+    let a = send(&c, &url, ROOT, None, call(3)).await;
+    assert!((200..300).contains(&a.status), "{}", a.json);
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    let started =
+        |e: &Value| e["event_type"] == "execution_start" && e["metadata"]["tool_name"] == "read";
+    assert_eq!(await_events(&seen, 1, started).await, 1);
+    let flagged =
+        |e: &Value| e["event_type"] == "nesting_evasion" && e["metadata"]["tool_name"] == "read";
+    assert_eq!(await_events(&seen, 1, flagged).await, 1);
+}

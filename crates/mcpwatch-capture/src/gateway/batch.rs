@@ -21,6 +21,7 @@ use super::auth::Principal;
 use super::monitor::{Route, SecurityFact, Tap};
 use super::proxy::{Shared, DENIED_CODE, RATE_LIMITED_CODE};
 use super::refuse::record_limited;
+use crate::depth::MAX_READABLE_DEPTH;
 
 /// One message, as far as routing decisions need it.
 #[derive(Deserialize, Default)]
@@ -116,6 +117,13 @@ pub(super) fn parse(body: &Bytes) -> Parsed {
                 invalid.get_or_insert_with(|| "a batch item that is not an object".to_string());
                 return Probe::default();
             }
+        }
+        if crate::depth::exceeds(text, MAX_READABLE_DEPTH) {
+            // The probe below may still read it (serde_json skips unknown fields without
+            // recursing), but the monitor cannot read it whole and neither can policy.
+            unreadable.get_or_insert_with(|| {
+                format!("a message nested deeper than {MAX_READABLE_DEPTH} levels")
+            });
         }
         match serde_json::from_slice::<Probe>(text) {
             Ok(p) => {

@@ -16,6 +16,7 @@
 
 mod calls;
 mod correlate;
+mod evasion;
 mod listing;
 mod meta;
 mod outcome;
@@ -154,8 +155,12 @@ impl SessionTracker {
     pub fn on_frame(&mut self, dir: Direction, bytes: &[u8], out: &mut Vec<Event>) {
         match parse_frame(bytes) {
             Ok(frame) => {
+                let named = frame.cut.as_ref().map(|_| evasion::named(&frame.messages));
                 for message in frame.messages {
                     self.on_message(dir, message, out);
+                }
+                if let (Some(cut), Some(named)) = (&frame.cut, named) {
+                    self.nesting_evasion(dir, cut, named, bytes.len(), out);
                 }
             }
             Err(e) => self.protocol_error(dir, &e, bytes, out),
