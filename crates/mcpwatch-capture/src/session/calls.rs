@@ -33,6 +33,9 @@ impl SessionTracker {
         m.insert("request_id".into(), json!(id_display(id)));
         let (bounded, size) = bounded_parameters(&arguments);
         m.insert("parameters".into(), bounded);
+        if let Some(scan) = super::edge::parameters(&arguments, size) {
+            m.insert("edge_scan".into(), scan);
+        }
         let msg = format!("Tool {tool_name} execution started");
         out.push(self.emit(
             Level::Info,

@@ -48,7 +48,14 @@ impl SessionTracker {
         let tools: Vec<Value> = diff
             .listed
             .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "hash": t.pin.hash}))
+            .map(|t| {
+                let mut tool =
+                    json!({"name": t.name, "description": t.description, "hash": t.pin.hash});
+                if let Some(scan) = super::edge::description(&t.description) {
+                    tool["edge_scan"] = scan;
+                }
+                tool
+            })
             .collect();
         let mut m = Map::new();
         m.insert("tools".into(), Value::Array(tools));
@@ -74,6 +81,12 @@ impl SessionTracker {
             m.insert("new_hash".into(), json!(new.hash));
             m.insert("changed".into(), json!(parts));
             m.insert("old_description".into(), json!(old.description));
+            if let Some(scan) = new_description
+                .as_deref()
+                .and_then(super::edge::description)
+            {
+                m.insert("edge_scan".into(), scan);
+            }
             m.insert("new_description".into(), json!(new_description));
             let msg = format!(
                 "Tool {name} of {server} changed its definition ({}) since it was pinned",

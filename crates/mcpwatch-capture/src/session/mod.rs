@@ -16,6 +16,7 @@
 
 mod calls;
 mod correlate;
+mod edge;
 mod evasion;
 mod listing;
 mod meta;

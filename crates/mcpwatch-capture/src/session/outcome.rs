@@ -69,6 +69,11 @@ impl SessionTracker {
         m.insert("direction".into(), json!(request_dir.as_str()));
         m.insert("response_time".into(), json!(elapsed));
         m.insert("success".into(), json!(success));
+        if let Ending::Result(result, _) = &ending {
+            if let Some(scan) = super::edge::content(&p.method, result) {
+                m.insert("edge_scan".into(), scan);
+            }
+        }
         let msg = format!(
             "{} answered in {:.1} ms ({})",
             p.method,
@@ -98,6 +103,9 @@ impl SessionTracker {
                     "result".into(),
                     result_summary(result, *size, &self.cfg.redactor),
                 );
+                if let Some(scan) = super::edge::tool_result(result) {
+                    m.insert("edge_scan".into(), scan);
+                }
             }
             let level = match outcome {
                 Outcome::Success | Outcome::Cancelled => Level::Info,

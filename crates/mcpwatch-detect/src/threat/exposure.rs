@@ -30,7 +30,7 @@ pub(super) fn redacted_in_result(event: &Event, hits: &mut Vec<Hit>) {
         let label = mcpwatch_core::redact::label(kind).unwrap_or("secret");
         if !hits.iter().any(|h| h.label == label) {
             hits.push(Hit {
-                label,
+                label: label.into(),
                 evidence: format!("{label} removed from {field} before storage"),
             });
         }

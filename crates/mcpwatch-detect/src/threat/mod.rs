@@ -14,6 +14,7 @@
 //! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
 //! scanned once per definition hash.
 
+mod edge;
 mod exposure;
 pub mod injection;
 mod signatures;
@@ -27,9 +28,11 @@ use serde_json::{json, Map, Value};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
 use crate::state::{stable_hash, Aged, BoundedMap};
+use edge::{carried, description_hits, parameter_hits};
+pub use edge::{EdgeScanner, EDGE_SCAN_BYTES};
 use exposure::redacted_in_result;
 use injection::{InjectionDetector, Verdict};
-use signatures::{is_invisible, snippet, Hit, Signatures};
+use signatures::{snippet, Hit, Signatures};
 
 /// Bytes of one string that are scanned; the rest is ignored.
 const MAX_SCAN: usize = 64 * 1024;
@@ -105,6 +108,7 @@ impl ThreatScanner {
             ("tool_execution", et) => self.scan_execution(event, et == "execution_complete", out),
             ("session", "tools_listed") => self.scan_listing(event, out),
             ("security", "tool_definition_changed") => self.definition_changed(event, out),
+            ("performance", "request_performance") => self.scan_content(event, out),
             _ => {}
         }
     }
@@ -114,18 +118,19 @@ impl ThreatScanner {
             event,
             group: meta_group(event, &["server", "tool_name", "user_id"]),
         };
-        if let Some(params) = event.metadata.get("parameters") {
-            let mut hits_pt = Vec::new();
-            let mut hits_ci = Vec::new();
-            let mut budget = MAX_STRINGS;
-            walk_strings(params, &mut budget, &mut |s| {
-                self.sigs.path_traversal.scan(s, &mut hits_pt);
-                self.sigs.command_injection.scan(s, &mut hits_ci);
-            });
+        let edge = event.metadata.get("edge_scan");
+        let params = event.metadata.get("parameters");
+        if params.is_some() || edge.is_some() {
+            let (hits_pt, hits_ci) = parameter_hits(&self.sigs, params.unwrap_or(&Value::Null));
             for (name, hits, sev) in [
                 ("path_traversal", hits_pt, Severity::High),
                 ("command_injection", hits_ci, Severity::Critical),
             ] {
+                // What the edge found past the cut, when the stored parameters show nothing.
+                let hits = match (hits.is_empty(), carried(edge, name)) {
+                    (true, Some(c)) => c.hits,
+                    _ => hits,
+                };
                 if !hits.is_empty() && self.first_report(event, name) {
                     out.push(threat(&ctx(), name, sev, &hits, "tool parameters"));
                 }
@@ -160,6 +165,8 @@ impl ThreatScanner {
                     "the tool result",
                 );
                 add_verdict(&mut f, &verdict);
+                out.push(f);
+            } else if let Some(f) = self.carried_injection(&ctx(), "the tool result") {
                 out.push(f);
             }
         } else if complete {
@@ -213,34 +220,25 @@ impl ThreatScanner {
             if !fresh {
                 continue;
             }
-            self.scan_description(event, server, name, desc, out);
+            self.scan_description(event, (server, name), desc, tool.get("edge_scan"), out);
         }
     }
 
+    /// `edge`: what capture's scan of the whole description carried, used when the stored
+    /// (cut) description shows nothing.
     fn scan_description(
         &self,
         event: &Event,
-        server: &str,
-        tool: &str,
+        (server, tool): (&str, &str),
         desc: &str,
+        edge: Option<&Value>,
         out: &mut Vec<Finding>,
     ) {
-        let desc = clip(desc);
-        let mut hits = Vec::new();
-        self.sigs.poisoning.scan(desc, &mut hits);
-        if let Some(c) = desc.chars().find(|c| is_invisible(*c)) {
-            let count = desc.chars().filter(|c| is_invisible(*c)).count();
-            hits.push(Hit {
-                label: "invisible characters",
-                evidence: format!(
-                    "{count} invisible characters, first {}",
-                    snippet(&c.to_string())
-                ),
-            });
-        }
-        let verdict = self.injection.scan(desc);
-        if verdict.fires() {
-            hits.extend(verdict_hits(&verdict));
+        let (mut hits, verdict) = description_hits(&self.sigs, &self.injection, desc);
+        if hits.is_empty() {
+            if let Some(c) = carried(edge, "tool_poisoning") {
+                hits = c.hits;
+            }
         }
         if hits.is_empty() {
             return;
@@ -274,7 +272,8 @@ impl ThreatScanner {
             .iter()
             .find_map(|k| event.metadata.get(*k).and_then(Value::as_str));
         if let Some(desc) = desc {
-            self.scan_description(event, server, tool, desc, out);
+            let edge = event.metadata.get("edge_scan");
+            self.scan_description(event, (server, tool), desc, edge, out);
         }
         if !self.pass_through_definition_changes {
             return;
@@ -289,7 +288,7 @@ impl ThreatScanner {
             group: meta_group(event, &["server", "tool_name"]),
         };
         let hit = Hit {
-            label: "definition changed",
+            label: "definition changed".into(),
             evidence: snippet(&event.message),
         };
         out.push(threat(
@@ -299,6 +298,54 @@ impl ThreatScanner {
             &[hit],
             "the tool listing",
         ));
+    }
+}
+
+impl ThreatScanner {
+    /// A `prompt_injection` capture found in the full text of what `ctx`'s event records
+    /// (see [`edge`]), if its score reaches this detector's threshold.
+    fn carried_injection(&self, ctx: &Context<'_>, place: &str) -> Option<Finding> {
+        let c = carried(ctx.event.metadata.get("edge_scan"), "prompt_injection")?;
+        let score = c.score?;
+        if score < self.injection.threshold {
+            return None;
+        }
+        let severity = if score >= 2.0 * self.injection.threshold {
+            Severity::Critical
+        } else {
+            Severity::High
+        };
+        let mut f = threat(ctx, "prompt_injection", severity, &c.hits, place);
+        f.description = format!(
+            "{} (score {score:.2}, threshold {:.2}, scanned at the edge)",
+            f.description, self.injection.threshold
+        );
+        let m = &mut f.event.metadata;
+        m.insert("description".into(), json!(f.description));
+        m.insert("score".into(), json!(score));
+        m.insert("threshold".into(), json!(self.injection.threshold));
+        m.insert("scanned_at".into(), json!("edge"));
+        Some(f)
+    }
+
+    /// Resource contents (`resources/read`) and prompts (`prompts/get`) are stored only as the
+    /// request's performance; capture scanned their text and carries what it found.
+    fn scan_content(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        if !event.metadata.contains_key("edge_scan") {
+            return;
+        }
+        let place = match event.metadata.get("method").and_then(Value::as_str) {
+            Some("resources/read") => "the resource contents",
+            Some("prompts/get") => "the prompt",
+            _ => "the result",
+        };
+        let ctx = Context {
+            event,
+            group: meta_group(event, &["server", "method", "user_id"]),
+        };
+        if let Some(f) = self.carried_injection(&ctx, place) {
+            out.push(f);
+        }
     }
 }
 
@@ -321,7 +368,7 @@ fn verdict_hits(v: &Verdict) -> Vec<Hit> {
                 v => format!(" {v}"),
             };
             Hit {
-                label: s.label,
+                label: s.label.into(),
                 evidence: format!(
                     "{}: \"{}\" at offset {}{via}",
                     s.layer.as_str(),
@@ -425,7 +472,7 @@ fn threat(
     place: &str,
 ) -> Finding {
     let e = ctx.event;
-    let labels: Vec<&str> = hits.iter().map(|h| h.label).collect();
+    let labels: Vec<&str> = hits.iter().map(|h| h.label.as_ref()).collect();
     let subject = match (e.tool(), e.server()) {
         (Some(t), Some(s)) => format!("{s}/{t}"),
         (Some(t), None) => t.to_owned(),

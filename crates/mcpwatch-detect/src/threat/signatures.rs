@@ -23,7 +23,7 @@ pub(crate) struct Signature {
 /// A match: which pattern and what text it matched.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Hit {
-    pub label: &'static str,
+    pub label: std::borrow::Cow<'static, str>,
     pub evidence: String,
 }
 
@@ -65,7 +65,7 @@ impl Signature {
                 .and_then(|re| re.find(text))
                 .map_or(String::new(), |m| snippet(m.as_str()));
             hits.push(Hit {
-                label: self.labels[i],
+                label: self.labels[i].into(),
                 evidence,
             });
         }
