@@ -14,6 +14,8 @@ pub mod classify;
 pub mod delivery;
 pub mod depth;
 pub mod error;
+#[cfg(test)]
+mod frame_properties;
 pub mod gateway;
 pub mod health;
 pub mod jsonrpc;
