@@ -15,6 +15,7 @@ use crate::event::{Event, Level, Outcome, Timestamp};
 use crate::ids::IdGenerator;
 
 pub mod bounds;
+pub mod identity;
 
 /// One thing wrong with one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

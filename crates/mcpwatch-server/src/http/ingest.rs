@@ -6,6 +6,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use mcpwatch_core::config::Role;
+use mcpwatch_core::validate::identity::foreign_token_sources;
 use mcpwatch_core::validate::{parse_batch, BatchError, BodyFormat, Defaults};
 use serde_json::json;
 
@@ -59,6 +60,15 @@ pub(super) async fn post_events(
         .with_details(json!(errors)),
     })?;
     drop(bytes);
+    let foreign = foreign_token_sources(&events, &source);
+    if !foreign.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_events",
+            format!("{} problem(s) in the batch; nothing was stored; fix them and resend the whole batch", foreign.len()),
+        )
+        .with_details(json!(foreign)));
+    }
     let ids = s.pipeline.submit_events(events).await?;
     Ok((
         StatusCode::ACCEPTED,

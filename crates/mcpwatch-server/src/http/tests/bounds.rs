@@ -107,3 +107,62 @@ async fn a_batch_over_the_event_limit_gets_413() {
     api.check(json!(vec![small; 1000]), StatusCode::ACCEPTED, None)
         .await;
 }
+
+#[tokio::test]
+async fn a_client_cannot_post_as_another_token() {
+    let tok = |name: &str, token: &str| TokenConfig {
+        name: name.into(),
+        token: Some(token.into()),
+        token_sha256: None,
+        roles: vec![Role::Ingest, Role::Read],
+        rate_limit: None,
+    };
+    let api = api_with(
+        vec![tok("alice", "alice-secret"), tok("bob", "bob-secret")],
+        64 * 1024,
+    );
+    let post = |body: Value| {
+        Request::post("/api/v1/events")
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer alice-secret")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let own = |source: Option<&str>| {
+        let mut ev = auth_failure("carol");
+        match source {
+            Some(s) => ev["source"] = json!(s),
+            None => drop(ev.as_object_mut().map(|m| m.remove("source"))),
+        }
+        ev
+    };
+    for spoof in ["api:bob", "API:bob", " api:bob"] {
+        let r = api.send(post(json!([own(None), own(Some(spoof))]))).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{spoof}: {}", r.body);
+        let p = problems(&r);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].0, "source", "{p:?}");
+        assert_eq!(r.body["error"]["details"][0]["index"], 1);
+        assert!(p[0].1.contains("other than the one that sent it"), "{p:?}");
+    }
+    // Its own source, written out or filled in, and sources of its own naming pass.
+    for source in [None, Some("api:alice"), Some("app:billing")] {
+        let r = api.send(post(own(source))).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{source:?}: {}", r.body);
+    }
+    let get = Request::get("/api/v1/events")
+        .header("authorization", "Bearer alice-secret")
+        .body(Body::empty())
+        .unwrap();
+    let r = api.send(get).await;
+    let sources: Vec<&str> = r.body["events"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["source"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        sources.len(),
+        3,
+        "nothing of the refused batches was stored: {sources:?}"
+    );
+    assert!(!sources.iter().any(|s| s.contains("bob")), "{sources:?}");
+}
