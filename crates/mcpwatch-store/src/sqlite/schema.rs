@@ -92,7 +92,7 @@ CREATE TABLE security_minute(
 ) WITHOUT ROWID;
 INSERT INTO security_minute(minute, event_type, count, errors)
     SELECT ts / 60000000, event_type, count(*),
-        sum(json_extract(body, '$.metadata.result') IN ('failure', 'denied'))
+        sum(coalesce(json_extract(body, '$.metadata.result'), '') IN ('failure', 'denied'))
     FROM events WHERE category = 'security' GROUP BY ts / 60000000, event_type;
 ";
 

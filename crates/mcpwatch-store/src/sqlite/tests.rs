@@ -617,7 +617,15 @@ fn a_version_2_store_gets_its_security_history_backfilled() {
             security("s1", 1, "authentication", "failure"),
             security("s2", 2, "authorization", "denied"),
         );
-        w.append(&[&a, &b], true).unwrap();
+        // A minute of data access alone: no `result` at all.
+        let c = ev(
+            "s3",
+            600,
+            "security",
+            "data_access",
+            json!({"user_id": "u", "data_type": "pii", "operation": "read"}),
+        );
+        w.append(&[&a, &b, &c], true).unwrap();
     }
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
     conn.execute_batch(
@@ -632,6 +640,7 @@ fn a_version_2_store_gets_its_security_history_backfilled() {
         vec![
             ("authentication".to_owned(), kc(1, 1)),
             ("authorization".to_owned(), kc(1, 1)),
+            ("data_access".to_owned(), kc(1, 0)),
         ]
     );
 }
