@@ -102,10 +102,21 @@ fn sdk_server(mode: &str) -> (Proc, String) {
 
 /// `mcpwatch gateway` with a config file; returns the process and its base URL.
 fn gateway(config: &str, collector: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    gateway_on("127.0.0.1:0", config, collector, dir, env)
+}
+
+/// `gateway` listening on `listen`.
+fn gateway_on(
+    listen: &str,
+    config: &str,
+    collector: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config).expect("write config");
     let mut child = common::bin()
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .args(["gateway", "--listen", listen, "--config"])
         .arg(&file)
         .args(["--collector", collector, "--data-dir"])
         .arg(dir.join("gw-data"))
@@ -1289,4 +1300,72 @@ per_principal = {{ rate = 0.01, burst = 3 }}
     );
     assert_eq!(m["retry_after"], retry);
     assert_eq!(limited[0]["category"], "security");
+}
+
+/// `mcpwatch clients ARGS` on one config file, with `data` as the data dir; stdout.
+fn clients(data: &Path, args: &[&str]) -> String {
+    let out = common::bin()
+        .arg("clients")
+        .args(args)
+        .env("MCPWATCH_DATA_DIR", data)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mcpwatch clients runs");
+    assert!(
+        out.status.success(),
+        "clients {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_http_server_watched_with_gateway_is_called_through_it_and_recorded() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    // Claude Code's ~/.claude.json shape, with the remote server as a client lists it.
+    let config = tmp.path().join(".claude.json");
+    let original = format!(
+        "{{\n  \"numStartups\": 3,\n  \"mcpServers\": {{\n    \"everything\": {{\n      \"type\": \"http\",\n      \"url\": \"{upstream}\"\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(&config, &original).expect("write");
+    let cfg = config.to_str().expect("UTF-8");
+    let data = tmp.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = clients(
+        &data,
+        &["watch", "--config", cfg, "--gateway", &listen, "--yes"],
+    );
+    // The gateway runs with exactly the config `watch` told the user to give it.
+    let snippet: String = out
+        .lines()
+        .skip_while(|l| l.trim() != "[gateway.upstreams]")
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert_eq!(
+        snippet,
+        format!("[gateway.upstreams]\neverything = \"{upstream}\"\n"),
+        "{out}"
+    );
+    let (_gw, gw) = gateway_on(&listen, &snippet, &serve.url, tmp.path(), &[]);
+    assert_eq!(gw, format!("http://{listen}"));
+
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    let url = file["mcpServers"]["everything"]["url"]
+        .as_str()
+        .expect("a url");
+    assert_eq!(url, format!("http://{listen}/mcp/everything"));
+    let through = run_client("everything", url, None);
+    assert!(through.len() >= 7, "the scenario ran: {through:?}");
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 3);
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(done
+        .iter()
+        .all(|e| e["source"] == "gateway:everything" && e["metadata"]["server"] == "everything"));
+
+    clients(&data, &["unwatch", "--config", cfg, "--yes"]);
+    assert_eq!(std::fs::read_to_string(&config).expect("read"), original);
 }
