@@ -16,6 +16,7 @@
 
 mod calls;
 mod correlate;
+mod edge_health;
 mod listing;
 mod meta;
 mod outcome;
