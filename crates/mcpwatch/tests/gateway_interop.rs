@@ -1369,3 +1369,68 @@ fn an_http_server_watched_with_gateway_is_called_through_it_and_recorded() {
     clients(&data, &["unwatch", "--config", cfg, "--yes"]);
     assert_eq!(std::fs::read_to_string(&config).expect("read"), original);
 }
+
+#[test]
+fn requests_carrying_trace_context_are_recorded_in_the_callers_trace() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!("[gateway.upstreams]\neverything = \"{upstream}\"\n");
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let mcp = format!("{gw}/mcp/everything");
+    let init = post(&mcp, &[], &initialize_body());
+    assert_eq!(init.status, 200, "{}", init.body);
+    let session = init
+        .header("mcp-session-id")
+        .expect("a session id")
+        .to_string();
+    let s = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-06-18"),
+    ];
+    let by_header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let by_meta = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let call = |id: u64, msg: &str, meta: Option<&str>| {
+        let mut params = json!({"name": "echo", "arguments": {"message": msg}});
+        if let Some(tp) = meta {
+            params["_meta"] = json!({"traceparent": tp});
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+    };
+    // The header names the HTTP request's trace; a message's own _meta wins over it.
+    let mut h = s.to_vec();
+    h.push(("traceparent", by_header));
+    for (id, msg, meta, headers) in [
+        (2, "header", None, &h[..]),
+        (3, "meta", Some(by_meta), &h[..]),
+        (4, "bad", Some("00-not-a-trace-01"), &s[..]),
+        (5, "none", None, &s[..]),
+    ] {
+        let a = post(&mcp, headers, &call(id, msg, meta));
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.body.contains(&format!("Echo: {msg}")), "{}", a.body);
+    }
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 4);
+    let trace_of = |id: &str| -> Value {
+        done.iter()
+            .find(|e| e["metadata"]["request_id"] == id)
+            .map(|e| e["metadata"]["traceparent"].clone())
+            .unwrap_or_else(|| panic!("no execution_complete for {id}: {done:?}"))
+    };
+    assert_eq!(trace_of("2"), by_header);
+    assert_eq!(trace_of("3"), by_meta);
+    assert_eq!(
+        trace_of("4"),
+        Value::Null,
+        "a malformed traceparent is not kept"
+    );
+    assert_eq!(trace_of("5"), Value::Null);
+    let perf = wait_events(&serve.url, "request_performance", |e| {
+        e.iter().any(|p| p["metadata"]["request_id"] == "3")
+    });
+    let p3 = perf
+        .iter()
+        .find(|p| p["metadata"]["request_id"] == "3")
+        .expect("request 3's performance");
+    assert_eq!(p3["metadata"]["traceparent"], by_meta);
+}

@@ -23,6 +23,7 @@ mod outcome;
 mod summary;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -112,6 +113,8 @@ pub struct SessionTracker {
     evicted: u64,
     /// Bytes of parameters the pending calls carry (see `calls::MAX_CARRIED_BYTES`).
     carried_bytes: usize,
+    /// The `traceparent` of the HTTP request being fed (see `trace`).
+    transport_trace: Option<String>,
 }
 
 impl SessionTracker {
@@ -138,6 +141,7 @@ impl SessionTracker {
             requests: 0,
             evicted: 0,
             carried_bytes: 0,
+            transport_trace: None,
         }
     }
 
