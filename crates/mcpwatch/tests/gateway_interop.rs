@@ -301,6 +301,15 @@ fn initialize_body() -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}}).to_string()
 }
 
+/// Initializes a session at `mcp` with a raw POST; returns its `Mcp-Session-Id`.
+fn initialized(mcp: &str) -> String {
+    let init = post(mcp, &[], &initialize_body());
+    assert_eq!(init.status, 200, "{}", init.body);
+    init.header("mcp-session-id")
+        .expect("the upstream's session id passes through")
+        .to_string()
+}
+
 fn post(url: &str, extra: &[(&str, &str)], body: &str) -> Answer {
     let mut headers: Vec<(&str, &str)> = MCP_HEADERS.to_vec();
     headers.extend_from_slice(extra);
@@ -622,12 +631,7 @@ per_tool = {{ rate = 0.01, burst = 1 }}
     let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
     let mcp = format!("{gw}/mcp/everything");
 
-    let init = post(&mcp, &[], &initialize_body());
-    assert_eq!(init.status, 200, "{}", init.body);
-    let session = init
-        .header("mcp-session-id")
-        .expect("the upstream's session id passes through")
-        .to_string();
+    let session = initialized(&mcp);
     let s = [
         ("Mcp-Session-Id", session.as_str()),
         ("MCP-Protocol-Version", "2025-06-18"),
@@ -1378,12 +1382,7 @@ fn requests_carrying_trace_context_are_recorded_in_the_callers_trace() {
     let config = format!("[gateway.upstreams]\neverything = \"{upstream}\"\n");
     let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
     let mcp = format!("{gw}/mcp/everything");
-    let init = post(&mcp, &[], &initialize_body());
-    assert_eq!(init.status, 200, "{}", init.body);
-    let session = init
-        .header("mcp-session-id")
-        .expect("a session id")
-        .to_string();
+    let session = initialized(&mcp);
     let s = [
         ("Mcp-Session-Id", session.as_str()),
         ("MCP-Protocol-Version", "2025-06-18"),
