@@ -43,7 +43,7 @@ impl Serve {
         Serve::start_on("127.0.0.1:0", data_dir, extra)
     }
 
-    /// [`Serve::start`] listening on `listen`.
+    /// Starts `serve` on `listen` (an address a previous `serve` used, to restart it in place).
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Serve {
         let mut child = bin()
             .args(["serve", "--listen", listen, "--data-dir"])
