@@ -21,12 +21,23 @@ pub struct CaptureHealth {
     pub delivered_events: AtomicU64,
     /// Events written to the spool.
     pub spooled_events: AtomicU64,
+    /// Bytes the spool holds on disk now, counted against its cap (a gauge).
+    pub spool_bytes: AtomicU64,
+    /// Of those, the bytes not yet delivered (a gauge).
+    pub spool_pending_bytes: AtomicU64,
+    /// Most bytes the spool may hold; 0 without a spool.
+    pub spool_max_bytes: AtomicU64,
 }
 
 impl CaptureHealth {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
     }
 
     /// Reads a counter.

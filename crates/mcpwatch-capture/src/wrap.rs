@@ -83,7 +83,13 @@ pub struct WrapConfig {
     pub redactor: Redactor,
     /// How long the server has to exit after a forwarded signal before it gets SIGKILL.
     pub kill_grace: Duration,
+    /// How often a `system/edge_health` event reports the spool (default 30 s,
+    /// `MCPWATCH_HEALTH_INTERVAL`).
+    pub health_interval: Duration,
 }
+
+/// The default [`WrapConfig::health_interval`].
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The default [`WrapConfig::kill_grace`].
 pub const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -112,19 +118,27 @@ impl WrapConfig {
             queue_reads: relay::DEFAULT_QUEUE_READS,
             classification: ClassificationConfig::default(),
             redactor: Redactor::default(),
-            kill_grace: kill_grace(),
+            kill_grace: env_duration("MCPWATCH_KILL_GRACE", KILL_GRACE),
+            health_interval: env_duration("MCPWATCH_HEALTH_INTERVAL", HEALTH_INTERVAL),
         }
     }
 }
 
-/// [`KILL_GRACE`], unless `MCPWATCH_KILL_GRACE` (a duration such as `2s`) says otherwise.
-fn kill_grace() -> Duration {
-    match std::env::var("MCPWATCH_KILL_GRACE") {
-        Ok(v) => parse_duration(&v).unwrap_or_else(|e| {
-            tracing::warn!("mcpwatch: MCPWATCH_KILL_GRACE: {e}; using {KILL_GRACE:?}");
-            KILL_GRACE
-        }),
-        Err(_) => KILL_GRACE,
+/// `default`, unless the variable `key` (a duration such as `2s`) says otherwise.
+fn env_duration(key: &str, default: Duration) -> Duration {
+    match std::env::var(key) {
+        Ok(v) => match parse_duration(&v) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                tracing::warn!("mcpwatch: {key}: must be more than 0; using {default:?}");
+                default
+            }
+            Err(e) => {
+                tracing::warn!("mcpwatch: {key}: {e}; using {default:?}");
+                default
+            }
+        },
+        Err(_) => default,
     }
 }
 
@@ -266,6 +280,7 @@ pub async fn run(cfg: WrapConfig, clock: SharedClock) -> Result<u8, CaptureError
         tapped,
         events: events_tx,
         health,
+        health_interval: cfg.health_interval,
     };
     let grace = cfg.delivery.shutdown_grace + Duration::from_secs(1);
     let (monitor_done_tx, monitor_done) = oneshot::channel();
@@ -474,6 +489,7 @@ struct Parser {
     tapped: mpsc::Receiver<Tapped>,
     events: mpsc::Sender<Event>,
     health: Arc<CaptureHealth>,
+    health_interval: Duration,
 }
 
 impl Parser {
@@ -481,6 +497,7 @@ impl Parser {
         let mut out = Vec::new();
         let mut reported = (0u64, 0u64, 0u64);
         let mut next_tick = Instant::now() + TICK;
+        let mut next_health = Instant::now() + self.health_interval;
         let mut last_traffic = Instant::now();
         let mut tap_open = true;
         let exit_status = loop {
@@ -494,6 +511,10 @@ impl Parser {
                 next_tick = now + TICK;
                 self.tracker.on_tick(&mut out);
                 report_losses(&mut self.tracker, &self.health, &mut reported, &mut out);
+                if now >= next_health {
+                    next_health = now + self.health_interval;
+                    self.tracker.on_edge_health(&self.health, &mut out);
+                }
             }
             if !self.ship(&mut out).await {
                 return;

@@ -90,6 +90,16 @@ pub struct Families {
     pub capture_dropped_bytes: CounterFamily<1>,
     /// Events capture lost because its spool was full.
     pub spool_lost_events: CounterFamily<1>,
+    /// Each edge's spool on disk, from its latest `system/edge_health`.
+    pub edge_spool_bytes: GaugeFamily<1>,
+    /// Of that, what the edge has not yet delivered.
+    pub edge_spool_pending_bytes: GaugeFamily<1>,
+    /// The cap of each edge's spool.
+    pub edge_spool_max_bytes: GaugeFamily<1>,
+    /// Events each edge lost to a full spool since it started, as it last reported.
+    pub edge_lost_events: GaugeFamily<1>,
+    /// When each edge last reported its health (Unix seconds, event time).
+    pub edge_health_timestamp: GaugeFamily<1>,
     /// Every event committed, by category and level.
     pub events: CounterFamily<2>,
     /// Events committed per second over the window.
@@ -134,6 +144,11 @@ impl Families {
             capture_dropped_lines: Family::default(),
             capture_dropped_bytes: Family::default(),
             spool_lost_events: Family::default(),
+            edge_spool_bytes: Family::default(),
+            edge_spool_pending_bytes: Family::default(),
+            edge_spool_max_bytes: Family::default(),
+            edge_lost_events: Family::default(),
+            edge_health_timestamp: Family::default(),
             events: Family::default(),
             ingest_rate: Gauge::default(),
             window_seconds: Gauge::default(),
@@ -208,6 +223,19 @@ impl Families {
             Unit::Bytes,
             f.capture_dropped_bytes.clone(),
         );
+        r.register("mcpwatch_edge_spool_bytes", "Bytes each edge's delivery spool holds on disk, counted against its cap (system/edge_health; label edge = the event's source, bounded)", f.edge_spool_bytes.clone());
+        r.register(
+            "mcpwatch_edge_spool_pending_bytes",
+            "Bytes in each edge's spool not yet delivered to the collector (system/edge_health)",
+            f.edge_spool_pending_bytes.clone(),
+        );
+        r.register(
+            "mcpwatch_edge_spool_max_bytes",
+            "The cap of each edge's delivery spool; 0 when it has none (system/edge_health)",
+            f.edge_spool_max_bytes.clone(),
+        );
+        r.register("mcpwatch_edge_lost_events", "Events each edge lost to a full spool since it started, as it last reported (system/edge_health)", f.edge_lost_events.clone());
+        r.register("mcpwatch_edge_health_timestamp_seconds", "When each edge last reported its health, Unix seconds of the event (system/edge_health)", f.edge_health_timestamp.clone());
         r.register("mcpwatch_capture_spool_lost_events", "Events capture lost because the collector was away and its spool was full (system/spool_overflow)", f.spool_lost_events.clone());
         r.register(
             "mcpwatch_events",

@@ -108,6 +108,7 @@ struct Bounds {
     classifications: LabelBound,
     kinds: LabelBound,
     categories: LabelBound,
+    edges: LabelBound,
 }
 
 impl Bounds {
@@ -132,6 +133,7 @@ impl Bounds {
             classifications: b("data_classification", n),
             kinds: b("kind", n),
             categories: b("category", n),
+            edges: b("edge", n),
         }
     }
 }
@@ -227,6 +229,22 @@ impl Traffic {
                     .capture_dropped_bytes
                     .get_or_create(&key)
                     .inc_by(u64_meta(e, "dropped_bytes"));
+            }
+            ("system", "edge_health") => {
+                let edge = self.bounds.edges.admit(&e.source);
+                let key = labels([("edge", edge)]);
+                let f = &self.f;
+                for (family, field) in [
+                    (&f.edge_spool_bytes, "spool_bytes"),
+                    (&f.edge_spool_pending_bytes, "spool_pending_bytes"),
+                    (&f.edge_spool_max_bytes, "spool_max_bytes"),
+                    (&f.edge_lost_events, "lost_events"),
+                ] {
+                    family.get_or_create(&key).set(u64_meta(e, field) as f64);
+                }
+                f.edge_health_timestamp
+                    .get_or_create(&key)
+                    .set(e.timestamp.as_secs_f64());
             }
             ("system", "spool_overflow") => {
                 let server = self.bounds.servers.admit(e.server().unwrap_or("unknown"));

@@ -196,5 +196,10 @@ fn every_kind_of_event() -> Vec<mcpwatch_core::Event> {
             "spool_overflow",
             json!({"server": "fs", "lost_events": 1}),
         ),
+        e(
+            "system",
+            "edge_health",
+            json!({"spool_bytes": 10, "spool_pending_bytes": 5, "spool_max_bytes": 100, "lost_events": 0}),
+        ),
     ]
 }

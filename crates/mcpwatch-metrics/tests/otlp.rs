@@ -125,10 +125,11 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
         "success",
         json!({}),
     ));
+    // As capture records a call that came with W3C trace context.
     m.stage.observe(&tool(
         "0193a5b2-0000-7000-8000-000000000002",
         "tool_error",
-        json!({}),
+        json!({"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}),
     ));
     m.stage.observe(&tool(
         "0193a5b2-0000-7000-8000-000000000003",
@@ -213,6 +214,16 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
     );
     assert_eq!(ok.trace_id.len(), 16);
     assert_eq!(ok.span_id.len(), 8);
+    assert!(ok.parent_span_id.is_empty(), "no caller trace: a root span");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let joined = by_name("tools/call read_file", Some("tool_error"));
+    assert_eq!(hex(&joined.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&joined.parent_span_id), "00f067aa0ba902b7");
+    assert_ne!(
+        hex(&joined.span_id),
+        "00f067aa0ba902b7",
+        "a span of its own"
+    );
 
     let tool_error = by_name("tools/call read_file", Some("tool_error"));
     assert_eq!(

@@ -19,6 +19,8 @@ fn clients(home: &Path, args: &[&str], input: &str) -> Output {
         .args(args)
         .env("HOME", home)
         .env_remove("XDG_CONFIG_HOME")
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("MCPWATCH_DATA_DIR")
         .current_dir(home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -280,4 +282,214 @@ fn no_config_found_lists_where_it_looked() {
     assert!(err.contains("no MCP client config found"), "{err}");
     assert!(err.contains(".codeium/windsurf/mcp_config.json"), "{err}");
     assert!(err.contains("--config FILE"), "{err}");
+}
+
+/// A client's config fixture from `src/cmd/clients/fixtures`.
+fn client_fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/cmd/clients/fixtures")
+        .join(name);
+    std::fs::read_to_string(p).expect("fixture")
+}
+
+#[test]
+fn http_servers_of_every_client_format_go_through_the_gateway_and_come_back_byte_for_byte() {
+    // (fixture, HTTP server, the key holding its URL, its URL); Claude Desktop's file has
+    // only stdio servers (remote ones are connectors in its UI).
+    let cases = [
+        (
+            "claude_code.json",
+            "notion",
+            "url",
+            "https://mcp.notion.com/mcp",
+        ),
+        (
+            "cursor_mcp.json",
+            "linear",
+            "url",
+            "https://mcp.linear.app/sse",
+        ),
+        (
+            "vscode_mcp.json",
+            "github",
+            "url",
+            "https://api.githubcopilot.com/mcp/",
+        ),
+        (
+            "windsurf_mcp_config.json",
+            "zapier",
+            "serverUrl",
+            "https://actions.zapier.com/mcp/KEY/sse",
+        ),
+    ];
+    for (fixture, server, key, url) in cases {
+        let tmp = tempfile::tempdir().expect("a temp dir");
+        let config = tmp.path().join("cfg").join(fixture);
+        let original = client_fixture(fixture);
+        write(&config, &original);
+        let cfg = config.to_str().expect("UTF-8");
+        let watch = clients(
+            tmp.path(),
+            &[
+                "watch",
+                "--config",
+                cfg,
+                "--gateway",
+                "0.0.0.0:7880",
+                "--yes",
+            ],
+            "",
+        );
+        assert!(watch.status.success(), "{fixture}: {}", text(&watch.stderr));
+        let out = text(&watch.stdout);
+        let watched = std::fs::read_to_string(&config).expect("read");
+        let routed = format!("\"{key}\": \"http://127.0.0.1:7880/mcp/{server}\"");
+        assert!(
+            watched.contains(&routed),
+            "{fixture}: {routed} in {watched}"
+        );
+        assert!(!watched.contains(url), "{fixture}: the old URL is gone");
+        assert!(
+            out.contains(&format!("{server}: will change")),
+            "{fixture}: {out}"
+        );
+        assert!(
+            out.contains("    [gateway.upstreams]\n")
+                && out.contains(&format!("    {server} = \"{url}\"\n"))
+                && out.contains(&format!(
+                    "mcpwatch gateway --listen 127.0.0.1:7880 --upstream '{server}={url}'"
+                )),
+            "{fixture}: the gateway config is shown: {out}"
+        );
+        let listed = text(&clients(tmp.path(), &["--config", cfg], "").stdout);
+        let line = listed
+            .lines()
+            .find(|l| l.trim_start().starts_with(server))
+            .expect("listed");
+        assert!(
+            line.contains(" watched ") && line.contains("/mcp/"),
+            "{fixture}: {line}"
+        );
+
+        let again = clients(
+            tmp.path(),
+            &[
+                "watch",
+                "--config",
+                cfg,
+                "--gateway",
+                "127.0.0.1:7880",
+                "--yes",
+            ],
+            "",
+        );
+        assert!(again.status.success(), "{}", text(&again.stderr));
+        let out = text(&again.stdout);
+        assert!(
+            out.contains(&format!("{server}: left alone (already watched)"))
+                && out.contains("nothing to change"),
+            "{fixture}: {out}"
+        );
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), watched);
+
+        let unwatch = clients(tmp.path(), &["unwatch", "--config", cfg, "--yes"], "");
+        assert!(unwatch.status.success(), "{}", text(&unwatch.stderr));
+        assert_eq!(
+            std::fs::read_to_string(&config).unwrap(),
+            original,
+            "{fixture}: unwatch restores the exact bytes"
+        );
+        let records =
+            std::fs::read_to_string(tmp.path().join(".local/share/mcpwatch/clients/routes.json"))
+                .expect("the route record");
+        assert!(
+            !records.contains(server),
+            "{fixture}: the record is dropped: {records}"
+        );
+    }
+}
+
+#[test]
+fn gateway_routing_refuses_what_it_cannot_restore_or_serve() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let a = tmp.path().join("a.json");
+    let b = tmp.path().join("b.json");
+    let a_text = "{\"mcpServers\": {\"docs\": {\"url\": \"https://a.example/mcp\"}, \"bad name\": {\"url\": \"https://c.example/mcp\"}, \"old\": {\"type\": \"sse\", \"url\": \"https://d.example/sse\"}}}\n";
+    let b_text =
+        "{\"servers\": {\"docs\": {\"type\": \"http\", \"url\": \"https://b.example/mcp\"}}}\n";
+    write(&a, a_text);
+    write(&b, b_text);
+    let gw = ["--gateway", "http://127.0.0.1:7880/"];
+    let first = clients(
+        tmp.path(),
+        &[
+            "watch",
+            "--config",
+            a.to_str().unwrap(),
+            gw[0],
+            gw[1],
+            "--yes",
+        ],
+        "",
+    );
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let out = text(&first.stdout);
+    assert!(out.contains("docs: will change"), "{out}");
+    assert!(
+        out.contains("bad name: left alone (the gateway's upstream names"),
+        "{out}"
+    );
+    assert!(out.contains("old: left alone (sse server"), "{out}");
+
+    let second = clients(
+        tmp.path(),
+        &[
+            "watch",
+            "--config",
+            b.to_str().unwrap(),
+            gw[0],
+            gw[1],
+            "--yes",
+        ],
+        "",
+    );
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let out = text(&second.stdout);
+    assert!(
+        out.contains("docs: left alone (another server of this name goes through the gateway to https://a.example/mcp"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read_to_string(&b).unwrap(), b_text);
+
+    let bad = clients(
+        tmp.path(),
+        &[
+            "watch",
+            "--config",
+            b.to_str().unwrap(),
+            "--gateway",
+            "ftp://x",
+            "--yes",
+        ],
+        "",
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("the gateway speaks http:// or https://"));
+
+    // A record that cannot be read stops the run before anything is written.
+    let records = tmp.path().join(".local/share/mcpwatch/clients/routes.json");
+    std::fs::write(&records, "{not json").unwrap();
+    let before = std::fs::read_to_string(&a).unwrap();
+    let stuck = clients(
+        tmp.path(),
+        &["unwatch", "--config", a.to_str().unwrap(), "--yes"],
+        "",
+    );
+    assert!(!stuck.status.success());
+    assert!(
+        text(&stuck.stderr).contains("is not a route record"),
+        "{}",
+        text(&stuck.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&a).unwrap(), before);
 }

@@ -102,10 +102,21 @@ fn sdk_server(mode: &str) -> (Proc, String) {
 
 /// `mcpwatch gateway` with a config file; returns the process and its base URL.
 fn gateway(config: &str, collector: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    gateway_on("127.0.0.1:0", config, collector, dir, env)
+}
+
+/// `gateway` listening on `listen`.
+fn gateway_on(
+    listen: &str,
+    config: &str,
+    collector: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Proc, String) {
     let file = dir.join("gateway.toml");
     std::fs::write(&file, config).expect("write config");
     let mut child = common::bin()
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .args(["gateway", "--listen", listen, "--config"])
         .arg(&file)
         .args(["--collector", collector, "--data-dir"])
         .arg(dir.join("gw-data"))
@@ -288,6 +299,15 @@ const MCP_HEADERS: [(&str, &str); 2] = [
 
 fn initialize_body() -> String {
     json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw-test", "version": "1"}}}).to_string()
+}
+
+/// Initializes a session at `mcp` with a raw POST; returns its `Mcp-Session-Id`.
+fn initialized(mcp: &str) -> String {
+    let init = post(mcp, &[], &initialize_body());
+    assert_eq!(init.status, 200, "{}", init.body);
+    init.header("mcp-session-id")
+        .expect("the upstream's session id passes through")
+        .to_string()
 }
 
 fn post(url: &str, extra: &[(&str, &str)], body: &str) -> Answer {
@@ -611,12 +631,7 @@ per_tool = {{ rate = 0.01, burst = 1 }}
     let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
     let mcp = format!("{gw}/mcp/everything");
 
-    let init = post(&mcp, &[], &initialize_body());
-    assert_eq!(init.status, 200, "{}", init.body);
-    let session = init
-        .header("mcp-session-id")
-        .expect("the upstream's session id passes through")
-        .to_string();
+    let session = initialized(&mcp);
     let s = [
         ("Mcp-Session-Id", session.as_str()),
         ("MCP-Protocol-Version", "2025-06-18"),
@@ -1289,4 +1304,132 @@ per_principal = {{ rate = 0.01, burst = 3 }}
     );
     assert_eq!(m["retry_after"], retry);
     assert_eq!(limited[0]["category"], "security");
+}
+
+/// `mcpwatch clients ARGS` on one config file, with `data` as the data dir; stdout.
+fn clients(data: &Path, args: &[&str]) -> String {
+    let out = common::bin()
+        .arg("clients")
+        .args(args)
+        .env("MCPWATCH_DATA_DIR", data)
+        .stdin(Stdio::null())
+        .output()
+        .expect("mcpwatch clients runs");
+    assert!(
+        out.status.success(),
+        "clients {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn an_http_server_watched_with_gateway_is_called_through_it_and_recorded() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    // Claude Code's ~/.claude.json shape, with the remote server as a client lists it.
+    let config = tmp.path().join(".claude.json");
+    let original = format!(
+        "{{\n  \"numStartups\": 3,\n  \"mcpServers\": {{\n    \"everything\": {{\n      \"type\": \"http\",\n      \"url\": \"{upstream}\"\n    }}\n  }}\n}}\n"
+    );
+    std::fs::write(&config, &original).expect("write");
+    let cfg = config.to_str().expect("UTF-8");
+    let data = tmp.path().join("data");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let out = clients(
+        &data,
+        &["watch", "--config", cfg, "--gateway", &listen, "--yes"],
+    );
+    // The gateway runs with exactly the config `watch` told the user to give it.
+    let snippet: String = out
+        .lines()
+        .skip_while(|l| l.trim() != "[gateway.upstreams]")
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| format!("{}\n", l.trim()))
+        .collect();
+    assert_eq!(
+        snippet,
+        format!("[gateway.upstreams]\neverything = \"{upstream}\"\n"),
+        "{out}"
+    );
+    let (_gw, gw) = gateway_on(&listen, &snippet, &serve.url, tmp.path(), &[]);
+    assert_eq!(gw, format!("http://{listen}"));
+
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).expect("read")).expect("JSON");
+    let url = file["mcpServers"]["everything"]["url"]
+        .as_str()
+        .expect("a url");
+    assert_eq!(url, format!("http://{listen}/mcp/everything"));
+    let through = run_client("everything", url, None);
+    assert!(through.len() >= 7, "the scenario ran: {through:?}");
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 3);
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(done
+        .iter()
+        .all(|e| e["source"] == "gateway:everything" && e["metadata"]["server"] == "everything"));
+
+    clients(&data, &["unwatch", "--config", cfg, "--yes"]);
+    assert_eq!(std::fs::read_to_string(&config).expect("read"), original);
+}
+
+#[test]
+fn requests_carrying_trace_context_are_recorded_in_the_callers_trace() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("collector"), &[]);
+    let (_ev, upstream) = everything();
+    let config = format!("[gateway.upstreams]\neverything = \"{upstream}\"\n");
+    let (_gw, gw) = gateway(&config, &serve.url, tmp.path(), &[]);
+    let mcp = format!("{gw}/mcp/everything");
+    let session = initialized(&mcp);
+    let s = [
+        ("Mcp-Session-Id", session.as_str()),
+        ("MCP-Protocol-Version", "2025-06-18"),
+    ];
+    let by_header = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let by_meta = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let call = |id: u64, msg: &str, meta: Option<&str>| {
+        let mut params = json!({"name": "echo", "arguments": {"message": msg}});
+        if let Some(tp) = meta {
+            params["_meta"] = json!({"traceparent": tp});
+        }
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}).to_string()
+    };
+    // The header names the HTTP request's trace; a message's own _meta wins over it.
+    let mut h = s.to_vec();
+    h.push(("traceparent", by_header));
+    for (id, msg, meta, headers) in [
+        (2, "header", None, &h[..]),
+        (3, "meta", Some(by_meta), &h[..]),
+        (4, "bad", Some("00-not-a-trace-01"), &s[..]),
+        (5, "none", None, &s[..]),
+    ] {
+        let a = post(&mcp, headers, &call(id, msg, meta));
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(a.body.contains(&format!("Echo: {msg}")), "{}", a.body);
+    }
+    let done = wait_events(&serve.url, "execution_complete", |e| e.len() >= 4);
+    let trace_of = |id: &str| -> Value {
+        done.iter()
+            .find(|e| e["metadata"]["request_id"] == id)
+            .map(|e| e["metadata"]["traceparent"].clone())
+            .unwrap_or_else(|| panic!("no execution_complete for {id}: {done:?}"))
+    };
+    assert_eq!(trace_of("2"), by_header);
+    assert_eq!(trace_of("3"), by_meta);
+    assert_eq!(
+        trace_of("4"),
+        Value::Null,
+        "a malformed traceparent is not kept"
+    );
+    assert_eq!(trace_of("5"), Value::Null);
+    let perf = wait_events(&serve.url, "request_performance", |e| {
+        e.iter().any(|p| p["metadata"]["request_id"] == "3")
+    });
+    let p3 = perf
+        .iter()
+        .find(|p| p["metadata"]["request_id"] == "3")
+        .expect("request 3's performance");
+    assert_eq!(p3["metadata"]["traceparent"], by_meta);
 }

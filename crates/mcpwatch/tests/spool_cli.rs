@@ -340,3 +340,109 @@ fn a_refused_token_keeps_the_events_until_a_valid_one_delivers_them() {
     assert!(status.starts_with("no spooled events"), "{status}");
     serve.stop();
 }
+
+/// A `mcpwatch wrap` killed on drop.
+struct Wrap(std::process::Child);
+
+impl Drop for Wrap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the series `name{edge="EDGE"}` on serve's /metrics, once it is there.
+fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
+    let series = format!("{name}{{edge=\"{edge}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn the_collector_sees_an_edges_spool_backlog_and_its_drain_on_metrics() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let data = tmp.path().join("wrap");
+    let collector = dead_collector();
+    // The edge starts while nothing listens; its health reports are spooled with the rest.
+    let child = bin()
+        .args([
+            "wrap",
+            "--name",
+            "edge",
+            "--collector",
+            &collector,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--", "cat"])
+        .env("MCPWATCH_HEALTH_INTERVAL", "1s")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("wrap starts");
+    let _wrap = Wrap(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Two reports spooled: the second was made while the first waited in the spool.
+    while spooled_ids(&data, "edge").len() < 2 {
+        assert!(Instant::now() < deadline, "wrap spooled no health reports");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let serve = Serve::start_on(
+        collector.trim_start_matches("http://"),
+        &tmp.path().join("serve"),
+        &[],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (reports, metrics) = loop {
+        let body = http_get(
+            &serve.url,
+            "/api/v1/events?event_type=edge_health&limit=1000",
+        )
+        .unwrap_or_default();
+        let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let reports: Vec<Value> = page["events"].as_array().cloned().unwrap_or_default();
+        let metrics = http_get(&serve.url, "/metrics").unwrap_or_default();
+        let drained = reports.iter().any(|e| {
+            e["metadata"]["spool_pending_bytes"] == 0
+                && e["metadata"]["spooled_events"].as_u64() >= Some(2)
+        });
+        let shown =
+            edge_gauge(&metrics, "mcpwatch_edge_spool_pending_bytes", "wrap:edge") == Some(0.0);
+        if drained && shown {
+            break (reports, metrics);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no drained health report on /metrics; reports: {reports:?}\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // A report made while the collector was away says how much was waiting.
+    let behind = reports
+        .iter()
+        .filter_map(|e| e["metadata"]["spool_pending_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(behind > 0, "a report shows the backlog: {reports:?}");
+    assert!(reports
+        .iter()
+        .all(|e| e["source"] == "wrap:edge" && e["category"] == "system"));
+    let cap = edge_gauge(&metrics, "mcpwatch_edge_spool_max_bytes", "wrap:edge");
+    assert_eq!(cap, Some((64u64 << 20) as f64), "{metrics}");
+    assert!(edge_gauge(&metrics, "mcpwatch_edge_spool_bytes", "wrap:edge").is_some());
+    assert_eq!(
+        edge_gauge(&metrics, "mcpwatch_edge_lost_events", "wrap:edge"),
+        Some(0.0)
+    );
+    let reported = edge_gauge(
+        &metrics,
+        "mcpwatch_edge_health_timestamp_seconds",
+        "wrap:edge",
+    )
+    .expect("a report time");
+    // Unix seconds of event time (after 2023-11), not a count or a duration.
+    assert!(reported > 1.7e9, "{reported}");
+}

@@ -93,6 +93,9 @@ impl DeliveryConfig {
             None => None,
         };
         let (tx, rx) = mpsc::channel(self.queue.max(1));
+        if spool.is_some() {
+            CaptureHealth::set(&health.spool_max_bytes, self.spool_max_bytes);
+        }
         let worker = DeliveryWorker {
             cfg: self.clone(),
             sink,
@@ -107,6 +110,7 @@ impl DeliveryConfig {
                 .as_deref()
                 .map(|root| Orphans::new(root, self.spool_dir.as_deref())),
         };
+        worker.note_spool();
         Ok((tx, worker))
     }
 }
@@ -190,6 +194,16 @@ impl DeliveryWorker {
         self.shutdown().await;
     }
 
+    /// Publishes the spool's size for the edge's health report.
+    fn note_spool(&self) {
+        let (bytes, pending) = self
+            .spool
+            .as_ref()
+            .map_or((0, 0), |s| (s.bytes(), s.pending_bytes()));
+        CaptureHealth::set(&self.health.spool_bytes, bytes);
+        CaptureHealth::set(&self.health.spool_pending_bytes, pending);
+    }
+
     fn spool_waiting(&self) -> bool {
         self.spool.as_ref().is_some_and(|s| !s.is_empty())
     }
@@ -239,6 +253,7 @@ impl DeliveryWorker {
             if events.is_empty() {
                 spool.consume();
                 if spool.is_empty() {
+                    self.note_spool();
                     return;
                 }
                 continue;
@@ -249,6 +264,7 @@ impl DeliveryWorker {
                     if let Some(spool) = self.spool.as_mut() {
                         spool.consume();
                     }
+                    self.note_spool();
                 }
                 Shipped::Later(after, _) => {
                     // The spool still holds them: it is consumed only after a delivery.
@@ -308,6 +324,7 @@ impl DeliveryWorker {
         };
         CaptureHealth::add(&self.health.spooled_events, (batch.len() - lost) as u64);
         CaptureHealth::add(&self.health.spool_overflow_events, lost as u64);
+        self.note_spool();
     }
 
     /// Posts a batch, dropping invalid events and splitting too-large batches.

@@ -44,6 +44,8 @@ pub enum Tap {
         route: Arc<Route>,
         dir: Direction,
         body: Bytes,
+        /// The HTTP request's `traceparent` header, as sent.
+        traceparent: Option<String>,
     },
     /// A client request the gateway refused by policy: recorded with outcome `denied`.
     Denied {
@@ -337,13 +339,16 @@ impl Monitor {
                 route,
                 dir,
                 body,
+                traceparent,
             } => {
                 let max = self.cfg.max_body;
                 let e = self.session(&route, session);
                 if body.len() > max {
                     e.tracker.on_oversized(dir, body.len(), max, out);
                 } else {
+                    e.tracker.set_transport_trace(traceparent.as_deref());
                     e.tracker.on_frame(dir, &body, out);
+                    e.tracker.set_transport_trace(None);
                 }
             }
             Tap::Denied {

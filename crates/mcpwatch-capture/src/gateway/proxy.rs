@@ -254,6 +254,12 @@ async fn post(
         route: route.clone(),
         dir: Direction::ClientToServer,
         body: forward.clone(),
+        // Bounded: the monitor keeps it only when it is a well-formed 55-byte traceparent.
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 256)
+            .map(str::to_owned),
     });
     let sent = gw
         .client

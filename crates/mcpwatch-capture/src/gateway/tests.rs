@@ -396,6 +396,7 @@ fn sse_call(answered: bool, how: StreamEnd) -> Vec<Tap> {
             route: route.clone(),
             dir: Direction::ClientToServer,
             body: call.clone(),
+            traceparent: None,
         },
         Tap::Open {
             stream: 1,

@@ -20,6 +20,8 @@ pub(super) struct Pending {
     pub(super) seq: u64,
     /// For `tools/call`: what its `execution_complete` repeats.
     pub(super) tool: Option<ToolCall>,
+    /// The caller's trace, when it sent one (see `trace`).
+    pub(super) trace: Option<String>,
 }
 
 /// A `tools/call` waiting for its result.
@@ -95,12 +97,14 @@ impl SessionTracker {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
+        let trace = self.trace_of(&params);
         let pending = Pending {
             id,
             method,
             started: now,
             seq,
             tool,
+            trace,
         };
         self.arrivals[dir.index()].push_back((seq, key.clone()));
         if let Some(old) = self.pending[dir.index()].insert(key, pending) {

@@ -17,6 +17,7 @@
 mod calls;
 mod correlate;
 mod edge;
+mod edge_health;
 mod evasion;
 mod listing;
 mod meta;
@@ -24,6 +25,7 @@ mod outcome;
 mod summary;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -113,6 +115,8 @@ pub struct SessionTracker {
     evicted: u64,
     /// Bytes of parameters the pending calls carry (see `calls::MAX_CARRIED_BYTES`).
     carried_bytes: usize,
+    /// The `traceparent` of the HTTP request being fed (see `trace`).
+    transport_trace: Option<String>,
 }
 
 impl SessionTracker {
@@ -139,6 +143,7 @@ impl SessionTracker {
             requests: 0,
             evicted: 0,
             carried_bytes: 0,
+            transport_trace: None,
         }
     }
 

@@ -80,14 +80,19 @@ impl SessionTracker {
             elapsed * 1e3,
             outcome.as_str()
         );
-        out.push(self.emit(
+        let mut event = self.emit(
             Level::Info,
             "performance",
             "request_performance",
             msg,
             m,
             &["performance", "request"],
-        ));
+        );
+        // Validated hex and dashes (`trace::parse_traceparent`): nothing to redact.
+        if let Some(t) = &p.trace {
+            event.metadata.insert("traceparent".into(), json!(t));
+        }
+        out.push(event);
 
         if let Some(call) = p.tool.take() {
             let (execution_id, tool_name) = (call.execution_id, call.tool_name);
@@ -131,6 +136,9 @@ impl SessionTracker {
             event
                 .metadata
                 .insert("parameters".into(), call.parameters.value);
+            if let Some(t) = &p.trace {
+                event.metadata.insert("traceparent".into(), json!(t));
+            }
             out.push(event);
         }
 

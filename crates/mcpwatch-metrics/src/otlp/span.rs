@@ -6,8 +6,10 @@
 //!
 //! Timing: the event is emitted when the request ends, so the span ends at the event's
 //! timestamp and starts `execution_time`/`response_time` earlier. Ids derive from the event id,
-//! so a replayed event yields the same span; each span is its own trace (capture does not
-//! propagate trace context).
+//! so a replayed event yields the same span. A request that came with W3C trace context
+//! (capture keeps it as `metadata.traceparent`, from `params._meta.traceparent` or the
+//! gateway's `traceparent` header) joins the caller's trace, with the caller's span as parent;
+//! any other span is its own trace.
 
 use std::hash::{Hash, Hasher};
 
@@ -71,10 +73,16 @@ pub fn span_of(e: &Event) -> Option<Span> {
         Some(t) => format!("{method} {t}"),
         None => method.to_owned(),
     };
-    let (trace_id, span_id) = ids(&e.id);
+    let (mut trace_id, span_id) = ids(&e.id);
+    let mut parent_span_id = Vec::new();
+    if let Some((trace, parent)) = meta("traceparent").and_then(Value::as_str).and_then(caller) {
+        trace_id = trace;
+        parent_span_id = parent;
+    }
     Some(Span {
         trace_id,
         span_id,
+        parent_span_id,
         name,
         kind: SpanKind::Server as i32,
         start_time_unix_nano: end_ns.saturating_sub(dur_ns),
@@ -119,6 +127,21 @@ fn transport(source: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// The trace id and parent span id of a `00-<32 hex>-<16 hex>-<2 hex>` traceparent.
+fn caller(tp: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let mut parts = tp.split('-');
+    let (_, trace, parent) = (parts.next()?, parts.next()?, parts.next()?);
+    let bytes = |h: &str, n: usize| -> Option<Vec<u8>> {
+        if h.len() != n * 2 {
+            return None;
+        }
+        (0..n)
+            .map(|i| u8::from_str_radix(h.get(i * 2..i * 2 + 2)?, 16).ok())
+            .collect()
+    };
+    Some((bytes(trace, 16)?, bytes(parent, 8)?))
 }
 
 /// A string attribute.

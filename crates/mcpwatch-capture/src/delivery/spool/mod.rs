@@ -150,6 +150,14 @@ impl Spool {
         self.segments.iter().all(|s| s.read >= s.size)
     }
 
+    /// Bytes not yet delivered.
+    pub fn pending_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.size.saturating_sub(s.read))
+            .sum()
+    }
+
     /// Bytes on disk.
     pub fn bytes(&self) -> u64 {
         self.segments.iter().map(|s| s.size).sum()

@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use mcpwatch_core::paths::process_env;
+use mcpwatch_core::paths::{default_data_dir, process_env};
 
 use super::discovery::{self, Client, Location, Os, Places};
-use super::edit::{self, Edit, Server, Skip};
+use super::edit::{self, Edit, Server, Skip, Transport};
 use super::file::{self, Loaded};
+use super::gateway::{self, Gateway, Route, Routes};
 use super::jsonc;
 use super::{Action, ClientsArgs, EditArgs};
 use crate::term::sanitize;
@@ -90,9 +91,16 @@ fn header(loc: &Location) {
 
 fn list(targets: &[Location]) -> anyhow::Result<ExitCode> {
     let mut failed = false;
+    let routes = match load_routes() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("warning: {}", sanitize(&format!("{e:#}")));
+            None
+        }
+    };
     for loc in targets {
         header(loc);
-        let (_, root) = match open(loc) {
+        let (loaded, root) = match open(loc) {
             Ok(x) => x,
             Err(msg) => {
                 eprintln!("error: {}", sanitize(&msg));
@@ -114,7 +122,11 @@ fn list(targets: &[Location]) -> anyhow::Result<ExitCode> {
                 "    {:<20} {:<6} {:<12} {}",
                 sanitize(&s.name),
                 sanitize(s.transport.label()),
-                if s.watched() {
+                if s.watched()
+                    || routes
+                        .as_ref()
+                        .is_some_and(|r| gateway::routed(&loaded.real_path(), s, r))
+                {
                     "watched"
                 } else {
                     "not watched"
@@ -152,14 +164,42 @@ fn own_path() -> anyhow::Result<String> {
     })
 }
 
+/// The route records, from the data dir (`$MCPWATCH_DATA_DIR` or the platform's).
+fn load_routes() -> anyhow::Result<Routes> {
+    Routes::load(&default_data_dir(&process_env))
+}
+
+/// What one `watch` or `unwatch` run works with, besides the files.
+struct Ctx {
+    dir: Direction,
+    bin: String,
+    gateway: Option<Gateway>,
+    routes: Routes,
+    /// Servers routed through the gateway by this run, for the instructions at the end.
+    routed: Vec<Route>,
+}
+
 fn change(targets: &[Location], args: &EditArgs, dir: Direction) -> anyhow::Result<ExitCode> {
-    let bin = own_path()?;
+    let gateway = match (&args.gateway, dir) {
+        (Some(g), Direction::Watch) => Some(Gateway::parse(g)?),
+        (Some(_), Direction::Unwatch) => {
+            bail!("--gateway is for watch; unwatch restores the URLs watch recorded")
+        }
+        (None, _) => None,
+    };
+    let mut ctx = Ctx {
+        dir,
+        bin: own_path()?,
+        gateway,
+        routes: load_routes()?,
+        routed: Vec::new(),
+    };
     let mut failed = false;
     let mut named = vec![false; args.servers.len()];
     let mut wrote = false;
     for loc in targets {
         header(loc);
-        match change_file(loc, args, dir, &bin, &mut named) {
+        match change_file(loc, args, &mut ctx, &mut named) {
             Ok(w) => wrote |= w,
             Err(e) => {
                 eprintln!("error: {}", sanitize(&format!("{e:#}")));
@@ -176,6 +216,9 @@ fn change(targets: &[Location], args: &EditArgs, dir: Direction) -> anyhow::Resu
     if wrote {
         println!("restart the client to use the new launch lines; events go to `mcpwatch serve`");
     }
+    if let (Some(g), false) = (&ctx.gateway, ctx.routed.is_empty()) {
+        print!("{}", sanitize_lines(&gateway::instructions(g, &ctx.routed)));
+    }
     Ok(exit(failed))
 }
 
@@ -183,19 +226,25 @@ fn change(targets: &[Location], args: &EditArgs, dir: Direction) -> anyhow::Resu
 fn change_file(
     loc: &Location,
     args: &EditArgs,
-    dir: Direction,
-    bin: &str,
+    ctx: &mut Ctx,
     named: &mut [bool],
 ) -> anyhow::Result<bool> {
     let (loaded, root) = open(loc).map_err(anyhow::Error::msg)?;
+    let file = loaded.real_path();
     let mut edits: Vec<Edit> = Vec::new();
+    let mut routes: Vec<Route> = Vec::new();
     for server in edit::servers(&root) {
         if let Some(i) = args.servers.iter().position(|n| *n == server.name) {
             named[i] = true;
         } else if !args.servers.is_empty() {
             continue;
         }
-        report(&server, plan(&loaded.text, &server, dir, bin), &mut edits);
+        let planned = plan(&loaded.text, &file, &server, ctx, &routes);
+        let planned = planned.map(|(e, r)| {
+            routes.extend(r);
+            e
+        });
+        report(&server, planned, &mut edits);
     }
     if edits.is_empty() {
         println!("  nothing to change");
@@ -213,7 +262,18 @@ fn change_file(
         return Ok(false);
     }
     let backup = loaded.backup()?;
+    // The record goes first on watch, so a written URL can always be restored; last on
+    // unwatch, so a record is only dropped once its URL is back.
+    if ctx.dir == Direction::Watch && !routes.is_empty() {
+        ctx.routes.add(&routes)?;
+    }
     loaded.replace(&new_text)?;
+    if ctx.dir == Direction::Unwatch && !routes.is_empty() {
+        ctx.routes.remove(&routes)?;
+    }
+    if ctx.dir == Direction::Watch {
+        ctx.routed.extend(routes);
+    }
     println!(
         "  wrote {} (backup: {})",
         sanitize(&loaded.shown.display().to_string()),
@@ -222,11 +282,36 @@ fn change_file(
     Ok(true)
 }
 
-fn plan(text: &str, server: &Server<'_>, dir: Direction, bin: &str) -> Result<Vec<Edit>, Skip> {
-    match dir {
-        Direction::Watch => edit::watch(text, server, bin),
-        Direction::Unwatch => edit::unwatch(text, server),
+/// The edits for one server, and the route record when it is an HTTP server.
+fn plan(
+    text: &str,
+    file: &str,
+    server: &Server<'_>,
+    ctx: &Ctx,
+    planned: &[Route],
+) -> Result<(Vec<Edit>, Option<Route>), Skip> {
+    let http = server.transport == Transport::Http;
+    match (ctx.dir, http) {
+        (Direction::Watch, false) => edit::watch(text, server, &ctx.bin).map(|e| (e, None)),
+        (Direction::Unwatch, false) => edit::unwatch(text, server).map(|e| (e, None)),
+        (Direction::Watch, true) => gateway::watch(
+            text,
+            file,
+            server,
+            ctx.gateway.as_ref(),
+            &ctx.routes,
+            planned,
+        )
+        .map(|(e, r)| (vec![e], Some(r))),
+        (Direction::Unwatch, true) => {
+            gateway::unwatch(file, server, &ctx.routes).map(|(e, r)| (vec![e], Some(r)))
+        }
     }
+}
+
+/// Each line of `text` made safe to show.
+fn sanitize_lines(text: &str) -> String {
+    text.lines().map(|l| format!("{}\n", sanitize(l))).collect()
 }
 
 fn report(server: &Server<'_>, plan: Result<Vec<Edit>, Skip>, edits: &mut Vec<Edit>) {
@@ -236,7 +321,7 @@ fn report(server: &Server<'_>, plan: Result<Vec<Edit>, Skip>, edits: &mut Vec<Ed
             println!("  {name}: will change");
             edits.extend(e);
         }
-        Err(skip) => println!("  {name}: left alone ({skip})"),
+        Err(skip) => println!("  {name}: left alone ({})", sanitize(&skip.to_string())),
     }
 }
 

@@ -132,6 +132,16 @@ pub enum Skip {
     NotWatched,
     #[error("{0} server: only stdio servers are wrapped")]
     NotStdio(String),
+    #[error("http server: pass --gateway ADDR to route it through `mcpwatch gateway`")]
+    NoGateway,
+    #[error("sse server: the gateway speaks Streamable HTTP only")]
+    Sse,
+    #[error("its URL is missing or not an http(s) URL")]
+    BadUrl,
+    #[error("the gateway's upstream names hold only letters, digits, `.`, `_` and `-`")]
+    UpstreamName,
+    #[error("another server of this name goes through the gateway to {0}; the gateway has one upstream per name")]
+    UpstreamTaken(String),
     #[error("`command` is missing or not a string")]
     BadCommand,
     #[error("`args` is not a list")]
@@ -162,7 +172,7 @@ fn added_args(prefix: &str) -> String {
 }
 
 /// JSON text of a string.
-fn literal(s: &str) -> String {
+pub fn literal(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
 }
 

@@ -60,6 +60,11 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
 }
 
 impl Loaded {
+    /// The file itself, symlinks resolved: what route records name.
+    pub fn real_path(&self) -> String {
+        self.real.display().to_string()
+    }
+
     /// Refuses a file its permissions mark read-only (root could write it, but should not).
     pub fn check_writable(&self) -> anyhow::Result<()> {
         if self.permissions.readonly() {

@@ -9,6 +9,7 @@ mod cli;
 mod discovery;
 mod edit;
 mod file;
+mod gateway;
 mod jsonc;
 #[cfg(test)]
 mod tests;
@@ -33,9 +34,10 @@ pub struct ClientsArgs {
 
 #[derive(clap::Subcommand)]
 enum Action {
-    /// Route stdio servers through `mcpwatch wrap --name <server>`; backs up each file first.
+    /// Route stdio servers through `mcpwatch wrap --name <server>` (and HTTP servers through
+    /// the gateway with --gateway); backs up each file first.
     Watch(EditArgs),
-    /// Restore the launch lines `watch` changed.
+    /// Restore the launch lines and URLs `watch` changed.
     Unwatch(EditArgs),
 }
 
@@ -47,4 +49,8 @@ struct EditArgs {
     /// Write without asking.
     #[arg(long, short)]
     yes: bool,
+    /// `watch`: also route HTTP servers through this `mcpwatch gateway` (its URL or listen
+    /// address, e.g. 127.0.0.1:7880); each server's URL becomes ADDR/mcp/<server>.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<String>,
 }
