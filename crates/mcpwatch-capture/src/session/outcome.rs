@@ -83,6 +83,9 @@ impl SessionTracker {
             m,
             &["performance", "request"],
         ));
+        if let Some(asked) = p.asked.take() {
+            self.server_request_answered(&p, asked, &ending, out);
+        }
 
         if let Some(call) = p.tool.take() {
             let (execution_id, tool_name) = (call.execution_id, call.tool_name);
