@@ -10,8 +10,10 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{peer, Serve};
@@ -59,12 +61,13 @@ fn named<'a>(alerts: &'a [Value], name: &str) -> Vec<&'a Value> {
     alerts.iter().filter(|a| a["name"] == name).collect()
 }
 
-/// Runs the SDK client with `args`; returns its JSON lines.
-fn client(args: &[&str]) -> Vec<Value> {
+/// Runs the SDK client with `args` (and `MCP_TOKEN`, if given); returns its JSON lines.
+fn client(args: &[&str], token: Option<&str>) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sampling_client.py");
     let out = Command::new(peer("venv/bin/python"))
         .arg(script)
         .args(args)
+        .envs(token.map(|t| ("MCP_TOKEN", t)))
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -209,25 +212,125 @@ fn wrap_records_server_requests_with_their_answers_and_alerts_on_the_hostile_one
     let python = peer("venv/bin/python");
     let script = server_script();
     let data = tmp.path().join("wrap");
-    let out = client(&[
-        "stdio",
-        "--",
-        env!("CARGO_BIN_EXE_mcpwatch"),
-        "wrap",
-        "--name",
-        "requester",
-        "--user",
-        "tester",
-        "--collector",
-        &url,
-        "--data-dir",
-        data.to_str().expect("utf-8 path"),
-        "--",
-        &python,
-        &script,
-    ]);
+    let out = client(
+        &[
+            "stdio",
+            "--",
+            env!("CARGO_BIN_EXE_mcpwatch"),
+            "wrap",
+            "--name",
+            "requester",
+            "--user",
+            "tester",
+            "--collector",
+            &url,
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--",
+            &python,
+            &script,
+        ],
+        None,
+    );
     assert_eq!(out.len(), 5, "{out:#?}");
     assert!(out.iter().all(|l| l["error"] == false), "{out:#?}");
     check_recorded_and_alerted(&url, "requester");
+    serve.stop();
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sampling_server.py` over Streamable HTTP; returns the process and its MCP URL.
+fn http_server() -> (Proc, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(peer("venv/bin/python"))
+        .arg(server_script())
+        .args(["http", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the Python server runs");
+    let proc = Proc(child);
+    let listening = wait_until(|| TcpStream::connect(("127.0.0.1", port)).is_ok(), |ok| *ok);
+    assert!(listening, "sampling_server.py did not listen on {port}");
+    (proc, format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// `mcpwatch gateway` with `config`; returns the process and its base URL.
+fn gateway(config: &str, collector: &str, dir: &Path) -> (Proc, String) {
+    let file = dir.join("gateway.toml");
+    std::fs::write(&file, config).expect("write config");
+    let mut child = common::bin()
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .args(["--collector", collector, "--data-dir"])
+        .arg(dir.join("gw-data"))
+        .env("TESTER_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn mcpwatch gateway");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            match line.split("listening on ").nth(1) {
+                Some(rest) => {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                None => eprintln!("gateway: {line}"),
+            }
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("gateway did not report its address within 30 s");
+    (Proc(child), url)
+}
+
+const KEY: &str = "tester-key-0123456789abcdef";
+
+fn gateway_config(upstream: &str, deny: &str) -> String {
+    format!(
+        r#"
+[gateway.upstreams]
+requester = "{upstream}"
+[[gateway.auth.api_keys]]
+user_id = "tester"
+key = "${{TESTER_KEY}}"
+roles = ["dev"]
+[gateway.policy.roles.dev]
+allow = ["tool:**"]
+deny = [{deny}]
+"#
+    )
+}
+
+#[test]
+fn gateway_records_server_requests_with_their_answers_and_alerts_on_the_hostile_ones() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("serve"), &[]);
+    let (_up, upstream) = http_server();
+    let (_gw, gw) = gateway(&gateway_config(&upstream, ""), &serve.url, tmp.path());
+    let out = client(&["http", &format!("{gw}/mcp/requester")], Some(KEY));
+    assert_eq!(out.len(), 5, "{out:#?}");
+    assert!(out.iter().all(|l| l["error"] == false), "{out:#?}");
+    check_recorded_and_alerted(&serve.url, "requester");
     serve.stop();
 }

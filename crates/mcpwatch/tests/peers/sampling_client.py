@@ -5,11 +5,12 @@ Usage: sampling_client.py stdio -- CMD ARGS...   (a stdio server, e.g. through `
        sampling_client.py http URL               (Streamable HTTP, e.g. through `mcpwatch gateway`)
 Calls the tools of sampling_server.py: an ordinary sampling request, an injected one, a
 project-name elicitation (accepted), a credential elicitation (declined) and roots; prints one
-JSON line per call.
+JSON line per call. Environment: MCP_TOKEN (sent as `Authorization: Bearer`).
 """
 
 import asyncio
 import json
+import os
 import sys
 
 from mcp import ClientSession, StdioServerParameters, types
@@ -72,11 +73,17 @@ def session(read, write):
 
 async def main():
     if sys.argv[1] == "http":
+        import httpx2
         from mcp.client.streamable_http import streamable_http_client
 
-        async with streamable_http_client(sys.argv[2]) as streams:
-            async with session(streams[0], streams[1]) as s:
-                await run(s)
+        headers = {}
+        if os.environ.get("MCP_TOKEN"):
+            headers["Authorization"] = "Bearer " + os.environ["MCP_TOKEN"]
+        timeout = httpx2.Timeout(30.0, read=60.0)
+        async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
+            async with streamable_http_client(sys.argv[2], http_client=http) as streams:
+                async with session(streams[0], streams[1]) as s:
+                    await run(s)
     else:
         cmd = sys.argv[sys.argv.index("--") + 1:]
         params = StdioServerParameters(command=cmd[0], args=cmd[1:])
