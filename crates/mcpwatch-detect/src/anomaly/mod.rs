@@ -328,7 +328,11 @@ impl AnomalyDetectors {
                 self.next_sweep = call.ts.saturating_add(60_000_000);
             }
         }
-        for (_, d, stats) in &mut self.detectors {
+        for (kind, d, stats) in &mut self.detectors {
+            if *kind == DetectorKind::NewCapabilityUse {
+                // Reads server requests only (above), not calls.
+                continue;
+            }
             stats.observed += 1;
             let before = self.scratch.len();
             d.observe(&call, &mut self.scratch);
