@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::meta::SharedMetadata;
 use super::outcome::Ending;
+use super::server_requests::{Asked, ServerRequest};
 use super::{Direction, SessionTracker};
 use crate::jsonrpc::{id_display, id_key, Message};
 
@@ -22,6 +23,8 @@ pub(super) struct Pending {
     pub(super) tool: Option<ToolCall>,
     /// The caller's trace, when it sent one (see `trace`).
     pub(super) trace: Option<String>,
+    /// For a server's sampling, elicitation or roots request: what its answer names.
+    pub(super) asked: Option<Asked>,
 }
 
 /// A `tools/call` waiting for its result.
@@ -89,6 +92,12 @@ impl SessionTracker {
         } else {
             None
         };
+        let asked = match ServerRequest::of(&method) {
+            Some(kind) if dir == Direction::ServerToClient => {
+                Some(self.server_request_started(kind, &id, &params, out))
+            }
+            _ => None,
+        };
         if method == "resources/read" {
             self.resource_read(&params, out);
         }
@@ -105,6 +114,7 @@ impl SessionTracker {
             seq,
             tool,
             trace,
+            asked,
         };
         self.arrivals[dir.index()].push_back((seq, key.clone()));
         if let Some(old) = self.pending[dir.index()].insert(key, pending) {

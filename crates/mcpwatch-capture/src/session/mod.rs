@@ -9,6 +9,8 @@
 //! - [`calls`]: the events of a request as it starts (`execution_start`, `data_access`);
 //! - [`outcome`]: how a request ended, and its `request_performance` / `execution_complete`;
 //! - [`listing`]: tool listings followed into the [`PinStore`], rug pulls reported;
+//! - [`server_requests`]: what a server asks of the client (sampling, elicitation, roots) and
+//!   how it was answered, as events of their own;
 //! - [`meta`]: the metadata every event carries, `session_start`, and `emit`.
 //!
 //! Architecture Invariant: every event leaves through [`SessionTracker::emit`], which stamps the
@@ -22,6 +24,7 @@ mod evasion;
 mod listing;
 mod meta;
 mod outcome;
+mod server_requests;
 mod summary;
 #[cfg(test)]
 mod tests;

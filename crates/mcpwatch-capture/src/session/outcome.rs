@@ -93,6 +93,9 @@ impl SessionTracker {
             event.metadata.insert("traceparent".into(), json!(t));
         }
         out.push(event);
+        if let Some(asked) = p.asked.take() {
+            self.server_request_answered(&p, asked, &ending, out);
+        }
 
         if let Some(call) = p.tool.take() {
             let (execution_id, tool_name) = (call.execution_id, call.tool_name);

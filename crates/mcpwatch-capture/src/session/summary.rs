@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 pub const MAX_SUMMARY_TEXT: usize = 512;
 /// Text past the excerpt that is redacted with it, so that a secret straddling the cut (a
 /// private key block, a long token) is recognised whole.
-const REDACT_LOOKAHEAD: usize = 8 * 1024;
+pub(super) const REDACT_LOOKAHEAD: usize = 8 * 1024;
 /// Parameters bigger than this (serialised) are replaced by their shape.
 pub const MAX_PARAMETERS_BYTES: usize = 16 * 1024;
 /// Top-level keys a shape lists at most.

@@ -553,3 +553,57 @@ fn paged_listings_are_compared_once_complete() {
     let listed = only(&events, "tools_listed");
     assert_eq!(listed.metadata["tools"].as_array().map(Vec::len), Some(2));
 }
+
+#[test]
+fn server_requests_are_bounded_redacted_and_answered_or_timed_out() {
+    let long = "x".repeat(10_000);
+    let secret = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let sampling = json!({"jsonrpc": "2.0", "id": 7, "method": "sampling/createMessage",
+        "params": {"messages": [{"role": "user", "content": {"type": "text",
+        "text": format!("use {secret} then {long}")}}], "maxTokens": 10}})
+    .to_string();
+    let elicit = json!({"jsonrpc": "2.0", "id": 8, "method": "elicitation/create",
+        "params": {"message": "Name?", "requestedSchema": {"type": "object",
+        "properties": {"password": {"type": "string"}}, "required": ["password"]}}})
+    .to_string();
+    let events = run(&[
+        Step::Frame(S, &sampling),
+        Step::Frame(S, &elicit),
+        Step::Frame(
+            C,
+            r#"{"jsonrpc":"2.0","id":8,"result":{"action":"cancel"}}"#,
+        ),
+        // The same method from the client is not a server request.
+        Step::Frame(
+            C,
+            r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage","params":{}}"#,
+        ),
+        Step::Wait(61_000),
+        Step::Tick,
+    ]);
+    let of = |t: &str| {
+        events
+            .iter()
+            .filter(|e| e.event_type == t)
+            .collect::<Vec<_>>()
+    };
+    let req = of("sampling_request");
+    assert_eq!(req.len(), 1, "{events:#?}");
+    let text = req[0].metadata["messages"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    assert!(text.len() <= 4 * 1024 + 64, "{}", text.len());
+    assert!(!text.contains(secret), "{text}");
+    assert_eq!(req[0].metadata["messages"][0]["text_truncated"], true);
+    let resp = of("sampling_response");
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0].metadata["answer"], "timeout");
+    assert_eq!(resp[0].metadata["request_event_id"], json!(req[0].id));
+    let e = of("elicitation_request");
+    assert_eq!(e[0].metadata["requested_fields"][0]["name"], "password");
+    assert_eq!(e[0].metadata["requested_fields"][0]["required"], true);
+    assert_eq!(
+        of("elicitation_response")[0].metadata["answer"],
+        "cancelled"
+    );
+}

@@ -1,12 +1,14 @@
 //! Anomaly detectors (SPEC 6.2): online, O(1) state per key, each with a learning period and
 //! a minimum sample count before it may fire, a score, and a description a person can act on.
 //!
-//! Every detector reads completed tool executions (`tool_execution`/`execution_complete`) and
+//! Every detector but `new_capability_use` (which reads `sampling_request` and
+//! `elicitation_request` events) reads completed tool executions (`tool_execution`/`execution_complete`) and
 //! keeps its keys in a [`BoundedMap`] (idle keys expire, keys are capped). A firing becomes an
 //! `anomaly` event with `anomaly_type`, `anomaly_score` and `description` (as the original's
 //! `execution_anomaly`; per-user detectors use `behavioral_anomaly`).
 
 mod call_rate;
+mod capability;
 mod error_rate;
 mod keyed;
 mod latency;
@@ -72,17 +74,20 @@ pub enum DetectorKind {
     UnusualParameters,
     /// The same call over and over in one session.
     Repetition,
+    /// First use of sampling or elicitation by a server.
+    NewCapabilityUse,
 }
 
 impl DetectorKind {
     /// Every detector, in the order they run.
-    pub const ALL: [DetectorKind; 6] = [
+    pub const ALL: [DetectorKind; 7] = [
         DetectorKind::Latency,
         DetectorKind::ErrorRate,
         DetectorKind::CallRate,
         DetectorKind::NewTool,
         DetectorKind::UnusualParameters,
         DetectorKind::Repetition,
+        DetectorKind::NewCapabilityUse,
     ];
 
     /// The name as written in configuration, findings and alerts.
@@ -94,6 +99,7 @@ impl DetectorKind {
             DetectorKind::NewTool => "new_tool",
             DetectorKind::UnusualParameters => "unusual_parameters",
             DetectorKind::Repetition => "repetition",
+            DetectorKind::NewCapabilityUse => "new_capability_use",
         }
     }
 
@@ -232,6 +238,8 @@ impl<'a> Call<'a> {
 /// One detector: online, bounded.
 pub(crate) trait Detector: Send {
     fn observe(&mut self, call: &Call<'_>, out: &mut Vec<Anomaly>);
+    /// An event that is not a completed call (only `new_capability_use` reads them).
+    fn observe_event(&mut self, _event: &Event, _out: &mut Vec<Anomaly>) {}
     /// Its keyed state, for sweeping.
     fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats>;
     /// Its keyed state, for accounting.
@@ -280,6 +288,7 @@ impl AnomalyDetectors {
                 DetectorKind::NewTool => Box::new(new_tool::NewTool::new(s)),
                 DetectorKind::UnusualParameters => Box::new(parameters::Parameters::new(s)),
                 DetectorKind::Repetition => Box::new(repetition::Repetition::new(s)),
+                DetectorKind::NewCapabilityUse => Box::new(capability::NewCapabilityUse::new(s)),
             };
             detectors.push((kind, d, DetectorStats::default()));
         }
@@ -294,6 +303,18 @@ impl AnomalyDetectors {
 
     /// Feeds one event to every detector; anomalies go to `out`.
     pub fn process(&mut self, event: &Event, out: &mut Vec<Finding>) {
+        if capability::capability_of(event).is_some() {
+            for (_, d, stats) in &mut self.detectors {
+                let before = self.scratch.len();
+                d.observe_event(event, &mut self.scratch);
+                stats.observed += u64::from(self.scratch.len() > before);
+                stats.fired += (self.scratch.len() - before) as u64;
+            }
+            for a in self.scratch.drain(..) {
+                out.push(to_finding(a, event));
+            }
+            return;
+        }
         let Some(call) = Call::from_event(event) else {
             return;
         };
@@ -307,7 +328,11 @@ impl AnomalyDetectors {
                 self.next_sweep = call.ts.saturating_add(60_000_000);
             }
         }
-        for (_, d, stats) in &mut self.detectors {
+        for (kind, d, stats) in &mut self.detectors {
+            if *kind == DetectorKind::NewCapabilityUse {
+                // Reads server requests only (above), not calls.
+                continue;
+            }
             stats.observed += 1;
             let before = self.scratch.len();
             d.observe(&call, &mut self.scratch);

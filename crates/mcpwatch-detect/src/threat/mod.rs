@@ -8,7 +8,9 @@
 //! - `metadata.tools[].description` of `session`/`tools_listed` and the description carried by
 //!   `tool_definition_changed`: `tool_poisoning` (hidden instruction blocks, invisible
 //!   Unicode, instructions to read secrets, call other tools or hide things from the user),
-//!   plus whatever the [`injection`] detector finds in the description.
+//!   plus whatever the [`injection`] detector finds in the description;
+//! - `metadata.messages[].text` and `metadata.system_prompt` of `session`/`sampling_request`
+//!   (a server asking the client's model to generate): `prompt_injection` naming the server.
 //!
 //! The same execution's parameters arrive on both `execution_start` and `execution_complete`;
 //! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
@@ -17,6 +19,7 @@
 mod edge;
 mod exposure;
 pub mod injection;
+mod server_requests;
 mod signatures;
 #[cfg(test)]
 mod tests;
@@ -107,6 +110,7 @@ impl ThreatScanner {
         match (event.category.as_str(), event.event_type.as_str()) {
             ("tool_execution", et) => self.scan_execution(event, et == "execution_complete", out),
             ("session", "tools_listed") => self.scan_listing(event, out),
+            ("session", "sampling_request") => self.scan_sampling(event, out),
             ("security", "tool_definition_changed") => self.definition_changed(event, out),
             ("performance", "request_performance") => self.scan_content(event, out),
             _ => {}
@@ -476,6 +480,7 @@ fn threat(
     let subject = match (e.tool(), e.server()) {
         (Some(t), Some(s)) => format!("{s}/{t}"),
         (Some(t), None) => t.to_owned(),
+        (None, Some(s)) if !ctx.group.contains_key("metadata.tool_name") => format!("server {s}"),
         _ => ctx
             .group
             .get("metadata.tool_name")
