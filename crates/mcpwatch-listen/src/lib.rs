@@ -70,7 +70,8 @@ pub struct Stats {
 }
 
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves, then lets open
-/// requests finish. Wrap the returned future in a timeout to bound the wait for those.
+/// requests finish. Wrap the returned future in a timeout to bound the wait for those; dropping
+/// it closes the connections still open.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -80,8 +81,13 @@ pub async fn serve(
 ) {
     let gate = Gate::new(limits.max_connections, limits.max_connections_per_address);
     let graceful = GracefulShutdown::new();
+    // Connections are owned here: when the caller gives up waiting and drops this future, the
+    // ones still open (live streams never end by themselves) are cut with it, and what they
+    // hold (a subscription to the pipeline, say) is released.
+    let mut conns = tokio::task::JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        while conns.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -106,7 +112,7 @@ pub async fn serve(
             .header_read_timeout(limits.header_read_timeout)
             .serve_connection(TokioIo::new(stream), service(app.clone(), peer, limits));
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }

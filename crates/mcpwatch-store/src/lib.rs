@@ -17,7 +17,8 @@ use std::sync::Arc;
 use mcpwatch_core::{Event, Timestamp};
 
 pub use query::{
-    EventPage, EventQuery, SeriesQuery, StatsQuery, StoreStats, Summary, ToolStats, UserUsage,
+    EventPage, EventQuery, SecurityQuery, SeriesQuery, StatsQuery, StoreStats, Summary, ToolStats,
+    UserUsage,
 };
 
 /// What can go wrong in the store.
@@ -132,6 +133,8 @@ pub trait EventReader: Send + Sync {
     fn series(&self, q: &SeriesQuery) -> Result<query::Series, StoreError>;
     /// The overview at `now`.
     fn summary(&self, now: Timestamp) -> Result<Summary, StoreError>;
+    /// Security events over time, by type (authentication failures, authorization denials).
+    fn security_series(&self, q: &SecurityQuery) -> Result<query::SecuritySeries, StoreError>;
     /// Size and counts.
     fn stats(&self) -> Result<StoreStats, StoreError>;
 }

@@ -202,6 +202,44 @@ pub struct SeriesPoint {
     pub by_category: BTreeMap<String, u64>,
 }
 
+/// A time series of security events by type (`authentication`, `authorization`, …).
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityQuery {
+    /// Start.
+    pub since: Timestamp,
+    /// End.
+    pub until: Timestamp,
+    /// Bucket width in whole minutes.
+    pub bucket_minutes: i64,
+}
+
+/// Security events over time, by event type.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecuritySeries {
+    /// Bucket width.
+    pub bucket_seconds: i64,
+    /// One point per bucket, empty buckets included.
+    pub points: Vec<SecurityPoint>,
+}
+
+/// One bucket of a [`SecuritySeries`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecurityPoint {
+    /// Bucket start.
+    pub t: Timestamp,
+    /// Counts by event type.
+    pub by_type: BTreeMap<String, KindCount>,
+}
+
+/// Events of one type in a bucket, and how many of them failed (a failed sign-in, a denial).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct KindCount {
+    /// Events.
+    pub count: u64,
+    /// Events whose outcome is not success (or whose level is error and above).
+    pub failures: u64,
+}
+
 /// The overview on the dashboard's first screen.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {

@@ -145,6 +145,7 @@ async fn main() {
     );
     let app = mcpwatch_web::router(state);
     println!("{:<44} {:>10} {:>10}", "page", "median ms", "worst ms");
+    let last_event = format!("/events/bench-{:010}", n.saturating_sub(1));
     for path in [
         "/",
         "/overview/widgets",
@@ -153,7 +154,7 @@ async fn main() {
         "/events?range=7d",
         "/events?range=24h&tool=tool_03",
         "/events?range=1h&user=user07",
-        "/events/bench-0009999999",
+        last_event.as_str(),
         "/tools?range=24h",
         "/tools?range=7d",
         "/users?range=24h",

@@ -55,6 +55,16 @@ async fn dashboard_in_chromium_shows_demo_traffic_and_acts_on_alerts() {
         "{perf}"
     );
     assert!(b.text("#security").await.contains("Security events"));
+    // The brute force that raised the alert shows as failed sign-ins, apart from denials.
+    let failed: u64 = b
+        .text("#auth-failures")
+        .await
+        .replace(',', "")
+        .trim()
+        .parse()
+        .expect("a count of failed sign-ins");
+    assert!(failed >= 5, "the brute force's failed sign-ins: {failed}");
+    assert!(b.text("#security").await.contains("authorization denials"));
     assert!(b.text("#alert-summary").await.contains("critical"));
     let tools_widget = b.wait_text("#tool-performance", &top_tool, SHORT).await;
     assert!(

@@ -14,8 +14,9 @@ use super::writer::used_bytes;
 use super::Pool;
 use crate::hist;
 use crate::query::{
-    Cursor, EventPage, EventQuery, Latency, Series, SeriesPoint, SeriesQuery, StatsQuery, Summary,
-    ToolStats, UserTool, UserUsage,
+    Cursor, EventPage, EventQuery, KindCount, Latency, SecurityPoint, SecurityQuery,
+    SecuritySeries, Series, SeriesPoint, SeriesQuery, StatsQuery, Summary, ToolStats, UserTool,
+    UserUsage,
 };
 use crate::{EventReader, StoreError, StoreStats};
 
@@ -154,6 +155,10 @@ impl EventReader for SqliteReader {
 
     fn summary(&self, now: Timestamp) -> Result<Summary, StoreError> {
         self.pool.with(|conn| summary(conn, now))
+    }
+
+    fn security_series(&self, q: &SecurityQuery) -> Result<SecuritySeries, StoreError> {
+        self.pool.with(|conn| security_series(conn, q))
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -347,16 +352,59 @@ fn users(conn: &Connection, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError
     Ok(out)
 }
 
-fn series(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
-    let step = q.bucket_minutes.max(1);
-    let first = q.since.as_micros().div_euclid(MINUTE).div_euclid(step) * step;
-    let end = (q.until.as_micros() + MINUTE - 1).div_euclid(MINUTE);
+/// The buckets of a series from `since` to `until`: (step, first minute, end minute, count).
+fn buckets(
+    since: Timestamp,
+    until: Timestamp,
+    bucket_minutes: i64,
+) -> Result<(i64, i64, i64, i64), StoreError> {
+    let step = bucket_minutes.max(1);
+    let first = since.as_micros().div_euclid(MINUTE).div_euclid(step) * step;
+    let end = (until.as_micros() + MINUTE - 1).div_euclid(MINUTE);
     let buckets = ((end - first) / step).max(0) + 1;
     if buckets > 10_000 {
         return Err(StoreError::BadQuery(format!(
             "{buckets} buckets is too many; widen the bucket or narrow the range"
         )));
     }
+    Ok((step, first, end, buckets))
+}
+
+fn security_series(conn: &Connection, q: &SecurityQuery) -> Result<SecuritySeries, StoreError> {
+    let (step, first, end, n) = buckets(q.since, q.until, q.bucket_minutes)?;
+    let mut points: Vec<SecurityPoint> = (0..n)
+        .map(|i| SecurityPoint {
+            t: Timestamp::from_micros((first + i * step) * MINUTE),
+            by_type: BTreeMap::new(),
+        })
+        .collect();
+    let mut st = conn.prepare_cached(
+        "SELECT (minute - ?1) / ?3, event_type, sum(count), sum(errors) FROM security_minute
+         WHERE minute >= ?1 AND minute < ?2 GROUP BY 1, 2",
+    )?;
+    let mut rows = st.query(params![first, end + 1, step])?;
+    while let Some(r) = rows.next()? {
+        let i: i64 = r.get(0)?;
+        let Some(p) = usize::try_from(i).ok().and_then(|i| points.get_mut(i)) else {
+            continue;
+        };
+        let (kind, count, failures): (String, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+        p.by_type.insert(
+            kind,
+            KindCount {
+                count: count.max(0) as u64,
+                failures: failures.max(0) as u64,
+            },
+        );
+    }
+    Ok(SecuritySeries {
+        bucket_seconds: step * 60,
+        points,
+    })
+}
+
+fn series(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
+    let (step, first, end, buckets) = buckets(q.since, q.until, q.bucket_minutes)?;
     // Whole-hour buckets without a tool filter read the hourly rollup: 60 times fewer rows.
     let hourly = step % 60 == 0 && first % 60 == 0 && q.tool.is_none();
     let (table, unit) = if hourly {

@@ -534,7 +534,7 @@ fn a_version_1_store_is_migrated_with_its_history() {
     }
     // Make it look like a store written before version 2.
     let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
-    conn.execute_batch("DROP TABLE rollup_hour; PRAGMA user_version = 1;")
+    conn.execute_batch("DROP TABLE rollup_hour; DROP TABLE security_minute; DROP INDEX events_type_ts; PRAGMA user_version = 1;")
         .unwrap();
     drop(conn);
     let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
@@ -551,4 +551,96 @@ fn a_version_1_store_is_migrated_with_its_history() {
         })
         .unwrap();
     assert_eq!(s.points.iter().map(|p| p.count).sum::<u64>(), 1);
+}
+
+fn security(id: &str, at_secs: i64, event_type: &str, result: &str) -> PreparedEvent {
+    ev(
+        id,
+        at_secs,
+        "security",
+        event_type,
+        json!({"user_id": "mallory", "resource": "tool:delete", "action": "call", "result": result}),
+    )
+}
+
+fn security_counts(store: &SqliteStore) -> Vec<(String, crate::query::KindCount)> {
+    let s = store
+        .reader()
+        .security_series(&crate::query::SecurityQuery {
+            since: Timestamp::from_micros(T0 - 3_600_000_000),
+            until: Timestamp::from_micros(T0 + 3_600_000_000),
+            bucket_minutes: 60,
+        })
+        .unwrap();
+    let mut total: std::collections::BTreeMap<String, crate::query::KindCount> = Default::default();
+    for p in &s.points {
+        for (k, c) in &p.by_type {
+            let t = total.entry(k.clone()).or_default();
+            t.count += c.count;
+            t.failures += c.failures;
+        }
+    }
+    total.into_iter().collect()
+}
+
+#[test]
+fn security_series_tells_failed_sign_ins_from_denials() {
+    let mut f = fixture();
+    f.append(&[
+        security("s1", 1, "authentication", "failure"),
+        security("s2", 2, "authentication", "failure"),
+        security("s3", 3, "authentication", "success"),
+        security("s4", 4, "authorization", "denied"),
+        security("s5", 5, "authorization", "allowed"),
+        exec("x1", 6, "read", "u", 0.1, "tool_error"),
+    ]);
+    // A resend of a stored event is not counted twice.
+    f.append(&[security("s1", 1, "authentication", "failure")]);
+    let got = security_counts(&f.store);
+    let kc = |count, failures| crate::query::KindCount { count, failures };
+    assert_eq!(
+        got,
+        vec![
+            ("authentication".to_owned(), kc(3, 2)),
+            ("authorization".to_owned(), kc(2, 1)),
+        ]
+    );
+}
+
+#[test]
+fn a_version_2_store_gets_its_security_history_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+        let mut w = store.writer().unwrap();
+        let (a, b) = (
+            security("s1", 1, "authentication", "failure"),
+            security("s2", 2, "authorization", "denied"),
+        );
+        // A minute of data access alone: no `result` at all.
+        let c = ev(
+            "s3",
+            600,
+            "security",
+            "data_access",
+            json!({"user_id": "u", "data_type": "pii", "operation": "read"}),
+        );
+        w.append(&[&a, &b, &c], true).unwrap();
+    }
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    conn.execute_batch(
+        "DROP TABLE security_minute; DROP INDEX events_type_ts; PRAGMA user_version = 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.path(), Durability::Normal).unwrap();
+    let kc = |count, failures| crate::query::KindCount { count, failures };
+    assert_eq!(
+        security_counts(&store),
+        vec![
+            ("authentication".to_owned(), kc(1, 1)),
+            ("authorization".to_owned(), kc(1, 1)),
+            ("data_access".to_owned(), kc(1, 0)),
+        ]
+    );
 }

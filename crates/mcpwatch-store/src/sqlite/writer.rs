@@ -149,10 +149,12 @@ impl EventWriter for SqliteWriter {
                 [deleted as i64],
             )?;
         }
-        tx.execute(
-            "DELETE FROM rollup_minute WHERE minute < ?1",
-            [cutoff.div_euclid(MINUTE)],
-        )?;
+        for table in ["rollup_minute", "security_minute"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE minute < ?1"),
+                [cutoff.div_euclid(MINUTE)],
+            )?;
+        }
         for table in ["rollup_hour", "tool_hour", "tool_hist"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE hour < ?1"),
@@ -301,6 +303,8 @@ struct Rollups {
     last_seq: i64,
     minute: HashMap<(i64, Sym, i64, Sym, Sym), MinuteAgg>,
     hour: HashMap<(i64, Sym, i64, Sym), MinuteAgg>,
+    /// Security events by minute and type: (count, failures and denials).
+    security: HashMap<(i64, Sym), (i64, i64)>,
     tool: HashMap<(i64, Sym, Sym, Sym), ToolAgg>,
     hist: HashMap<(i64, Sym, Sym, i64), i64>,
     user: HashMap<(Sym, Sym, Sym), UserAgg>,
@@ -315,6 +319,7 @@ impl Rollups {
     fn keys(&self) -> usize {
         self.minute.len()
             + self.hour.len()
+            + self.security.len()
             + self.tool.len()
             + self.hist.len()
             + self.user.len()
@@ -357,6 +362,20 @@ impl Rollups {
         if let Some(d) = duration {
             h.timed += 1;
             h.sum_time += d;
+        }
+        if e.category == "security" {
+            let kind = self.strings.id(&e.event_type);
+            let k = self
+                .security
+                .entry((ts.div_euclid(MINUTE), kind))
+                .or_default();
+            // A failed sign-in or a denial (SPEC 2: `result` is `failure` or `denied`).
+            let refused = matches!(
+                e.metadata.get("result").and_then(Value::as_str),
+                Some("failure" | "denied")
+            );
+            k.0 += 1;
+            k.1 += refused as i64;
         }
         if !e.is_execution_complete() {
             return;
@@ -443,6 +462,13 @@ impl Rollups {
                 a.timed,
                 a.sum_time
             ])?;
+        }
+        let mut st = tx.prepare_cached(
+            "INSERT INTO security_minute(minute, event_type, count, errors) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count, errors = errors + excluded.errors",
+        )?;
+        for ((minute, kind), (count, errors)) in &self.security {
+            st.execute(params![minute, s.name(*kind), count, errors])?;
         }
         let mut st = tx.prepare_cached(
             "INSERT INTO tool_hour(hour, server, tool, outcome, count, sum_time, min_time, max_time, last_ts)

@@ -14,8 +14,8 @@ use mcpwatch_alert::store::AlertFilter;
 use mcpwatch_alert::AlertRecord;
 use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_detect::{AlertStatus, Severity};
-use mcpwatch_store::query::Series;
-use mcpwatch_store::{EventQuery, SeriesQuery, Summary};
+use mcpwatch_store::query::{SecuritySeries, Series};
+use mcpwatch_store::{EventQuery, SecurityQuery, SeriesQuery, Summary};
 
 use crate::format;
 use crate::session::Viewer;
@@ -36,6 +36,7 @@ pub(crate) struct Data {
     summary: Summary,
     hour: Series,
     security: Series,
+    kinds: SecuritySeries,
     sparks: Vec<Vec<f64>>,
     host: BTreeMap<String, (f64, String)>,
     alerts: Vec<AlertRecord>,
@@ -66,6 +67,13 @@ pub(crate) fn load(s: &WebState) -> Result<Data, String> {
             bucket_minutes: 10,
             category: None,
             tool: None,
+        })
+        .map_err(e)?;
+    let kinds = r
+        .security_series(&SecurityQuery {
+            since: now.saturating_sub(Duration::from_secs(6 * 3600)),
+            until: now,
+            bucket_minutes: 10,
         })
         .map_err(e)?;
     let mut sparks = Vec::new();
@@ -126,6 +134,7 @@ pub(crate) fn load(s: &WebState) -> Result<Data, String> {
         summary,
         hour,
         security,
+        kinds,
         sparks,
         host,
         alerts,
@@ -301,22 +310,42 @@ fn security(d: &Data) -> Markup {
             .map(|p| p.by_category.get(c).copied().unwrap_or(0) as f64)
             .collect()
     };
+    let refused = |kind: &str| -> Vec<f64> {
+        d.kinds
+            .points
+            .iter()
+            .map(|p| p.by_type.get(kind).map_or(0, |k| k.failures) as f64)
+            .collect()
+    };
+    // The last hour of the six: the newest buckets whose start is within the hour.
+    let hour_ago = d.now.saturating_sub(Duration::from_secs(3600));
+    let refused_last_hour = |kind: &str| -> u64 {
+        d.kinds
+            .points
+            .iter()
+            .filter(|p| p.t >= hour_ago)
+            .map(|p| p.by_type.get(kind).map_or(0, |k| k.failures))
+            .sum()
+    };
     let total = |c: &str| d.summary.last_hour_by_category.get(c).copied().unwrap_or(0);
     let start = pts.first().map(|p| format::time(p.t)).unwrap_or_default();
     html! {
         section.card #security {
             h2 { "Security events, last 6 hours" }
             p {
-                "Last hour: " strong { (format::count(total("security"))) } " authentication, authorization and data-access events, "
-                strong { (format::count(total("security_alert"))) } " rule and threat detections, "
+                "Last hour: " strong #auth-failures { (format::count(refused_last_hour("authentication"))) } " failed sign-ins, "
+                strong #authz-denials { (format::count(refused_last_hour("authorization"))) } " authorization denials, "
+                strong #detections { (format::count(total("security_alert"))) } " rule and threat detections, "
                 strong { (format::count(total("anomaly"))) } " anomalies."
             }
             (svg::chart(&[
-                Line { class: "l1", label: "security", values: cat("security") },
+                Line { class: "l1", label: "failed sign-ins", values: refused("authentication") },
+                Line { class: "l3", label: "authorization denials", values: refused("authorization") },
                 Line { class: "l4", label: "detections", values: cat("security_alert") },
                 Line { class: "l2", label: "anomalies", values: cat("anomaly") },
             ], &start, "now", &|v| format!("{v:.0}")))
-            p { a href="/events?category=security&range=1h" { "Security events" } " · "
+            p { a href="/events?category=security&event_type=authentication&range=1h" { "Sign-ins" } " · "
+                a href="/events?category=security&event_type=authorization&range=1h" { "Authorization" } " · "
                 a href="/events?category=security_alert&range=24h" { "Detections" } }
         }
     }

@@ -40,8 +40,13 @@ pub struct Serve {
 impl Serve {
     /// Starts `serve` on `data_dir` and waits until it listens.
     pub fn start(data_dir: &Path, extra: &[&str]) -> Serve {
+        Serve::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// Starts `serve` on `listen` (an address a previous `serve` used, to restart it in place).
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Serve {
         let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
             .stderr(Stdio::piped())
