@@ -97,8 +97,8 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 }
 
 #[tokio::test]
-async fn a_30_second_demo_shows_the_attacks_as_alerts_and_threats() {
-    let mut demo = start_demo(&["--duration", "30s", "--listen", "127.0.0.1:0"]);
+async fn a_45_second_demo_shows_the_attacks_as_alerts_threats_and_anomalies() {
+    let mut demo = start_demo(&["--duration", "45s", "--listen", "127.0.0.1:0"]);
     let client = reqwest::Client::new();
     let want_rules: BTreeSet<String> = [
         "brute_force_detection",
@@ -110,8 +110,13 @@ async fn a_30_second_demo_shows_the_attacks_as_alerts_and_threats() {
     let want_threats: BTreeSet<String> = ["path_traversal", "tool_poisoning"]
         .map(String::from)
         .into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut rules, mut threats) = (BTreeSet::new(), BTreeSet::new());
+    // After the demo's 20 s learning period, from the session tracker's events.
+    let want_anomalies: BTreeSet<String> = ["repetition", "unusual_parameters"]
+        .map(String::from)
+        .into();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let (mut rules, mut threats, mut anomalies) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     while Instant::now() < deadline {
         rules = names(
             &client,
@@ -127,7 +132,17 @@ async fn a_30_second_demo_shows_the_attacks_as_alerts_and_threats() {
             "threat_type",
         )
         .await;
-        if rules.is_superset(&want_rules) && threats.is_superset(&want_threats) {
+        anomalies = names(
+            &client,
+            &demo.url,
+            &[("category", "anomaly")],
+            "anomaly_type",
+        )
+        .await;
+        if rules.is_superset(&want_rules)
+            && threats.is_superset(&want_threats)
+            && anomalies.is_superset(&want_anomalies)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -139,6 +154,10 @@ async fn a_30_second_demo_shows_the_attacks_as_alerts_and_threats() {
     assert!(
         threats.is_superset(&want_threats),
         "threats during the run: {threats:?}"
+    );
+    assert!(
+        anomalies.is_superset(&want_anomalies),
+        "anomalies during the run: {anomalies:?}"
     );
     let status = wait_exit(&mut demo.child, Duration::from_secs(40));
     assert!(status.success(), "{status:?}");

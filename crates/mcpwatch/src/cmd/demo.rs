@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use mcpwatch_core::clock::Clock as _;
 use mcpwatch_core::config::Config;
 use mcpwatch_core::time_fmt::parse_duration;
 use mcpwatch_core::SystemClock;
@@ -79,6 +80,11 @@ async fn run_in(args: &DemoArgs, data_dir: &Path) -> anyhow::Result<ExitCode> {
     let mut config = Config::default();
     config.server.listen = args.listen;
     config.store.data_dir = Some(data_dir.to_owned());
+    let detection: toml::Table =
+        toml::from_str(crate::demo::DETECTION).context("the demo's detection config")?;
+    config
+        .extra
+        .insert("detection".into(), toml::Value::Table(detection));
     let collector = Collector::start(config, Arc::new(SystemClock))
         .await
         .with_context(|| {
@@ -137,7 +143,7 @@ async fn drive(url: &str, args: &DemoArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot build the HTTP client")?;
     let span = ATTACK_SPAN.min(args.duration.mul_f64(2.0 / 3.0));
-    let mut generator = Generator::new(args.seed, args.rate, span);
+    let mut generator = Generator::new(args.seed, args.rate, span, SystemClock.now());
     let started = Instant::now();
     let mut ticks = tokio::time::interval(STEP);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

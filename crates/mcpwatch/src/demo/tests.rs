@@ -1,5 +1,6 @@
-//! The generator is deterministic, every event it makes passes ingest validation, and a
-//! simulated run through detection trips every attack's detection and little else.
+//! The generator is deterministic, every event it makes passes ingest validation, its MCP
+//! events are the session tracker's, and a simulated run through detection (with the demo's
+//! detection config) trips every attack's detection and nothing for the normal users.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -7,11 +8,11 @@ use std::time::Duration;
 use mcpwatch_core::ids::IdGenerator;
 use mcpwatch_core::validate::{parse_batch, BodyFormat, Defaults};
 use mcpwatch_core::{Event, ManualClock, Timestamp};
-use mcpwatch_detect::{replay, DetectSettings, RuleSet};
+use mcpwatch_detect::{replay, DetectConfig, DetectSettings, RuleSet};
 use serde_json::Value;
 
 use super::attacks::EXPECTED;
-use super::Generator;
+use super::{Generator, DETECTION};
 
 const STEP: Duration = Duration::from_millis(250);
 
@@ -21,7 +22,7 @@ fn simulate(seed: u64, rate: f64, run: Duration) -> Vec<Event> {
     let start = Timestamp::from_micros(1_795_000_000_000_000);
     let clock = ManualClock::new(start);
     let ids = IdGenerator::new();
-    let mut generator = Generator::new(seed, rate, Duration::from_secs(60));
+    let mut generator = Generator::new(seed, rate, Duration::from_secs(60), start);
     let mut events = Vec::new();
     let mut elapsed = Duration::ZERO;
     while elapsed < run {
@@ -47,15 +48,28 @@ fn simulate(seed: u64, rate: f64, run: Duration) -> Vec<Event> {
     events
 }
 
+/// The events without the ids capture draws at random (event, session and execution ids).
 fn strip_ids(events: &[Event]) -> Vec<Value> {
     events
         .iter()
         .map(|e| {
             let mut v = serde_json::to_value(e).unwrap();
             v["id"] = Value::Null;
+            for k in ["session_id", "execution_id"] {
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
             v
         })
         .collect()
+}
+
+fn demo_settings() -> DetectSettings {
+    let config: DetectConfig = toml::from_str(DETECTION).expect("the demo's detection config");
+    config
+        .build()
+        .expect("the demo's detection config is valid")
 }
 
 #[test]
@@ -108,7 +122,17 @@ fn traffic_is_varied_like_real_traffic() {
 #[test]
 fn every_attack_is_detected_and_normal_traffic_stays_quiet() {
     let events = simulate(1, 25.0, Duration::from_secs(300));
-    let (alerts, _) = replay(events, RuleSet::defaults(), &DetectSettings::default());
+    let settings = demo_settings();
+    // MCP events come from the session tracker: its calls carry parameters to completion.
+    let completions: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.event_type == "execution_complete")
+        .collect();
+    assert!(completions.len() > 1000, "{} calls", completions.len());
+    assert!(completions
+        .iter()
+        .all(|e| e.source.starts_with("wrap:") && e.metadata.get("parameters").is_some()));
+    let (alerts, _) = replay(events, RuleSet::defaults(), &settings);
     let fired: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
     for (attack, name) in EXPECTED {
         assert!(fired.contains(name), "{attack}: no {name} in {fired:?}");
@@ -124,6 +148,9 @@ fn every_attack_is_detected_and_normal_traffic_stays_quiet() {
         ("tool_poisoning", "math-helper"),
         ("tool_poisoning", "github"),
         ("repetition", "ci-bot"),
+        ("unusual_parameters", "carol"),
+        // The page with the injection is not one of the usual URLs.
+        ("unusual_parameters", "lena"),
     ];
     for a in &alerts {
         let group: Vec<&str> = a.group.values().map(String::as_str).collect();
@@ -132,6 +159,16 @@ fn every_attack_is_detected_and_normal_traffic_stays_quiet() {
             .filter(|(n, _)| *n == a.name)
             .collect::<Vec<_>>();
         if listed.is_empty() {
+            // Anomalies other than those listed are false positives: normal users stay quiet
+            // (the latency spike's `latency` is raj's attack).
+            let anomaly = ["error_rate", "call_rate", "new_tool", "unusual_parameters"];
+            assert!(
+                !anomaly.contains(&a.name.as_str()),
+                "false positive: {} for {:?}: {}",
+                a.name,
+                a.group,
+                a.description
+            );
             continue;
         }
         assert!(
@@ -143,6 +180,11 @@ fn every_attack_is_detected_and_normal_traffic_stays_quiet() {
             a.group
         );
     }
+    let odd = alerts
+        .iter()
+        .find(|a| a.name == "unusual_parameters" && a.description.contains("carol"))
+        .expect("carol's odd call is reported");
+    assert!(odd.description.contains("exec"), "{}", odd.description);
     assert!(
         alerts.len() < 40,
         "too noisy for a demo: {} alerts: {:?}",

@@ -1,11 +1,14 @@
-//! Normal demo traffic: ~50 users whose agents call tools on a few MCP servers, with
-//! lognormal latencies, a normal error rate (`tool_error`, `rpc_error`), sessions with
-//! `session_start` and `tools_listed`, `request_performance`, `data_access`, logins and
-//! authorization checks. Events are JSON as a client posts them to the ingest API.
+//! Normal demo traffic: ~50 users whose agents call tools on the two MCP servers each of them
+//! works with, with lognormal latencies and a normal error rate (tool errors, JSON-RPC
+//! errors). Tool calls and resource reads are MCP frames sent through the [`Wire`] (the real
+//! session tracker); logins and authorization checks are events as the gateway reports them.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::rng::Rng;
+use super::wire::{Outcome, ToolCall, Wire};
 
 /// One tool of a demo server.
 pub struct Tool {
@@ -152,35 +155,33 @@ const URLS: &[&str] = &[
     "https://www.rust-lang.org/learn",
 ];
 
-/// A tool definition hash as capture computes one (here: FNV-1a over name and description).
-pub fn definition_hash(name: &str, description: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes().chain([0]).chain(description.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
-
-/// The `tools_listed` event of a server, as capture emits it on the first listing.
-pub fn tools_listed(server: &str, session_id: &str, user: &str, tools: &[(&str, &str)]) -> Value {
-    let listed: Vec<Value> = tools
+/// The version a demo server reports, for the servers the demo knows.
+pub fn version_of(server: &str) -> &'static str {
+    SERVERS
         .iter()
-        .map(|(name, description)| {
-            json!({"name": name, "description": description, "hash": definition_hash(name, description)})
-        })
-        .collect();
-    json!({"level": "info", "category": "session", "event_type": "tools_listed",
-           "source": format!("wrap:{server}"),
-           "message": format!("{server} listed {} tools", tools.len()),
-           "metadata": {"server": server, "session_id": session_id, "user_id": user, "tools": listed},
-           "tags": ["tools", "listing"]})
+        .find(|s| s.name == server)
+        .map_or("1.0.0", |s| s.version)
 }
 
-/// Makes normal traffic; keeps which sessions are open and which servers were listed.
+/// A server's tools as `(name, description)`.
+pub fn tools_of(server: &str) -> Vec<(&'static str, &'static str)> {
+    SERVERS
+        .iter()
+        .filter(|s| s.name == server)
+        .flat_map(|s| s.tools.iter().map(|t| (t.name, t.description)))
+        .collect()
+}
+
+/// The two servers a user works with (each user has habits, like real users).
+fn habits(u: usize) -> [usize; 2] {
+    let n = SERVERS.len();
+    let first = u % n;
+    [first, (first + 1 + (u / n) % (n - 1)) % n]
+}
+
+/// Makes normal traffic through the [`Wire`]; keeps which session each user has open.
 pub struct Traffic {
     sessions: Vec<Option<(usize, u64)>>,
-    listed: Vec<bool>,
     seq: u64,
 }
 
@@ -188,24 +189,25 @@ impl Traffic {
     pub fn new() -> Self {
         Self {
             sessions: vec![None; USERS.len()],
-            listed: vec![false; SERVERS.len()],
             seq: 0,
         }
     }
 
-    fn next_id(&mut self, prefix: &str) -> String {
-        self.seq += 1;
-        format!("{prefix}-{:06}", self.seq)
-    }
-
-    /// One user activity: a tool call, a resource read, a login or an authorization check.
-    pub fn activity(&mut self, rng: &mut Rng, out: &mut Vec<Value>) {
+    /// One user activity at `elapsed`: a tool call or a resource read (as MCP frames through
+    /// `wire`), or a login or an authorization check (as the gateway reports them, in `out`).
+    pub fn activity(
+        &mut self,
+        rng: &mut Rng,
+        elapsed: Duration,
+        wire: &mut Wire,
+        out: &mut Vec<Value>,
+    ) {
         let u = rng.below(USERS.len());
         let roll = rng.unit();
         if roll < 0.70 {
-            self.tool_call(rng, u, out);
+            self.tool_call(rng, elapsed, u, wire);
         } else if roll < 0.80 {
-            self.resource_read(rng, u, out);
+            self.resource_read(rng, elapsed, u, wire);
         } else if roll < 0.90 {
             out.push(login(rng, u));
         } else {
@@ -213,150 +215,100 @@ impl Traffic {
         }
     }
 
-    /// The user's session on `server`, starting one (with its events) when needed.
-    fn session(&mut self, rng: &mut Rng, u: usize, server: usize, out: &mut Vec<Value>) -> String {
+    /// The user's session on `server`, opening one (and listing its tools) when needed.
+    fn session(
+        &mut self,
+        rng: &mut Rng,
+        elapsed: Duration,
+        u: usize,
+        server: usize,
+        wire: &mut Wire,
+    ) -> String {
         let user = USERS[u];
         let reuse = matches!(self.sessions[u], Some((s, _)) if s == server) && !rng.chance(0.03);
-        if !reuse {
+        if let Some((_, old)) = self.sessions[u].filter(|_| !reuse) {
+            wire.close(elapsed, &format!("{user}-{old}"));
+        }
+        if !reuse || self.sessions[u].is_none() {
             self.seq += 1;
             self.sessions[u] = Some((server, self.seq));
-            let sid = format!("sess-{user}-{}", self.seq);
-            let (client, version) = *rng.pick(CLIENTS);
+            let key = format!("{user}-{}", self.seq);
             let s = &SERVERS[server];
-            out.push(json!({"level": "info", "category": "session", "event_type": "session_start",
-                "source": format!("wrap:{}", s.name),
-                "message": format!("MCP session with {} started", s.name),
-                "metadata": {"server": s.name, "session_id": sid, "user_id": user,
-                             "client": {"name": client, "version": version},
-                             "server_info": {"name": s.name, "version": s.version},
-                             "protocol_version": "2025-06-18", "capabilities": ["tools", "resources"]},
-                "tags": ["session", "start"]}));
-            if !self.listed[server] {
-                self.listed[server] = true;
-                let tools: Vec<(&str, &str)> =
-                    s.tools.iter().map(|t| (t.name, t.description)).collect();
-                out.push(tools_listed(s.name, &sid, user, &tools));
-            }
+            wire.open(elapsed, &key, user, (s.name, s.version), *rng.pick(CLIENTS));
+            wire.list_tools(elapsed, &key, &tools_of(s.name));
+            return key;
         }
         let seq = self.sessions[u].map_or(0, |(_, n)| n);
-        format!("sess-{user}-{seq}")
+        format!("{user}-{seq}")
     }
 
-    fn tool_call(&mut self, rng: &mut Rng, u: usize, out: &mut Vec<Value>) {
-        let server = rng.below(SERVERS.len());
-        let session = self.session(rng, u, server, out);
+    fn tool_call(&mut self, rng: &mut Rng, elapsed: Duration, u: usize, wire: &mut Wire) {
+        let server = habits(u)[rng.below(2)];
+        let session = self.session(rng, elapsed, u, server, wire);
         let s = &SERVERS[server];
         let t = rng.pick(s.tools);
         let params = parameters(rng, USERS[u], s.name, t.name);
         let latency = rng.lognormal(t.median, 0.45);
         let roll = rng.unit();
         let outcome = if roll < 0.025 {
-            "tool_error"
+            Outcome::ToolError
         } else if roll < 0.035 {
-            "rpc_error"
+            Outcome::RpcError
         } else {
-            "success"
+            Outcome::Success
         };
-        let call = Call {
-            server: s.name,
+        let text = result_text(rng, s.name, t.name, outcome);
+        let call = ToolCall {
             tool: t.name,
-            user: USERS[u],
-            session: &session,
-            params,
+            args: &params,
             latency,
             outcome,
-            result_text: result_text(rng, s.name, t.name, outcome),
+            text: &text,
         };
-        let execution_id = self.next_id("exec");
-        let request_id = self.next_id("req");
-        call.emit(&execution_id, &request_id, out);
-        if s.name == "filesystem" && t.name == "read_file" {
-            let class = classification(rng);
-            out.push(json!({"level": "info", "category": "security", "event_type": "data_access",
-                "source": "wrap:filesystem", "message": format!("Tool read_file called on {class} data"),
-                "metadata": {"user_id": USERS[u], "data_type": "file", "operation": "read_file",
-                             "server": "filesystem", "session_id": session, "execution_id": execution_id,
-                             "tool_name": "read_file", "data_classification": class},
-                "tags": ["data_access"]}));
-        }
+        wire.call_tool(elapsed, &session, &call);
     }
 
-    fn resource_read(&mut self, rng: &mut Rng, u: usize, out: &mut Vec<Value>) {
-        let session = self.session(rng, u, 0, out);
+    fn resource_read(&mut self, rng: &mut Rng, elapsed: Duration, u: usize, wire: &mut Wire) {
+        let session = self.session(rng, elapsed, u, 0, wire);
         let uri = format!(
             "file:///home/{}/{}/{}",
             USERS[u],
             rng.pick(PROJECTS),
             rng.pick(FILES)
         );
-        let class = classification(rng);
-        let request_id = self.next_id("req");
-        out.push(json!({"level": "info", "category": "security", "event_type": "data_access",
-            "source": "wrap:filesystem", "message": format!("Resource {uri} read ({class})"),
-            "metadata": {"user_id": USERS[u], "data_type": "resource", "operation": "read", "uri": uri,
-                         "data_classification": class, "server": "filesystem", "session_id": session},
-            "tags": ["data_access", "resource"]}));
-        out.push(
-            json!({"level": "info", "category": "performance", "event_type": "request_performance",
-            "source": "wrap:filesystem", "message": "resources/read answered",
-            "metadata": {"request_id": request_id, "response_time": rng.lognormal(0.008, 0.4),
-                         "success": true, "method": "resources/read", "server": "filesystem",
-                         "user_id": USERS[u], "session_id": session},
-            "tags": ["performance"]}),
-        );
+        wire.read_resource(elapsed, &session, &uri, rng.lognormal(0.008, 0.4));
     }
 }
 
-/// A tool call and how it ended, turned into the events capture emits for it.
-pub struct Call<'a> {
-    pub server: &'a str,
-    pub tool: &'a str,
-    pub user: &'a str,
-    pub session: &'a str,
+/// A tool call (an attack's) and how it ends, made on its own session.
+pub struct Call {
+    pub server: &'static str,
+    pub tool: &'static str,
+    pub user: &'static str,
+    /// The session's name; the session is opened (and its tools listed) on first use.
+    pub session: &'static str,
     pub params: Value,
     pub latency: f64,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub result_text: String,
 }
 
-impl Call<'_> {
-    /// `execution_start`, `execution_complete` and `request_performance`.
-    pub fn emit(&self, execution_id: &str, request_id: &str, out: &mut Vec<Value>) {
-        let source = format!("wrap:{}", self.server);
-        let success = self.outcome == "success";
-        out.push(json!({"level": "info", "category": "tool_execution", "event_type": "execution_start",
-            "source": source, "message": format!("Tool {} execution started", self.tool),
-            "metadata": {"execution_id": execution_id, "tool_name": self.tool, "server": self.server,
-                         "user_id": self.user, "session_id": self.session, "request_id": request_id,
-                         "parameters": self.params},
-            "tags": ["tool", "execution", "start"]}));
-        let mut meta = json!({"execution_id": execution_id, "tool_name": self.tool, "server": self.server,
-            "user_id": self.user, "session_id": self.session, "request_id": request_id,
-            "execution_time": self.latency, "success": success, "outcome": self.outcome,
-            "parameters": self.params});
-        if self.outcome == "rpc_error" {
-            meta["error_code"] = json!(-32602);
-            meta["error_message"] = json!("Invalid params: missing required argument");
-        } else {
-            meta["result"] = json!({"size": self.result_text.len(), "content_types": ["text"],
-                                    "text": self.result_text});
+impl Call {
+    /// Sends the call's frames through `wire` at `elapsed`.
+    pub fn run(&self, elapsed: Duration, wire: &mut Wire) {
+        if !wire.is_open(self.session) {
+            let server = (self.server, version_of(self.server));
+            wire.open(elapsed, self.session, self.user, server, CLIENTS[2]);
+            wire.list_tools(elapsed, self.session, &tools_of(self.server));
         }
-        let (level, verb) = if success {
-            ("info", "completed")
-        } else {
-            ("error", "failed")
+        let call = ToolCall {
+            tool: self.tool,
+            args: &self.params,
+            latency: self.latency,
+            outcome: self.outcome,
+            text: &self.result_text,
         };
-        out.push(
-            json!({"level": level, "category": "tool_execution", "event_type": "execution_complete",
-            "source": source, "message": format!("Tool {} execution {verb}", self.tool),
-            "metadata": meta, "tags": ["tool", "execution", "complete"]}),
-        );
-        out.push(json!({"level": "info", "category": "performance", "event_type": "request_performance",
-            "source": source, "message": "tools/call answered",
-            "metadata": {"request_id": request_id, "response_time": self.latency, "success": success,
-                         "method": "tools/call", "server": self.server, "tool_name": self.tool,
-                         "user_id": self.user, "session_id": self.session},
-            "tags": ["performance"]}));
+        wire.call_tool(elapsed, self.session, &call);
     }
 }
 
@@ -382,8 +334,8 @@ fn parameters(rng: &mut Rng, user: &str, server: &str, tool: &str) -> Value {
     }
 }
 
-fn result_text(rng: &mut Rng, server: &str, tool: &str, outcome: &str) -> String {
-    if outcome == "tool_error" {
+fn result_text(rng: &mut Rng, server: &str, tool: &str, outcome: Outcome) -> String {
+    if outcome == Outcome::ToolError {
         return match server {
             "filesystem" => "Error: ENOENT: no such file or directory".into(),
             "github" => "Error: API rate limit exceeded, retry later".into(),
@@ -402,17 +354,6 @@ fn result_text(rng: &mut Rng, server: &str, tool: &str, outcome: &str) -> String
             "# Documentation\n\nThis page describes the API and its options.".into()
         }
         _ => format!("ok ({} items)", rng.below(40)),
-    }
-}
-
-fn classification(rng: &mut Rng) -> &'static str {
-    let r = rng.unit();
-    if r < 0.015 {
-        "sensitive"
-    } else if r < 0.25 {
-        "public"
-    } else {
-        "internal"
     }
 }
 
