@@ -11,44 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::detect::{alerts, get, named, wait_until};
 use common::Serve;
 use serde_json::Value;
 
-fn peer(relative: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../.test-deps")
-        .join(relative);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
-fn get(url: &str) -> Value {
-    let out = Command::new("curl")
-        .args(["-sf", url])
-        .output()
-        .expect("curl runs");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-/// Polls `what` until `done` holds or 60 s pass; returns the last value.
-fn wait_until(what: impl Fn() -> Value, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = what();
-        if done(&v) || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn client(phase: &str, fs_dir: &str, collector: &str, wrap_dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/client.py");
-    let status = Command::new(peer("venv/bin/python"))
+    let status = Command::new(common::peer("venv/bin/python"))
         .arg(script)
         .args(["detection", "--", env!("CARGO_BIN_EXE_mcpwatch"), "wrap"])
         .args([
@@ -62,7 +31,7 @@ fn client(phase: &str, fs_dir: &str, collector: &str, wrap_dir: &Path) {
         .arg("--data-dir")
         .arg(wrap_dir)
         .arg("--")
-        .arg(peer("node/node_modules/.bin/mcp-server-filesystem"))
+        .arg(common::peer("node/node_modules/.bin/mcp-server-filesystem"))
         .arg(fs_dir)
         .env("FS_DIR", fs_dir)
         .env("PHASE", phase)
@@ -71,17 +40,6 @@ fn client(phase: &str, fs_dir: &str, collector: &str, wrap_dir: &Path) {
         .status()
         .expect("the Python client runs");
     assert!(status.success(), "the {phase} client failed: {status}");
-}
-
-fn alerts(url: &str) -> Vec<Value> {
-    get(&format!("{url}/api/v1/alerts?limit=500"))["alerts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn named<'a>(alerts: &'a [Value], name: &str) -> Vec<&'a Value> {
-    alerts.iter().filter(|a| a["name"] == name).collect()
 }
 
 #[test]

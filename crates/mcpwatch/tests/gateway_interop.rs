@@ -11,74 +11,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use common::detect::{await_listener, everything, free_port, gateway, gateway_on, Proc};
+use common::peer;
 use common::Serve;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A peer installed by scripts/install-peers, or a failure saying how to get it.
-fn peer(relative: &str) -> String {
-    let p = root().join(".test-deps").join(relative);
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-peers (needs npm and python3) and run the tests again",
-        p.display()
-    );
-    p.to_string_lossy().into_owned()
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("an address").port()
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until something listens on `port`.
-fn await_listener(what: &str, port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen on {port} within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// server-everything in Streamable HTTP mode; returns the process and its MCP URL.
-fn everything() -> (Proc, String) {
-    let script = peer("node/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    let port = free_port();
-    let child = Command::new("node")
-        .arg(script)
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node runs (install Node.js and run scripts/install-peers)");
-    let proc = Proc(child);
-    await_listener("server-everything", port);
-    (proc, format!("http://127.0.0.1:{port}/mcp"))
-}
 
 /// `tests/peers/sdk_server.mjs` on the TypeScript SDK, answering with `json` bodies or `sse`
 /// streams; returns the process and its MCP URL.
@@ -98,53 +39,6 @@ fn sdk_server(mode: &str) -> (Proc, String) {
     let proc = Proc(child);
     await_listener("sdk_server.mjs", port);
     (proc, format!("http://127.0.0.1:{port}/mcp"))
-}
-
-/// `mcpwatch gateway` with a config file; returns the process and its base URL.
-fn gateway(config: &str, collector: &str, dir: &Path, env: &[(&str, &str)]) -> (Proc, String) {
-    gateway_on("127.0.0.1:0", config, collector, dir, env)
-}
-
-/// `gateway` listening on `listen`.
-fn gateway_on(
-    listen: &str,
-    config: &str,
-    collector: &str,
-    dir: &Path,
-    env: &[(&str, &str)],
-) -> (Proc, String) {
-    let file = dir.join("gateway.toml");
-    std::fs::write(&file, config).expect("write config");
-    let mut child = common::bin()
-        .args(["gateway", "--listen", listen, "--config"])
-        .arg(&file)
-        .args(["--collector", collector, "--data-dir"])
-        .arg(dir.join("gw-data"))
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mcpwatch gateway");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            } else {
-                eprintln!("gateway: {line}");
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway did not report its address within 30 s");
-    (Proc(child), url)
 }
 
 /// Runs the Python SDK client; returns its JSON lines.

@@ -5,6 +5,8 @@
     reason = "each test file uses a different part of the harness"
 )]
 
+pub mod detect;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -7,6 +7,7 @@ Environment: MCP_TOKEN (sent as `Authorization: Bearer`). Scenarios:
   everything  tools, echo, get-sum, an unknown tool, resources, a resource read
   longrun     a long-running tool with progress; each line carries `t`, seconds since start
   denied      the tool list, then a call the gateway's policy refuses
+  detection   PHASE=work: varied normal work; PHASE=attack: a loop, an unusual call, a traversal
 """
 
 import asyncio
@@ -70,6 +71,23 @@ async def denied(s):
     await step("allowed", s.call_tool("echo", {"message": "still allowed"}))
 
 
+async def detection(s):
+    """PHASE=work: varied normal work, with a status echo that recurs among other calls.
+    PHASE=attack: the same echo ten times in a row, a call with a never-seen key and a 6 kB
+    message, and a `../` path."""
+    echo = lambda message, **extra: s.call_tool("echo", {"message": message, **extra})
+    if os.environ.get("PHASE") == "work":
+        for i in range(14):
+            await step(f"note_{i}", echo(f"note {i}: " + "word " * (i % 5)))
+            await step(f"sum_{i}", s.call_tool("get-sum", {"a": i, "b": i + 1}))
+            await step(f"status_{i}", echo("status"))
+        return
+    for i in range(10):
+        await step(f"loop_{i}", echo("status"))
+    await step("unusual", echo("x" * 6000, exec="id"))
+    await step("traversal", echo("../../../etc/passwd"))
+
+
 async def main():
     scenario, url = sys.argv[1], sys.argv[2]
     headers = {}
@@ -81,7 +99,7 @@ async def main():
             async with ClientSession(r, w) as s:
                 init = await s.initialize()
                 dump("initialize", {"server": init.server_info.name, "protocol": init.protocol_version})
-                await {"everything": everything, "longrun": longrun, "denied": denied}[scenario](s)
+                await {"everything": everything, "longrun": longrun, "denied": denied, "detection": detection}[scenario](s)
 
 
 asyncio.run(main())
