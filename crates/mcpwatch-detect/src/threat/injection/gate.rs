@@ -1,7 +1,11 @@
-//! The gate in front of the phrase layers: every phrase's possible first bytes (extracted from
-//! its pattern) go into one Aho-Corasick automaton, and a text runs only the phrases whose
-//! first bytes occur in it. Ordinary text contains few of them, so most patterns never run;
-//! a pattern whose start cannot be reduced to a short list of literals always runs.
+//! The gate in front of the phrase layers: every phrase's possible first bytes and last bytes
+//! (extracted from its pattern) go into one Aho-Corasick automaton, and a text runs only the
+//! phrases whose first bytes and last bytes both occur in it. Ordinary text contains few of
+//! them, so most patterns never run. A pattern whose start cannot be reduced to a short list of
+//! literals always runs; one whose end cannot is gated on its start alone.
+//!
+//! Both are necessary conditions: every match starts with one of the prefix literals and ends
+//! with one of the suffix literals, so a text without them cannot match and is skipped safely.
 
 use aho_corasick::AhoCorasick;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -13,22 +17,25 @@ const MAX_LITERALS: usize = 300;
 #[derive(Debug)]
 pub(crate) struct Gate {
     automaton: Option<AhoCorasick>,
-    /// Pattern index of each literal of the automaton.
-    owner: Vec<usize>,
+    /// Pattern index of each literal of the automaton, and whether it is a suffix literal.
+    owner: Vec<(usize, bool)>,
+    /// Patterns gated on their suffixes as well as their prefixes.
+    needs_suffix: Vec<bool>,
     /// Patterns that always run.
     always: Vec<usize>,
     patterns: usize,
 }
 
-/// The literals every match of `source` starts with, when there are few and none is empty.
-fn prefixes(source: &str) -> Option<Vec<Vec<u8>>> {
+/// The literals every match of `source` starts with (`kind` prefix) or ends with (suffix), when
+/// there are few and none is empty.
+fn literals(source: &str, kind: ExtractKind) -> Option<Vec<Vec<u8>>> {
     let hir = regex_syntax::ParserBuilder::new()
         .multi_line(true)
         .build()
         .parse(source)
         .ok()?;
     let mut ex = Extractor::new();
-    ex.kind(ExtractKind::Prefix).limit_total(MAX_LITERALS * 4);
+    ex.kind(kind).limit_total(MAX_LITERALS * 4);
     let seq = ex.extract(&hir);
     let lits = seq.literals()?;
     if lits.is_empty() || lits.len() > MAX_LITERALS || lits.iter().any(|l| l.as_bytes().is_empty())
@@ -42,17 +49,23 @@ impl Gate {
     /// A gate for `sources` (the patterns as compiled).
     pub fn new<'a>(sources: impl IntoIterator<Item = &'a str>) -> Self {
         let (mut lits, mut owner, mut always) = (Vec::new(), Vec::new(), Vec::new());
-        let mut patterns = 0;
+        let mut needs_suffix = Vec::new();
         for (i, s) in sources.into_iter().enumerate() {
-            patterns += 1;
-            match prefixes(s) {
-                Some(p) => {
-                    owner.extend(std::iter::repeat_n(i, p.len()));
-                    lits.extend(p);
-                }
-                None => always.push(i),
+            let Some(prefix) = literals(s, ExtractKind::Prefix) else {
+                always.push(i);
+                needs_suffix.push(false);
+                continue;
+            };
+            owner.extend(std::iter::repeat_n((i, false), prefix.len()));
+            lits.extend(prefix);
+            let suffix = literals(s, ExtractKind::Suffix);
+            needs_suffix.push(suffix.is_some());
+            if let Some(suffix) = suffix {
+                owner.extend(std::iter::repeat_n((i, true), suffix.len()));
+                lits.extend(suffix);
             }
         }
+        let patterns = needs_suffix.len();
         let automaton = AhoCorasick::new(&lits).ok();
         if automaton.is_none() {
             always = (0..patterns).collect();
@@ -60,6 +73,7 @@ impl Gate {
         Self {
             automaton,
             owner,
+            needs_suffix,
             always,
             patterns,
         }
@@ -67,14 +81,23 @@ impl Gate {
 
     /// Which patterns may match `text`, by index.
     pub fn open(&self, text: &str) -> Vec<bool> {
-        let mut open = vec![false; self.patterns];
-        for &i in &self.always {
-            open[i] = true;
-        }
+        let mut start = vec![false; self.patterns];
+        let mut end = vec![false; self.patterns];
         if let Some(ac) = &self.automaton {
             for m in ac.find_overlapping_iter(text) {
-                open[self.owner[m.pattern().as_usize()]] = true;
+                let (i, suffix) = self.owner[m.pattern().as_usize()];
+                if suffix {
+                    end[i] = true;
+                } else {
+                    start[i] = true;
+                }
             }
+        }
+        let mut open: Vec<bool> = (0..self.patterns)
+            .map(|i| start[i] && (end[i] || !self.needs_suffix[i]))
+            .collect();
+        for &i in &self.always {
+            open[i] = true;
         }
         open
     }
