@@ -43,6 +43,72 @@ pub fn named<'a>(alerts: &'a [Value], name: &str) -> Vec<&'a Value> {
     alerts.iter().filter(|a| a["name"] == name).collect()
 }
 
+/// Waits until the collector's learning period (2 s of event time) is over.
+pub fn wait_past_learning() {
+    let first = Instant::now();
+    wait_until(
+        || Value::Bool(first.elapsed() >= Duration::from_secs(3)),
+        |v| v == &Value::Bool(true),
+    );
+}
+
+/// What the attack phase of a contract test must raise, as its alerts word it.
+pub struct Contract<'a> {
+    /// "server/tool called 10 times in a row".
+    pub the_loop: &'a str,
+    /// "`param` is 6…": the outlying size of the attack's oversized argument.
+    pub outlying: &'a str,
+    /// The normal work's session, which must raise no anomaly.
+    pub work_session: &'a str,
+}
+
+/// Waits for the attack's alerts on `url` and checks each names user `tester`, and that the
+/// normal work raised no anomaly (the attack's alerts prove detection has seen everything
+/// before them).
+pub fn check_contract(url: &str, c: &Contract<'_>) {
+    let want = ["repetition", "unusual_parameters", "path_traversal"];
+    let got = wait_until(
+        || Value::Array(alerts(url)),
+        |v| {
+            let a = v.as_array().cloned().unwrap_or_default();
+            want.iter().all(|n| !named(&a, n).is_empty())
+        },
+    );
+    let got = got.as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = got.iter().filter_map(|a| a["name"].as_str()).collect();
+
+    let rep = named(&got, "repetition");
+    assert_eq!(rep.len(), 1, "only the true loop is a loop: {names:?}");
+    let d = rep[0]["description"].as_str().unwrap_or_default();
+    assert!(d.contains(c.the_loop), "{d}");
+    assert!(d.contains("user tester"), "{d}");
+    assert_eq!(rep[0]["group"]["metadata.user_id"], "tester");
+    assert_ne!(rep[0]["group"]["metadata.session_id"], c.work_session);
+
+    let unusual = named(&got, "unusual_parameters");
+    assert_eq!(unusual.len(), 1, "{got:#?}");
+    let d = unusual[0]["description"].as_str().unwrap_or_default();
+    assert!(d.contains("called by user tester, session "), "{d}");
+    assert!(d.contains("never-seen key `exec`"), "{d}");
+    assert!(d.contains(c.outlying), "the 6 kB argument is outlying: {d}");
+    assert_eq!(unusual[0]["group"]["metadata.user_id"], "tester");
+
+    let traversal = named(&got, "path_traversal");
+    assert_eq!(
+        traversal[0]["group"]["metadata.user_id"], "tester",
+        "{traversal:#?}"
+    );
+
+    for a in got.iter().filter(|a| a["source"] == "anomaly") {
+        let d = a["description"].as_str().unwrap_or_default();
+        assert!(
+            !d.contains(c.work_session),
+            "normal work raised {}: {d}",
+            a["name"]
+        );
+    }
+}
+
 /// A child process killed on drop.
 pub struct Proc(pub Child);
 
