@@ -10,34 +10,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
+use common::detect::{alerts, await_listener, free_port, gateway, get, named, wait_until, Proc};
 use common::{peer, Serve};
 use serde_json::Value;
-
-fn get(url: &str) -> Value {
-    let out = Command::new("curl")
-        .args(["-sf", url])
-        .output()
-        .expect("curl runs");
-    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
-}
-
-/// Polls `what` until `done` holds or 60 s pass; returns the last value.
-fn wait_until<T>(what: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = what();
-        if done(&v) || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn events(url: &str, event_type: &str) -> Vec<Value> {
     let mut v = get(&format!(
@@ -48,17 +26,6 @@ fn events(url: &str, event_type: &str) -> Vec<Value> {
         .unwrap_or_default();
     v.sort_by_key(|e| e["timestamp"].as_str().unwrap_or_default().to_owned());
     v
-}
-
-fn alerts(url: &str) -> Vec<Value> {
-    get(&format!("{url}/api/v1/alerts?limit=500"))["alerts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
-fn named<'a>(alerts: &'a [Value], name: &str) -> Vec<&'a Value> {
-    alerts.iter().filter(|a| a["name"] == name).collect()
 }
 
 /// Runs the SDK client with `args` (and `MCP_TOKEN`, if given); returns its JSON lines.
@@ -238,22 +205,9 @@ fn wrap_records_server_requests_with_their_answers_and_alerts_on_the_hostile_one
     serve.stop();
 }
 
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `sampling_server.py` over Streamable HTTP; returns the process and its MCP URL.
 fn http_server() -> (Proc, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = free_port();
     let child = Command::new(peer("venv/bin/python"))
         .arg(server_script())
         .args(["http", &port.to_string()])
@@ -262,46 +216,8 @@ fn http_server() -> (Proc, String) {
         .spawn()
         .expect("the Python server runs");
     let proc = Proc(child);
-    let listening = wait_until(|| TcpStream::connect(("127.0.0.1", port)).is_ok(), |ok| *ok);
-    assert!(listening, "sampling_server.py did not listen on {port}");
+    await_listener("sampling_server.py", port);
     (proc, format!("http://127.0.0.1:{port}/mcp"))
-}
-
-/// `mcpwatch gateway` with `config`; returns the process and its base URL.
-fn gateway(config: &str, collector: &str, dir: &Path) -> (Proc, String) {
-    let file = dir.join("gateway.toml");
-    std::fs::write(&file, config).expect("write config");
-    let mut child = common::bin()
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .args(["--collector", collector, "--data-dir"])
-        .arg(dir.join("gw-data"))
-        .env("TESTER_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn mcpwatch gateway");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            match line.split("listening on ").nth(1) {
-                Some(rest) => {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
-                None => eprintln!("gateway: {line}"),
-            }
-        }
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("gateway did not report its address within 30 s");
-    (Proc(child), url)
 }
 
 const KEY: &str = "tester-key-0123456789abcdef";
@@ -327,7 +243,12 @@ fn gateway_records_server_requests_with_their_answers_and_alerts_on_the_hostile_
     let tmp = tempfile::tempdir().expect("a temp dir");
     let serve = Serve::start(&tmp.path().join("serve"), &[]);
     let (_up, upstream) = http_server();
-    let (_gw, gw) = gateway(&gateway_config(&upstream, ""), &serve.url, tmp.path());
+    let (_gw, gw) = gateway(
+        &gateway_config(&upstream, ""),
+        &serve.url,
+        tmp.path(),
+        &[("TESTER_KEY", KEY)],
+    );
     let out = client(&["http", &format!("{gw}/mcp/requester")], Some(KEY));
     assert_eq!(out.len(), 5, "{out:#?}");
     assert!(out.iter().all(|l| l["error"] == false), "{out:#?}");

@@ -19,7 +19,7 @@ pub fn get(url: &str) -> Value {
 }
 
 /// Polls `what` until `done` holds or 60 s pass; returns the last value.
-pub fn wait_until(what: impl Fn() -> Value, done: impl Fn(&Value) -> bool) -> Value {
+pub fn wait_until<T>(what: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = what();
