@@ -81,20 +81,18 @@ impl Gate {
 
     /// Which patterns may match `text`, by index.
     pub fn open(&self, text: &str) -> Vec<bool> {
-        let mut start = vec![false; self.patterns];
-        let mut end = vec![false; self.patterns];
+        // Per pattern: bit 0, a prefix literal occurs; bit 1, a suffix literal occurs.
+        let mut seen = vec![0u8; self.patterns];
         if let Some(ac) = &self.automaton {
             for m in ac.find_overlapping_iter(text) {
                 let (i, suffix) = self.owner[m.pattern().as_usize()];
-                if suffix {
-                    end[i] = true;
-                } else {
-                    start[i] = true;
-                }
+                seen[i] |= 1 << u8::from(suffix);
             }
         }
-        let mut open: Vec<bool> = (0..self.patterns)
-            .map(|i| start[i] && (end[i] || !self.needs_suffix[i]))
+        let mut open: Vec<bool> = seen
+            .iter()
+            .zip(&self.needs_suffix)
+            .map(|(&s, &needs)| s & 1 == 1 && (s & 2 == 2 || !needs))
             .collect();
         for &i in &self.always {
             open[i] = true;
