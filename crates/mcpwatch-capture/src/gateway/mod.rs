@@ -26,6 +26,7 @@ mod properties;
 pub mod proxy;
 mod refuse;
 mod rewrite;
+mod server_requests;
 pub mod sse;
 #[cfg(test)]
 mod tests;

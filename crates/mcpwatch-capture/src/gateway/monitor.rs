@@ -54,6 +54,14 @@ pub enum Tap {
         body: Bytes,
         reason: String,
     },
+    /// A server request the gateway refused by policy (dropped from the client's stream and
+    /// answered with an error): completed with outcome `denied`.
+    ServerRequestDenied {
+        session: Arc<str>,
+        route: Arc<Route>,
+        id: Value,
+        reason: String,
+    },
     /// A client body already tapped got no response: the upstream could not be reached.
     Failed {
         session: Arc<str>,
@@ -360,6 +368,16 @@ impl Monitor {
                 self.session(&route, session)
                     .tracker
                     .on_denied(&body, &reason, out);
+            }
+            Tap::ServerRequestDenied {
+                session,
+                route,
+                id,
+                reason,
+            } => {
+                self.session(&route, session)
+                    .tracker
+                    .on_server_request_denied(&id, &reason, out);
             }
             Tap::Failed {
                 session,
