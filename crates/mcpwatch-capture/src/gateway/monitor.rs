@@ -165,6 +165,8 @@ pub struct MonitorConfig {
     pub pins_dir: Option<PathBuf>,
     /// Copies waiting for the monitor at most.
     pub queue: usize,
+    /// How often the gateway's `system/edge_health` event reports its spool and tap queue.
+    pub health_interval: Duration,
 }
 
 /// Most response streams followed at once.
@@ -207,6 +209,8 @@ pub struct Monitor {
     pins: PinStore,
     streams: HashMap<u64, Stream>,
     reported: (u64, u64, u64),
+    /// When the next `system/edge_health` is due.
+    next_health: Instant,
 }
 
 impl Monitor {
@@ -223,6 +227,7 @@ impl Monitor {
             health: health.clone(),
         };
         let pins = PinStore::new(cfg.pins_dir.clone()).with_redactor(cfg.redactor.clone());
+        let cfg_health_interval = cfg.health_interval;
         let m = Monitor {
             pins,
             cfg,
@@ -234,6 +239,7 @@ impl Monitor {
             sessions: HashMap::new(),
             streams: HashMap::new(),
             reported: (0, 0, 0),
+            next_health: Instant::now() + cfg_health_interval,
         };
         (sender, m)
     }
@@ -318,6 +324,43 @@ impl Monitor {
             e.tracker.on_tick(out);
         }
         self.report_losses(out);
+        let now = Instant::now();
+        if now >= self.next_health {
+            self.next_health = now + self.cfg.health_interval;
+            out.push(self.edge_health());
+        }
+    }
+
+    /// The gateway's `system/edge_health`: one edge (`source` `gateway`) for every upstream,
+    /// whether or not a session is open, with its tap queue beside the spool: copies waiting
+    /// for the monitor now, and copies dropped (relayed, not inspected) since it started.
+    fn edge_health(&self) -> Event {
+        let (level, message, mut metadata) = crate::session::edge_health_report(&self.health);
+        metadata.insert("queue_depth".into(), json!(self.rx.len()));
+        metadata.insert("queue_capacity".into(), json!(self.cfg.queue.max(1)));
+        metadata.insert(
+            "dropped_bytes".into(),
+            json!(CaptureHealth::get(&self.health.dropped_bytes)),
+        );
+        let message = format!(
+            "{message}; {} of {} copies waiting for inspection",
+            self.rx.len(),
+            self.cfg.queue.max(1)
+        );
+        let timestamp = self.clock.now();
+        let mut event = Event {
+            id: self.ids.next(timestamp),
+            timestamp,
+            level,
+            category: "system".into(),
+            source: "gateway".into(),
+            event_type: "edge_health".into(),
+            message,
+            metadata,
+            tags: vec!["capture".into(), "health".into(), "gateway".into()],
+        };
+        self.cfg.redactor.redact_event(&mut event);
+        event
     }
 
     fn report_losses(&mut self, out: &mut Vec<Event>) {

@@ -42,6 +42,7 @@ use crate::classify::ClassificationConfig;
 use crate::jsonrpc::{id_key, parse_frame, FrameError, Message};
 use crate::pins::PinStore;
 use correlate::{Pending, MAX_TIMED_OUT};
+pub use edge_health::edge_health_report;
 use meta::{secs_between, SharedMetadata};
 use outcome::Ending;
 pub use summary::{bounded_parameters, is_tool_error, result_summary};
