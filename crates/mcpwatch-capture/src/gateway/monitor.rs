@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::sse::{event_data, SseSplitter};
+use super::sse::{event_data, has_event_id, SseSplitter};
 use crate::classify::ClassificationConfig;
 use crate::health::CaptureHealth;
 use crate::pins::PinStore;
@@ -193,6 +193,8 @@ struct Stream {
     route: Arc<Route>,
     body: Body,
     request: Option<Bytes>,
+    /// Its events carried SSE ids: a client may resume it after a break.
+    resumable: bool,
 }
 
 /// The monitor task's state.
@@ -457,6 +459,7 @@ impl Monitor {
                         route,
                         body,
                         request,
+                        resumable: false,
                     },
                 );
             }
@@ -484,11 +487,14 @@ impl Monitor {
         let mut frames = Vec::new();
         match &mut s.body {
             Body::Sse(splitter) => {
+                let mut named = false;
                 splitter.feed(bytes, |event| {
+                    named |= has_event_id(event);
                     if let Some(data) = event_data(event) {
                         frames.push(data);
                     }
                 });
+                s.resumable |= named;
             }
             Body::Json(buf, oversized) => {
                 if buf.len() + bytes.len() > max {
@@ -517,6 +523,11 @@ impl Monitor {
             (StreamEnd::Complete, _) => {}
             // What was pending will not come on this stream; a JSON body cut short is not
             // worth parsing.
+            // A stream with SSE ids may be resumed with `Last-Event-ID`, and what it owed
+            // answered there: the verdict waits (see `session::resume`).
+            (StreamEnd::Broken(reason), Some(request)) if s.resumable => {
+                return e.tracker.on_request_stream_broken(request, reason);
+            }
             (StreamEnd::Broken(reason), Some(request)) => {
                 return e.tracker.on_request_failed(request, reason, out);
             }
