@@ -147,6 +147,16 @@ impl TapSender {
     }
 }
 
+impl TapSender {
+    /// A sender and the queue it fills, for tests that read the taps themselves.
+    #[cfg(test)]
+    pub(super) fn channel(n: usize) -> (Self, mpsc::Receiver<Tap>) {
+        let (tx, rx) = mpsc::channel(n);
+        let health = Arc::new(CaptureHealth::default());
+        (Self { tx, health }, rx)
+    }
+}
+
 /// What the monitor needs.
 pub struct MonitorConfig {
     /// Most sessions tracked.

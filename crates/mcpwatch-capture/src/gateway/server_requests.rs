@@ -227,3 +227,116 @@ impl ServerRequestGuard {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::gateway::config::{PolicySection, RoleRules};
+
+    fn policy() -> Policy {
+        let dev = RoleRules {
+            allow: Some(vec!["tool:**".into()]),
+            deny: vec!["sampling:up".into()],
+        };
+        let cfg = PolicySection {
+            default: None,
+            roles: [("dev".to_string(), dev)].into(),
+        };
+        Policy::build(&cfg).expect("a valid policy")
+    }
+
+    fn principal(role: &str) -> Principal {
+        Principal {
+            user_id: "alice".into(),
+            roles: vec![role.into()],
+            method: "api_key",
+        }
+    }
+
+    #[test]
+    fn only_the_denied_requests_of_a_batch_are_dropped_and_an_unanswerable_denial_is_recorded() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let (taps, mut rx) = TapSender::channel(16);
+            let route = Arc::new(Route {
+                server: Arc::from("up"),
+                user: Arc::from("alice"),
+            });
+            let session: Arc<str> = Arc::from("s-1");
+            // Nothing listens there: the answer to the upstream cannot be delivered.
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+            let upstream: reqwest::Url =
+                format!("http://{}/mcp", closed.local_addr().expect("addr"))
+                    .parse()
+                    .expect("a URL");
+            drop(closed);
+            let client = reqwest::Client::new();
+            let new = |role: &str| {
+                ServerRequestGuard::new(
+                    &policy(),
+                    &client,
+                    &upstream,
+                    &HeaderMap::new(),
+                    &taps,
+                    &route,
+                    &session,
+                    &principal(role),
+                )
+            };
+            assert!(new("ops").is_none(), "nothing denied: nothing read");
+            let guard = new("dev").expect("sampling is denied to dev");
+            let sampling =
+                r#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage","params":{}}"#;
+            let elicit = r#"{"jsonrpc":"2.0","id":8,"method":"elicitation/create","params":{}}"#;
+            let log = r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#;
+            assert!(matches!(guard.judge(log.as_bytes()), Guarded::Unchanged));
+            assert!(matches!(guard.judge(elicit.as_bytes()), Guarded::Unchanged));
+            let batch = format!("[{sampling},{log}]");
+            match guard.judge(batch.as_bytes()) {
+                Guarded::Rest(rest) => assert_eq!(rest, format!("[{log}]").as_bytes()),
+                _ => panic!("the notification is kept"),
+            }
+            assert!(matches!(guard.judge(sampling.as_bytes()), Guarded::Dropped));
+            let mut seen = Vec::new();
+            while seen.len() < 6 {
+                let tap = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                    .await
+                    .expect("the taps arrive")
+                    .expect("a tap");
+                seen.push(match tap {
+                    Tap::Security(f) => {
+                        if f.event_type == "authorization" {
+                            assert_eq!(f.metadata["resource"], "sampling:up");
+                            assert_eq!(f.metadata["method"], "sampling/createMessage");
+                            assert_eq!(f.metadata["role"], "dev");
+                        }
+                        f.event_type.to_string()
+                    }
+                    Tap::ServerRequestDenied { id, reason, .. } => {
+                        assert_eq!(id, serde_json::json!(7));
+                        assert!(reason.contains("role dev denies sampling:up"), "{reason}");
+                        "denied".into()
+                    }
+                    _ => "other".into(),
+                });
+            }
+            seen.sort();
+            assert_eq!(
+                seen,
+                [
+                    "authorization",
+                    "authorization",
+                    "denial_unanswered",
+                    "denial_unanswered",
+                    "denied",
+                    "denied"
+                ]
+            );
+        });
+    }
+}
