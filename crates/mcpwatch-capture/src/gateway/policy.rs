@@ -41,6 +41,8 @@ fn is_server_request(p: &str) -> bool {
 pub struct Policy {
     default_allow: bool,
     roles: HashMap<String, Rules>,
+    /// Whether any role denies a server request (else streams are not read for them).
+    server_denies: bool,
 }
 
 impl Policy {
@@ -88,10 +90,12 @@ impl Policy {
                 },
             );
         }
+        let server_denies = roles.values().any(|r: &Rules| !r.deny_server.is_empty());
         if errors.is_empty() {
             Ok(Self {
                 default_allow,
                 roles,
+                server_denies,
             })
         } else {
             Err(errors)
@@ -135,10 +139,18 @@ impl Policy {
         }
     }
 
+    /// Whether any role denies a server request at all.
+    pub fn judges_server_requests(&self) -> bool {
+        self.server_denies
+    }
+
     /// The first of `roles` whose deny names `target` (`sampling:{server}` or
     /// `elicitation:{server}`), if one does: what a server asks of the client is refused only
     /// by an explicit deny, whatever `allow` and `default` say.
     pub fn denies_server_request<'a>(&self, roles: &'a [String], target: &str) -> Option<&'a str> {
+        if !self.server_denies {
+            return None;
+        }
         roles
             .iter()
             .find(|r| {

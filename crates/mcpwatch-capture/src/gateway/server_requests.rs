@@ -77,6 +77,9 @@ impl ServerRequestGuard {
         session: &Arc<str>,
         principal: &Principal,
     ) -> Option<Self> {
+        if !policy.judges_server_requests() {
+            return None;
+        }
         let denied = JUDGED.map(|(_, kind)| {
             policy
                 .denies_server_request(&principal.roles, &format!("{kind}:{}", route.server))
