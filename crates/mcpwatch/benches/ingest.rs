@@ -3,6 +3,9 @@
 //! the acknowledgement latency under a paced load of 50,000 events/s.
 //!
 //! Run: `cargo bench -p mcpwatch --bench ingest` (BENCH_EVENTS=N to change the volume).
+//! `BENCH_ONLY=stages` prints the per-stage breakdown only, `BENCH_ONLY=http` the HTTP rate only,
+//! `BENCH_ONLY=rss` the idle resident memory of `serve` only (target SPEC 11: <= 40 MB).
+//! `MCPWATCH_BIN=PATH` runs another build of the binary (e.g. the one before a change).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +36,10 @@ fn main() {
     let avg_bytes = bodies.iter().map(String::len).sum::<usize>() / n;
     println!("ingest benchmark: {n} realistic events in batches of {BATCH}, ~{avg_bytes} bytes each, durability=full");
 
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("rss") {
+        idle_rss();
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("http") {
         println!("http ingest: {:.0} events/s", http_ingest(&bodies));
         return;
@@ -63,6 +70,40 @@ fn main() {
     let (p50, p99, max, achieved) = ack_latency(&bodies, 50_000.0, Duration::from_secs(8));
     println!();
     println!("ack latency at a paced {achieved:.0} events/s (target rate 50,000): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (target p99 <= 50 ms) {}", verdict(p99 <= 50.0));
+    println!();
+    idle_rss();
+}
+
+/// Resident memory of a freshly started, idle `serve` once it has settled (SPEC 11).
+fn idle_rss() {
+    let s = serve();
+    let status = format!("/proc/{}/status", s.child.id());
+    let rss_kb = || -> u64 {
+        std::fs::read_to_string(&status)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    };
+    // Idle means the start-up work (first retention pass, detector load) is over: wait until
+    // the figure stops moving for a second, at most ten seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = rss_kb();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = rss_kb();
+        if now == last || Instant::now() >= deadline {
+            last = now;
+            break;
+        }
+        last = now;
+    }
+    let mb = last as f64 / 1024.0;
+    println!(
+        "serve idle RSS: {mb:.1} MB (target <= 40 MB) {}",
+        verdict(mb <= 40.0)
+    );
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -254,7 +295,9 @@ impl Drop for Serve {
 
 fn serve() -> Serve {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+    let bin = std::env::var_os("MCPWATCH_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_mcpwatch").into());
+    let mut child = Command::new(bin)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .env("MCPWATCH_LOG", "warn")
