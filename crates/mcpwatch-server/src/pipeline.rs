@@ -35,6 +35,12 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 const RETENTION_STEP: usize = 5_000;
 /// Committed batches kept for slow live subscribers before they miss some.
 const PUBLISH_CAPACITY: usize = 16;
+/// Least time between two settlements of the statistics while batches keep arriving with gaps
+/// between them. Settling costs the writer about half as much again per event as appending
+/// (benches/ingest.rs, "settling every batch"), and a paced client leaves the queue empty after
+/// nearly every batch; settling at most this often, and once more this long after the last
+/// batch, keeps statistics at most this stale when idle.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(250);
 /// How often stages get a clock tick when no batch arrives.
 const STAGE_TICK: Duration = Duration::from_secs(1);
 
@@ -166,6 +172,10 @@ impl Pipeline {
             health,
             published,
             to_stages,
+            settled_at: Instant::now()
+                .checked_sub(SETTLE_INTERVAL)
+                .unwrap_or_else(Instant::now),
+            unsettled: false,
         };
         let thread = std::thread::Builder::new()
             .name("mcpwatch-writer".into())
@@ -267,6 +277,10 @@ struct WriterLoop {
     health: Arc<PipelineHealth>,
     published: broadcast::Sender<Committed>,
     to_stages: Option<Sender<Committed>>,
+    /// When the statistics were last settled.
+    settled_at: Instant,
+    /// Whether batches were committed since.
+    unsettled: bool,
 }
 
 impl WriterLoop {
@@ -274,18 +288,25 @@ impl WriterLoop {
         let mut next_retention = Instant::now();
         let mut retention_pending = true;
         loop {
-            let wait = if retention_pending {
+            let mut wait = if retention_pending {
                 Duration::ZERO
             } else {
                 next_retention.saturating_duration_since(Instant::now())
             };
+            if self.unsettled {
+                wait = wait.min(
+                    (self.settled_at + SETTLE_INTERVAL).saturating_duration_since(Instant::now()),
+                );
+            }
             match self.rx.recv_timeout(wait) {
                 Ok(first) => self.commit_group(first),
                 Err(RecvTimeoutError::Timeout) => {
                     self.settle();
-                    retention_pending = self.retention_step();
-                    if !retention_pending {
-                        next_retention = Instant::now() + self.config.retention_interval;
+                    if retention_pending || Instant::now() >= next_retention {
+                        retention_pending = self.retention_step();
+                        if !retention_pending {
+                            next_retention = Instant::now() + self.config.retention_interval;
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -315,10 +336,18 @@ impl WriterLoop {
             }
         }
         let refs: Vec<&PreparedEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
-        // With nothing else waiting, statistics are brought up to date in the same commit.
+        // With nothing else waiting, statistics are brought up to date in the same commit, at
+        // most every SETTLE_INTERVAL; otherwise the loop settles them that long after.
+        let settle = idle && self.settled_at.elapsed() >= SETTLE_INTERVAL;
         let mut fresh = Vec::with_capacity(refs.len());
-        let result = self.writer.append_marking(&refs, idle, &mut fresh);
+        let result = self.writer.append_marking(&refs, settle, &mut fresh);
         drop(refs);
+        if settle && result.is_ok() {
+            self.settled_at = Instant::now();
+            self.unsettled = false;
+        } else {
+            self.unsettled = true;
+        }
         match result {
             Ok(added) => {
                 self.health
@@ -382,8 +411,16 @@ impl WriterLoop {
 
     /// Brings statistics up to date while nothing is waiting.
     fn settle(&mut self) {
-        if let Err(e) = self.writer.settle() {
-            tracing::warn!(error = %e, "could not update statistics; will retry");
+        match self.writer.settle() {
+            Ok(()) => {
+                self.settled_at = Instant::now();
+                self.unsettled = false;
+            }
+            Err(e) => {
+                // Retried SETTLE_INTERVAL later, not in a loop.
+                self.settled_at = Instant::now();
+                tracing::warn!(error = %e, "could not update statistics; will retry");
+            }
         }
     }
 

@@ -300,3 +300,32 @@ async fn retention_runs_in_the_background_between_writes() {
     // Ingest still works while retention keeps running.
     assert!(p.submit_events(vec![aged("later", 1)]).await.is_ok());
 }
+
+/// Batches that follow each other closely are not settled one by one; the writer settles the
+/// statistics on its own shortly after the last of them, with nothing else arriving.
+#[tokio::test]
+async fn statistics_settle_shortly_after_the_last_of_quick_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, h, store) = start(dir.path(), 10_000);
+    for i in 0..5 {
+        p.submit_events(vec![event(&format!("q{i}"), json!({}))])
+            .await
+            .unwrap();
+    }
+    let now = Timestamp::from_micros(1_790_000_000_000_000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = store.reader().summary(now).unwrap();
+        if s.last_hour_by_category.get("custom") == Some(&5) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "statistics never caught up with the log: {:?}",
+            s.last_hour_by_category
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(p);
+    h.join();
+}

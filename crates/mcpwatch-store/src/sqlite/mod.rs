@@ -8,6 +8,7 @@
 //! newest-first pages, retention) and a unique `id` (idempotent retries, lookup by id). Filters on
 //! tool, user or session scan the time index; statistics never touch the event table.
 
+mod checkpoint;
 mod reader;
 mod schema;
 mod writer;
@@ -61,7 +62,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn writer(&self) -> Result<Box<dyn EventWriter>, StoreError> {
         let conn = open_connection(&self.path, self.durability)?;
-        Ok(Box::new(SqliteWriter::new(conn)?))
+        Ok(Box::new(SqliteWriter::new(conn, &self.path)?))
     }
 
     fn reader(&self) -> Arc<dyn EventReader> {

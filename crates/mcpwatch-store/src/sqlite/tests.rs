@@ -644,3 +644,50 @@ fn a_version_2_store_gets_its_security_history_backfilled() {
         ]
     );
 }
+
+/// The writer's connection never checkpoints on its own; the checkpoint thread copies the WAL
+/// into the database file, and everything committed stays readable after a reopen.
+#[test]
+fn the_checkpoint_thread_moves_committed_pages_into_the_database_file() {
+    let mut f = fixture();
+    let db = f.store.path().to_owned();
+    let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    let before = size(&db);
+    let pad = "x".repeat(2_000);
+    let mut n: i64 = 0;
+    for batch in 0..6 {
+        let events: Vec<PreparedEvent> = (0..1_000)
+            .map(|i| {
+                n += 1;
+                ev(
+                    &format!("ck-{batch}-{i}"),
+                    i,
+                    "custom",
+                    "note",
+                    json!({"pad": pad}),
+                )
+            })
+            .collect();
+        assert_eq!(f.append(&events), 1_000);
+    }
+    // 12 MB of bodies went through the WAL: the database file must grow by most of that
+    // without any further write, which only the checkpoint thread can do.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while size(&db) < before + 6_000_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes: no checkpoint ran",
+            size(&db)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(size(std::path::Path::new(&wal)) <= checkpoint::WAL_LIMIT);
+    drop(f.writer);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, n);
+}

@@ -3,13 +3,14 @@
 //!
 //! Rollups are derived from events, so they need not be written with every batch: deltas are
 //! summed in memory and written in the same transaction as a later batch, at the latest a
-//! second later, or at once when the pipeline has nothing else waiting. A watermark row
+//! second later, or when the pipeline asks (it does when nothing else is waiting, at most every
+//! 250 ms, and 250 ms after the last batch). A watermark row
 //! (`rollup_seq`, the last event sequence the rollups include) is written with them; on start
 //! the writer folds in any events past it, so a crash never leaves statistics behind the log.
 //!
 //! Architecture Invariant: rollups equal a fold of the events up to `rollup_seq`, and
 //! `rollup_seq` is brought up to the last event before any query can see the difference
-//! for long (one second under load, zero when idle).
+//! for long (one second under load, 250 ms when idle).
 
 /// Rollup keys are hashed for every event on the writer thread; SipHash's DoS resistance buys
 /// nothing here (every map is bounded per flush) and foldhash is several times faster.
@@ -21,6 +22,7 @@ use mcpwatch_core::{Event, Level, Outcome, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
+use super::checkpoint::{Checkpointer, WAL_LIMIT};
 use crate::hist;
 use crate::{EventWriter, PreparedEvent, RetentionPolicy, RetentionStep, StoreError};
 
@@ -34,6 +36,8 @@ const MAX_PATTERN_BYTES: usize = 256;
 const MAX_ROLLUP_DELAY: Duration = Duration::from_secs(1);
 /// Most distinct rollup keys held in memory before they are written.
 const MAX_ROLLUP_KEYS: usize = 50_000;
+/// Bytes one deleted event is taken to write to the WAL, to pace checkpoints.
+const TYPICAL_EVENT_BYTES: usize = 600;
 /// Events read per step when catching up rollups on start.
 const RECOVERY_CHUNK: i64 = 10_000;
 
@@ -42,11 +46,17 @@ pub struct SqliteWriter {
     conn: Connection,
     pending: Rollups,
     last_flush: Instant,
+    checkpoints: Checkpointer,
 }
 
 impl SqliteWriter {
-    pub(super) fn new(conn: Connection) -> Result<Self, StoreError> {
+    pub(super) fn new(conn: Connection, path: &std::path::Path) -> Result<Self, StoreError> {
+        // Checkpoints run on their own thread (see checkpoint.rs); a WAL that was reset is
+        // truncated back to half the limit, so its size tells whether checkpoints keep up.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.pragma_update(None, "journal_size_limit", (WAL_LIMIT / 2) as i64)?;
         let mut w = Self {
+            checkpoints: Checkpointer::start(path)?,
             conn,
             pending: Rollups::default(),
             last_flush: Instant::now(),
@@ -166,6 +176,9 @@ impl EventWriter for SqliteWriter {
         tx.commit()?;
         // Hand freed pages back to the file system a little at a time.
         self.conn.execute_batch("PRAGMA incremental_vacuum(2000)")?;
+        // Deletions are written to the WAL too; count them at a typical event's size.
+        self.checkpoints
+            .committed(&self.conn, deleted as usize * TYPICAL_EVENT_BYTES);
         Ok(RetentionStep { deleted, more })
     }
 }
@@ -222,6 +235,8 @@ impl SqliteWriter {
         if flush {
             self.last_flush = Instant::now();
         }
+        let bytes = batch.iter().map(|p| p.body.len()).sum();
+        self.checkpoints.committed(&self.conn, bytes);
         Ok(added)
     }
 }
