@@ -30,7 +30,9 @@
 //! Needs `wrk` and `nginx` on PATH (Debian: `apt-get install wrk nginx-light`); it stops with
 //! that message when either is missing.
 //!
-//! Run: `cargo bench -p mcpwatch --bench proxies`.
+//! Run: `cargo bench -p mcpwatch --bench proxies`. `MCPWATCH_BENCH_BIN=PATH` runs another
+//! `mcpwatch` binary (an older build, to compare before and after in one sitting);
+//! `MCPWATCH_BENCH_ONLY=TEXT` runs only the targets whose name contains TEXT.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -89,14 +91,47 @@ fn main() {
         load_average()
     );
 
+    // Whose CPU each target's requests cost: the proxy's process, and the collector's.
+    let me = std::process::id();
+    let parts = |name: &str| -> Vec<(&'static str, u32, Option<&'static str>)> {
+        let mut v = vec![("upstream", me, Some("bench-upstream"))];
+        match name {
+            "nginx" => v.push(("proxy", nginx.child.id(), None)),
+            "gw, collector down" => v.push(("proxy", gw_down.child.id(), None)),
+            "gw, collector up" => {
+                v.push(("proxy", gw_up.child.id(), None));
+                v.push(("collector", serve.child.id(), None));
+            }
+            _ => {}
+        }
+        v
+    };
+    let only = std::env::var("MCPWATCH_BENCH_ONLY").ok();
+    let targets: Vec<_> = targets
+        .into_iter()
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
+        .collect();
     let mut results: BTreeMap<(String, &str), Vec<f64>> = BTreeMap::new();
     for round in 0..rounds {
         for (connections, phase) in [(1, "lat"), (16, "tput")] {
             for (name, url) in &targets {
+                let before: Vec<u64> = parts(name)
+                    .iter()
+                    .map(|(_, pid, thread)| cpu_ns(*pid, *thread))
+                    .collect();
                 let w = wrk(dir.path(), url, connections, secs);
+                // Let the collector finish what the gateway sent before the next target runs,
+                // and count its work.
+                std::thread::sleep(Duration::from_millis(500));
                 let mut put = |k: &'static str, v: f64| {
                     results.entry((name.to_string(), k)).or_default().push(v);
                 };
+                if phase == "tput" {
+                    for ((part, pid, thread), was) in parts(name).iter().zip(before) {
+                        let ns = cpu_ns(*pid, *thread).saturating_sub(was) as f64;
+                        put(part, ns / 1e3 / w.requests);
+                    }
+                }
                 if phase == "lat" {
                     put("p50", w.p50);
                     put("p90", w.p90);
@@ -108,8 +143,6 @@ fn main() {
                     put("p99x16", w.p99);
                 }
                 put("errors", w.errors as f64);
-                // Let the collector finish what the gateway sent before the next target runs.
-                std::thread::sleep(Duration::from_millis(500));
             }
         }
         eprintln!("round {}/{rounds} done", round + 1);
@@ -138,6 +171,22 @@ fn main() {
             m(name, "rps1"),
             m(name, "rps16"),
             m(name, "errors"),
+        );
+    }
+    println!(
+        "\nCPU µs per request at 16 connections (schedstat of each process; wrk not counted):"
+    );
+    println!(
+        "{:<22}{:>10}{:>10}{:>11}",
+        "", "upstream", "proxy", "collector"
+    );
+    for (name, _) in &targets {
+        println!(
+            "{:<22}{:>10.1}{:>10.1}{:>11.1}",
+            name,
+            m(name, "upstream"),
+            m(name, "proxy"),
+            m(name, "collector")
         );
     }
     let verdict = |ok: bool| if ok { "MET" } else { "NOT MET" };
@@ -190,6 +239,7 @@ end
 "#;
 
 struct Wrk {
+    requests: f64,
     rps: f64,
     errors: u64,
     p50: f64,
@@ -216,6 +266,7 @@ fn wrk(dir: &Path, url: &str, connections: usize, secs: u64) -> Wrk {
         .map(|n| n.parse().expect("number"))
         .collect();
     Wrk {
+        requests: f[0].max(1.0),
         rps: f[0] / (f[2] / 1e6),
         errors: f[1] as u64,
         p50: f[3],
@@ -394,7 +445,7 @@ struct Proc {
 impl Proc {
     fn serve(dir: &Path) -> Proc {
         Proc::start(
-            Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+            Command::new(binary())
                 .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
                 .arg(dir),
         )
@@ -402,7 +453,7 @@ impl Proc {
 
     fn gateway(dir: &Path, upstream: SocketAddr, collector: &str) -> Proc {
         Proc::start(
-            Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+            Command::new(binary())
                 .args(["gateway", "--listen", "127.0.0.1:0", "--upstream"])
                 .arg(format!("echo=http://{upstream}/mcp"))
                 .args(["--collector", collector, "--data-dir"])
@@ -441,6 +492,10 @@ impl Drop for Proc {
     }
 }
 
+fn binary() -> String {
+    std::env::var("MCPWATCH_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mcpwatch").into())
+}
+
 fn await_listener(addr: SocketAddr, what: &str, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(addr).is_err() {
@@ -452,6 +507,28 @@ fn await_listener(addr: SocketAddr, what: &str, log: &Path) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// CPU time of process `pid` so far, in ns: all its threads, or only those whose name starts
+/// with `thread` (from `/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32, thread: Option<&str>) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            thread.is_none_or(|prefix| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+            })
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
 }
 
 fn free_port() -> u16 {
