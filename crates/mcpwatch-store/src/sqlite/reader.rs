@@ -61,7 +61,7 @@ fn like_escape(s: &str) -> String {
 
 impl EventReader for SqliteReader {
     fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
-        let mut sql = String::from("SELECT seq, ts, body FROM events WHERE 1=1");
+        let mut sql = String::from("SELECT id, ts, body FROM events WHERE 1=1");
         let mut args: Vec<SqlValue> = Vec::new();
         let mut push = |sql: &mut String, clause: &str, v: SqlValue| {
             args.push(v);
@@ -97,14 +97,15 @@ impl EventReader for SqliteReader {
                 args.len()
             ));
         }
-        if let Some(c) = q.cursor {
+        if let Some(c) = &q.cursor {
             args.push(c.ts.into());
-            args.push(c.seq.into());
+            args.push(c.id.clone().into());
             let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(" AND (ts < ?{a} OR (ts = ?{a} AND seq < ?{b}))"));
+            sql.push_str(&format!(" AND (ts < ?{a} OR (ts = ?{a} AND id < ?{b}))"));
         }
         let limit = q.limit.clamp(1, 10_000);
-        sql.push_str(&format!(" ORDER BY ts DESC, seq DESC LIMIT {}", limit + 1));
+        // The time index gives the order; ties on a timestamp (rare) are sorted by id.
+        sql.push_str(&format!(" ORDER BY ts DESC, id DESC LIMIT {}", limit + 1));
         self.pool.with(|conn| {
             let mut st = conn.prepare_cached(&sql)?;
             let mut rows = st.query(params_from_iter(args.iter()))?;
@@ -116,12 +117,12 @@ impl EventReader for SqliteReader {
                     has_more = true;
                     break;
                 }
-                let (seq, ts, body): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let (id, ts, body): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
                 events.push(raw(body)?);
-                last = Some(Cursor { ts, seq });
+                last = Some(Cursor { ts, id });
             }
             let next_cursor = if has_more {
-                last.map(|c| c.encode())
+                last.map(|c: Cursor| c.encode())
             } else {
                 None
             };
