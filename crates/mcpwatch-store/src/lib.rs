@@ -8,9 +8,14 @@
 //! Architecture Invariant: an event is acknowledged only after the transaction holding it has
 //! committed; a batch is stored whole or not at all.
 
+mod fold;
 pub mod hist;
 pub mod query;
+mod rollup;
+pub mod postgres;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
