@@ -8,11 +8,13 @@
 //! Architecture Invariant: an event is acknowledged only after the transaction holding it has
 //! committed; a batch is stored whole or not at all.
 
+#[cfg(test)]
+mod compliance;
 mod fold;
 pub mod hist;
+pub mod postgres;
 pub mod query;
 mod rollup;
-pub mod postgres;
 pub mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -196,7 +196,6 @@ impl Rollups {
         p.0 += 1;
         p.1 = p.1.max(ts);
     }
-
 }
 
 /// The top-level keys of `metadata.parameters`, e.g. `encoding,path`, into `out`: sorted for

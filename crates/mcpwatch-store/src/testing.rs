@@ -47,10 +47,13 @@ impl TempPostgres {
             .tempdir()
             .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
         if as_postgres {
-            run(Command::new("chown").arg("postgres:postgres").arg(dir.path()))?;
+            run(Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(dir.path()))?;
         }
         let pwfile = dir.path().join("pw");
-        std::fs::write(&pwfile, Self::PASSWORD).map_err(|e| format!("cannot write {pwfile:?}: {e}"))?;
+        std::fs::write(&pwfile, Self::PASSWORD)
+            .map_err(|e| format!("cannot write {pwfile:?}: {e}"))?;
         if as_postgres {
             run(Command::new("chown").arg("postgres:postgres").arg(&pwfile))?;
         }
@@ -122,7 +125,9 @@ impl TempPostgres {
             match self.psql("SELECT 1") {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
-                    return Err(format!("PostgreSQL did not accept connections within {READY_DEADLINE:?}: {e}"))
+                    return Err(format!(
+                        "PostgreSQL did not accept connections within {READY_DEADLINE:?}: {e}"
+                    ))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }

@@ -74,7 +74,11 @@ impl Db {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let rt = self.rt.0.as_ref().expect("the runtime lives as long as the store");
+        let rt = self
+            .rt
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the store");
         rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
@@ -111,7 +115,9 @@ impl PgStore {
             .thread_name("mcpwatch-pg")
             .enable_all()
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the PostgreSQL client: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the PostgreSQL client: {e}"))
+            })?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -123,7 +129,9 @@ impl PgStore {
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot set up connections to `{shown}`: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot set up connections to `{shown}`: {e}"))
+            })?;
         let db = Db {
             pool,
             rt: Arc::new(Rt(Some(rt))),
@@ -177,7 +185,9 @@ pub fn hide_password(url: &str) -> String {
 fn pool_error(shown: &str, e: deadpool_postgres::PoolError) -> StoreError {
     match e {
         deadpool_postgres::PoolError::Backend(e) => connect_error(shown, e),
-        other => StoreError::Unavailable(format!("cannot reach the PostgreSQL store `{shown}`: {other}")),
+        other => StoreError::Unavailable(format!(
+            "cannot reach the PostgreSQL store `{shown}`: {other}"
+        )),
     }
 }
 
@@ -207,16 +217,4 @@ impl From<tokio_postgres::Error> for StoreError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_hidden_in_messages() {
-        assert_eq!(
-            hide_password("postgres://u:s3cret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(hide_password("postgres://h/db"), "postgres://h/db");
-    }
-}
+mod tests;

@@ -24,7 +24,9 @@ use crate::{EventReader, StoreError, StoreStats};
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
 fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter().map(|a| a.as_ref() as &(dyn ToSql + Sync)).collect()
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
+        .collect()
 }
 
 /// Reads the PostgreSQL store through the pool.
@@ -56,7 +58,8 @@ impl EventReader for PgReader {
 
     fn tool_stats(&self, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreError> {
         let q = q.clone();
-        self.db.run(move |c| async move { tool_stats(&c, &q).await })
+        self.db
+            .run(move |c| async move { tool_stats(&c, &q).await })
     }
 
     fn users(&self, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError> {
@@ -75,7 +78,8 @@ impl EventReader for PgReader {
 
     fn security_series(&self, q: &SecurityQuery) -> Result<SecuritySeries, StoreError> {
         let q = *q;
-        self.db.run(move |c| async move { security_series(&c, &q).await })
+        self.db
+            .run(move |c| async move { security_series(&c, &q).await })
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -215,7 +219,11 @@ async fn users(c: &Client, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError>
         Box::new(q.until.map_or(i64::MAX, |t| t.as_micros())),
     ];
     let mut filter = String::new();
-    for (col, v) in [("\"user\"", &q.user), ("server", &q.server), ("tool", &q.tool)] {
+    for (col, v) in [
+        ("\"user\"", &q.user),
+        ("server", &q.server),
+        ("tool", &q.tool),
+    ] {
         if let Some(v) = v {
             args.push(Box::new(v.clone()));
             filter.push_str(&format!(" AND {col} = ${}", args.len()));

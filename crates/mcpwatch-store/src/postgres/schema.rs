@@ -97,8 +97,11 @@ pub async fn migrate(client: &mut tokio_postgres::Client, shown: &str) -> Result
     for (version, sql) in [(1, V1)] {
         if found < version {
             tx.batch_execute(sql).await?;
-            tx.execute("INSERT INTO mcpwatch_schema(version) VALUES ($1)", &[&version])
-                .await?;
+            tx.execute(
+                "INSERT INTO mcpwatch_schema(version) VALUES ($1)",
+                &[&version],
+            )
+            .await?;
         }
     }
     tx.commit().await?;
@@ -119,7 +122,10 @@ pub fn partition_day(name: &str) -> Option<i64> {
     if let Some(d) = name.strip_prefix("events_d") {
         d.parse().ok()
     } else {
-        name.strip_prefix("events_m")?.parse::<i64>().ok().map(|d| -d)
+        name.strip_prefix("events_m")?
+            .parse::<i64>()
+            .ok()
+            .map(|d| -d)
     }
 }
 

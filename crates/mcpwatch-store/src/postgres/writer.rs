@@ -262,7 +262,11 @@ impl EventWriter for PgWriter {
             let mut more = n == budget as u64;
             if let Some(max) = max_size {
                 // Over the size limit, the oldest day goes; never the current one.
-                let left: Vec<i64> = days.iter().copied().filter(|d| !dropped.contains(d)).collect();
+                let left: Vec<i64> = days
+                    .iter()
+                    .copied()
+                    .filter(|d| !dropped.contains(d))
+                    .collect();
                 if !more && used_bytes(c).await? > max {
                     if let Some(&oldest) = left.first().filter(|&&d| d < today) {
                         deleted += drop_partition(c, oldest).await?;
@@ -281,16 +285,22 @@ impl EventWriter for PgWriter {
             }
             let (minute, hour) = (cutoff.div_euclid(MINUTE), cutoff.div_euclid(HOUR));
             for table in ["rollup_minute", "security_minute"] {
-                c.execute(&format!("DELETE FROM {table} WHERE minute < $1"), &[&minute])
-                    .await?;
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE minute < $1"),
+                    &[&minute],
+                )
+                .await?;
             }
             for table in ["rollup_hour", "tool_hour", "tool_hist"] {
                 c.execute(&format!("DELETE FROM {table} WHERE hour < $1"), &[&hour])
                     .await?;
             }
             for table in ["user_tool", "user_params"] {
-                c.execute(&format!("DELETE FROM {table} WHERE last_ts < $1"), &[&cutoff])
-                    .await?;
+                c.execute(
+                    &format!("DELETE FROM {table} WHERE last_ts < $1"),
+                    &[&cutoff],
+                )
+                .await?;
             }
             c.batch_execute("COMMIT").await?;
             Ok((RetentionStep { deleted, more }, dropped))
@@ -339,7 +349,11 @@ pub(super) async fn used_bytes(c: &tokio_postgres::Client) -> Result<u64, StoreE
     Ok(n.max(0) as u64)
 }
 
-async fn exec(c: &tokio_postgres::Client, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+async fn exec(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<(), StoreError> {
     c.execute(sql, args).await?;
     Ok(())
 }
@@ -347,13 +361,34 @@ async fn exec(c: &tokio_postgres::Client, sql: &str, args: &[&(dyn ToSql + Sync)
 /// The rollup deltas of one batch as arrays, one statement per table.
 struct Flush {
     writer: String,
-    minute: (Vec<i64>, Vec<String>, Vec<i64>, Vec<String>, Vec<String>, Agg),
+    minute: (
+        Vec<i64>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<String>,
+        Vec<String>,
+        Agg,
+    ),
     hour: (Vec<i64>, Vec<String>, Vec<i64>, Vec<String>, Agg),
     security: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>),
     tool: ToolCols,
     hist: (Vec<i64>, Vec<String>, Vec<String>, Vec<i64>, Vec<i64>),
-    user: (Vec<String>, Vec<String>, Vec<String>, Vec<i64>, Vec<i64>, Vec<i64>),
-    params: (Vec<String>, Vec<String>, Vec<String>, Vec<String>, Vec<i64>, Vec<i64>),
+    user: (
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<i64>,
+        Vec<i64>,
+    ),
+    params: (
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<String>,
+        Vec<i64>,
+        Vec<i64>,
+    ),
 }
 
 #[derive(Default)]

@@ -224,7 +224,14 @@ fn users(conn: &Connection, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(args.iter()))?;
     while let Some(r) = rows.next()? {
-        fold.row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+        fold.row(
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        );
     }
     let mut out = fold.finish(q.limit);
     let mut st =
