@@ -30,6 +30,11 @@ pub use writer::PgWriter;
 /// Connections kept by one store (queries and the writer share them).
 const POOL_SIZE: usize = 8;
 
+/// How long connecting may take, unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a query waits for a free connection.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How the store reaches its database.
 #[derive(Clone)]
 struct Db {
@@ -105,11 +110,15 @@ impl PgStore {
     /// the schema. `writer_name` tells this process's rollup rows from other writers'.
     pub fn open(url: &str, writer_name: &str) -> Result<Self, StoreError> {
         let shown = hide_password(url);
-        let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::Unavailable(format!(
                 "invalid store URL `{shown}`: {e}; write it as postgres://user:password@host:port/database"
             ))
         })?;
+        if config.get_connect_timeout().is_none() {
+            // An unreachable host fails in seconds, not at the system's TCP timeout.
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("mcpwatch-pg")
@@ -127,6 +136,7 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .wait_timeout(Some(POOL_WAIT))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| {
@@ -193,7 +203,13 @@ fn pool_error(shown: &str, e: deadpool_postgres::PoolError) -> StoreError {
 
 /// One clear message, saying what to do, for a connection that failed.
 fn connect_error(shown: &str, e: tokio_postgres::Error) -> StoreError {
-    let msg = match e.code().map(|c| c.code()) {
+    // tokio-postgres says "error connecting to server" and keeps the reason as the source.
+    let code = e.code().map(|c| c.code().to_owned());
+    let e = match std::error::Error::source(&e) {
+        Some(cause) if code.is_none() => format!("{e}: {cause}"),
+        _ => e.to_string(),
+    };
+    let msg = match code.as_deref() {
         // invalid_catalog_name
         Some("3D000") => format!(
             "the database in `{shown}` does not exist: {e}; create it (e.g. `createdb NAME` as a PostgreSQL superuser) or fix the database name in the URL"
