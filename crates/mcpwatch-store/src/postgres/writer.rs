@@ -358,37 +358,20 @@ async fn exec(
     Ok(())
 }
 
+/// A column of integers, of texts (the arrays one UNNEST parameter takes).
+type Ints = Vec<i64>;
+type Texts = Vec<String>;
+
 /// The rollup deltas of one batch as arrays, one statement per table.
 struct Flush {
     writer: String,
-    minute: (
-        Vec<i64>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<String>,
-        Vec<String>,
-        Agg,
-    ),
-    hour: (Vec<i64>, Vec<String>, Vec<i64>, Vec<String>, Agg),
-    security: (Vec<i64>, Vec<String>, Vec<i64>, Vec<i64>),
+    minute: (Ints, Texts, Ints, Texts, Texts, Agg),
+    hour: (Ints, Texts, Ints, Texts, Agg),
+    security: (Ints, Texts, Ints, Ints),
     tool: ToolCols,
-    hist: (Vec<i64>, Vec<String>, Vec<String>, Vec<i64>, Vec<i64>),
-    user: (
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<i64>,
-        Vec<i64>,
-    ),
-    params: (
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<i64>,
-        Vec<i64>,
-    ),
+    hist: (Ints, Texts, Texts, Ints, Ints),
+    user: (Texts, Texts, Texts, Ints, Ints, Ints),
+    params: (Texts, Texts, Texts, Texts, Ints, Ints),
 }
 
 #[derive(Default)]
