@@ -83,7 +83,7 @@ impl EventReader for SqliteReader {
             args.push(c.ts.into());
             args.push(c.id.clone().into());
             let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(" AND (ts < ?{a} OR (ts = ?{a} AND id < ?{b}))"));
+            sql.push_str(&format!(" AND ts <= ?{a} AND (ts < ?{a} OR id < ?{b})"));
         }
         let limit = q.limit.clamp(1, 10_000);
         // The time index gives the order; ties on a timestamp (rare) are sorted by id.
