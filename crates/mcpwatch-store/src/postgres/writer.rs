@@ -147,9 +147,10 @@ impl PgWriter {
         let c = conn.clone();
         let inserted: HashSet<(String, i64)> = self.db.block(async move {
             c.batch_execute("BEGIN").await?;
+            let st = c.prepare_cached(INSERT_EVENTS).await?;
             let rows = c
                 .query(
-                    INSERT_EVENTS,
+                    &st,
                     &[
                         &ids, &ts, &level, &category, &kind, &server, &tool, &user, &session,
                         &outcome, &body,
@@ -175,7 +176,8 @@ impl PgWriter {
         self.db.block(async move {
             flush.write(&c).await?;
             if added > 0 {
-                c.execute(
+                exec(
+                    &c,
                     "INSERT INTO event_count(writer, value) VALUES ($1, $2)
                      ON CONFLICT (writer) DO UPDATE SET value = event_count.value + excluded.value",
                     &[&name, &(added as i64)],
@@ -349,12 +351,15 @@ pub(super) async fn used_bytes(c: &tokio_postgres::Client) -> Result<u64, StoreE
     Ok(n.max(0) as u64)
 }
 
+/// Runs a statement prepared once per connection: an unprepared one costs a second round trip
+/// (parse and describe) every time.
 async fn exec(
-    c: &tokio_postgres::Client,
+    c: &deadpool_postgres::ClientWrapper,
     sql: &str,
     args: &[&(dyn ToSql + Sync)],
 ) -> Result<(), StoreError> {
-    c.execute(sql, args).await?;
+    let st = c.prepare_cached(sql).await?;
+    c.execute(&st, args).await?;
     Ok(())
 }
 
@@ -491,7 +496,7 @@ impl Flush {
         f
     }
 
-    async fn write(&self, c: &tokio_postgres::Client) -> Result<(), StoreError> {
+    async fn write(&self, c: &deadpool_postgres::ClientWrapper) -> Result<(), StoreError> {
         let w = &self.writer;
         let m = &self.minute;
         if !m.0.is_empty() {
