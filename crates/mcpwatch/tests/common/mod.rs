@@ -164,3 +164,12 @@ pub async fn all_ids(client: &reqwest::Client, url: &str) -> std::collections::H
         }
     }
 }
+
+/// The value of `name{edge="edge"}` on a `/metrics` page.
+pub fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
+    let series = format!("{name}{{edge=\"{edge}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
