@@ -125,7 +125,7 @@ impl WrapConfig {
 }
 
 /// `default`, unless the variable `key` (a duration such as `2s`) says otherwise.
-fn env_duration(key: &str, default: Duration) -> Duration {
+pub(crate) fn env_duration(key: &str, default: Duration) -> Duration {
     match std::env::var(key) {
         Ok(v) => match parse_duration(&v) {
             Ok(d) if !d.is_zero() => d,

@@ -28,8 +28,15 @@ fn events(url: &str, event_type: &str) -> Vec<Value> {
     v
 }
 
-/// Runs the SDK client with `args` (and `MCP_TOKEN`, if given); returns its JSON lines.
-fn client(args: &[&str], token: Option<&str>) -> Vec<Value> {
+/// What the SDK client printed: one line per tool call, and how often each of its callbacks
+/// (sampling, elicitation, roots) was called.
+struct Ran {
+    calls: Vec<Value>,
+    callbacks: Value,
+}
+
+/// Runs the SDK client with `args` (and `MCP_TOKEN`, if given).
+fn client(args: &[&str], token: Option<&str>) -> Ran {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/sampling_client.py");
     let out = Command::new(peer("venv/bin/python"))
         .arg(script)
@@ -40,10 +47,31 @@ fn client(args: &[&str], token: Option<&str>) -> Vec<Value> {
         .output()
         .expect("the Python client runs");
     assert!(out.status.success(), "the client failed: {}", out.status);
-    String::from_utf8_lossy(&out.stdout)
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("the client prints JSON lines"))
-        .collect()
+        .collect();
+    let (calls, rest): (Vec<Value>, Vec<Value>) =
+        lines.into_iter().partition(|l| l.get("tool").is_some());
+    let callbacks = rest
+        .into_iter()
+        .find_map(|l| l.get("callbacks").cloned())
+        .expect("the client says which callbacks ran");
+    Ran { calls, callbacks }
+}
+
+/// The client answered everything itself: five calls without error, every callback run.
+fn check_answered(ran: &Ran) {
+    assert_eq!(ran.calls.len(), 5, "{:#?}", ran.calls);
+    assert!(
+        ran.calls.iter().all(|l| l["error"] == false),
+        "{:#?}",
+        ran.calls
+    );
+    assert_eq!(
+        ran.callbacks,
+        serde_json::json!({"sampling": 2, "elicitation": 2, "roots": 1})
+    );
 }
 
 fn server_script() -> String {
@@ -199,8 +227,7 @@ fn wrap_records_server_requests_with_their_answers_and_alerts_on_the_hostile_one
         ],
         None,
     );
-    assert_eq!(out.len(), 5, "{out:#?}");
-    assert!(out.iter().all(|l| l["error"] == false), "{out:#?}");
+    check_answered(&out);
     check_recorded_and_alerted(&url, "requester");
     serve.stop();
 }
@@ -221,6 +248,7 @@ fn http_server() -> (Proc, String) {
 }
 
 const KEY: &str = "tester-key-0123456789abcdef";
+const REVIEWER_KEY: &str = "reviewer-key-0123456789abcdef";
 
 fn gateway_config(upstream: &str, deny: &str) -> String {
     format!(
@@ -231,9 +259,15 @@ requester = "{upstream}"
 user_id = "tester"
 key = "${{TESTER_KEY}}"
 roles = ["dev"]
+[[gateway.auth.api_keys]]
+user_id = "reviewer"
+key = "${{REVIEWER_KEY}}"
+roles = ["ops"]
 [gateway.policy.roles.dev]
 allow = ["tool:**"]
 deny = [{deny}]
+[gateway.policy.roles.ops]
+allow = ["tool:**"]
 "#
     )
 }
@@ -247,11 +281,139 @@ fn gateway_records_server_requests_with_their_answers_and_alerts_on_the_hostile_
         &gateway_config(&upstream, ""),
         &serve.url,
         tmp.path(),
-        &[("TESTER_KEY", KEY)],
+        &[("TESTER_KEY", KEY), ("REVIEWER_KEY", REVIEWER_KEY)],
     );
     let out = client(&["http", &format!("{gw}/mcp/requester")], Some(KEY));
-    assert_eq!(out.len(), 5, "{out:#?}");
-    assert!(out.iter().all(|l| l["error"] == false), "{out:#?}");
+    check_answered(&out);
     check_recorded_and_alerted(&serve.url, "requester");
+    serve.stop();
+}
+
+/// The events of `event_type` on behalf of `user`.
+fn events_of(url: &str, event_type: &str, user: &str) -> Vec<Value> {
+    let mut v = events(url, event_type);
+    v.retain(|e| e["metadata"]["user_id"] == user);
+    v
+}
+
+/// Policy denies sampling and elicitation from `requester` to role `dev`: the client's
+/// callbacks never run, the server gets the gateway's JSON-RPC error for each request (its tools
+/// report what they received), each request is recorded with answer `denied` and an
+/// `authorization` event naming server, method, user and role. The ordinary sampling request
+/// travels on the tool call's POST response stream, the injected one on the GET stream (the
+/// SDK server sends a request related to no client request there, and nowhere else: were the
+/// GET stream not relayed and judged, the tool would never return). Role `ops`, through the
+/// same gateway to the same server, is unaffected.
+#[test]
+fn gateway_policy_denies_sampling_and_elicitation_per_role_on_post_and_get_streams() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let serve = Serve::start(&tmp.path().join("serve"), &[]);
+    let (_up, upstream) = http_server();
+    let (_gw, gw) = gateway(
+        &gateway_config(
+            &upstream,
+            r#""sampling:requester", "elicitation:requester""#,
+        ),
+        &serve.url,
+        tmp.path(),
+        &[("TESTER_KEY", KEY), ("REVIEWER_KEY", REVIEWER_KEY)],
+    );
+    let mcp = format!("{gw}/mcp/requester");
+    let denied = client(&["http", &mcp], Some(KEY));
+    assert_eq!(
+        denied.callbacks,
+        serde_json::json!({"sampling": 0, "elicitation": 0, "roots": 1}),
+        "the client never saw the denied requests: {:#?}",
+        denied.calls
+    );
+    let texts: Vec<&str> = denied
+        .calls
+        .iter()
+        .map(|c| c["text"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(texts.len(), 5, "{:#?}", denied.calls);
+    for (text, method) in texts[..4].iter().zip([
+        "sampling/createMessage",
+        "sampling/createMessage",
+        "elicitation/create",
+        "elicitation/create",
+    ]) {
+        assert!(
+            text.starts_with("refused code=-32001 message=Forbidden: tester may not receive"),
+            "the server got the gateway's error: {texts:?}"
+        );
+        assert!(text.contains(method) && text.contains("role dev"), "{text}");
+    }
+    assert_eq!(texts[4], "roots=1", "roots are not denied");
+
+    let url = &serve.url;
+    for kind in ["sampling", "elicitation"] {
+        let answers = wait_until(
+            || events_of(url, &format!("{kind}_response"), "tester"),
+            |v| v.len() >= 2,
+        );
+        let asked = events_of(url, &format!("{kind}_request"), "tester");
+        assert_eq!(
+            (asked.len(), answers.len()),
+            (2, 2),
+            "{asked:#?} {answers:#?}"
+        );
+        for (req, resp) in asked.iter().zip(&answers) {
+            assert_eq!(resp["metadata"]["request_event_id"], req["id"]);
+            assert_eq!(resp["metadata"]["answer"], "denied", "{resp:#?}");
+            let reason = resp["metadata"]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("role dev"), "{reason}");
+        }
+    }
+    let refusals = |user: &str| {
+        let mut v = events_of(url, "authorization", user);
+        v.retain(|e| e["metadata"]["action"] == "receive");
+        v
+    };
+    let recorded = wait_until(|| refusals("tester"), |v| v.len() >= 4);
+    let mut seen: Vec<(String, String)> = recorded
+        .iter()
+        .map(|e| {
+            let m = &e["metadata"];
+            assert_eq!(m["server"], "requester", "{e:#?}");
+            assert_eq!(m["role"], "dev", "{e:#?}");
+            assert_eq!(m["result"], "denied", "{e:#?}");
+            assert!(m["session_id"].is_string(), "{e:#?}");
+            (
+                m["resource"].as_str().unwrap_or_default().to_owned(),
+                m["method"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let pair = |r: &str, m: &str| (r.to_owned(), m.to_owned());
+    assert_eq!(
+        seen,
+        [
+            pair("elicitation:requester", "elicitation/create"),
+            pair("elicitation:requester", "elicitation/create"),
+            pair("sampling:requester", "sampling/createMessage"),
+            pair("sampling:requester", "sampling/createMessage"),
+        ]
+    );
+
+    let allowed = client(&["http", &mcp], Some(REVIEWER_KEY));
+    check_answered(&allowed);
+    let answers = wait_until(
+        || events_of(url, "sampling_response", "reviewer"),
+        |v| v.len() >= 2,
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["metadata"]["answer"] == "accepted"),
+        "{answers:#?}"
+    );
+    assert!(
+        refusals("reviewer").is_empty(),
+        "nothing was denied to ops: {:#?}",
+        refusals("reviewer")
+    );
+    assert_eq!(refusals("tester").len(), 4);
     serve.stop();
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::{bin, peer, Serve};
+use common::{bin, edge_gauge, peer, Serve};
 
 /// An address nothing listens on.
 fn dead_collector() -> String {
@@ -349,15 +349,6 @@ impl Drop for Wrap {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The value of the series `name{edge="EDGE"}` on serve's /metrics, once it is there.
-fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
-    let series = format!("{name}{{edge=\"{edge}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod properties;
 pub mod proxy;
 mod refuse;
 mod rewrite;
+mod server_requests;
 pub mod sse;
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,10 @@ pub async fn serve(
         redactor: run.redactor,
         pins_dir: run.data_dir.as_ref().map(|d| d.join("pins")),
         queue: TAP_QUEUE,
+        health_interval: crate::wrap::env_duration(
+            "MCPWATCH_HEALTH_INTERVAL",
+            crate::wrap::HEALTH_INTERVAL,
+        ),
     };
     let (taps, monitor) = Monitor::new(monitor_cfg, clock.clone(), events_tx, health);
     let grace = run.delivery.shutdown_grace + Duration::from_secs(1);

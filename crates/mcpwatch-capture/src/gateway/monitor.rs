@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::sse::{event_data, SseSplitter};
+use super::sse::{event_data, has_event_id, SseSplitter};
 use crate::classify::ClassificationConfig;
 use crate::health::CaptureHealth;
 use crate::pins::PinStore;
@@ -52,6 +52,14 @@ pub enum Tap {
         session: Arc<str>,
         route: Arc<Route>,
         body: Bytes,
+        reason: String,
+    },
+    /// A server request the gateway refused by policy (dropped from the client's stream and
+    /// answered with an error): completed with outcome `denied`.
+    ServerRequestDenied {
+        session: Arc<str>,
+        route: Arc<Route>,
+        id: Value,
         reason: String,
     },
     /// A client body already tapped got no response: the upstream could not be reached.
@@ -139,6 +147,16 @@ impl TapSender {
     }
 }
 
+impl TapSender {
+    /// A sender and the queue it fills, for tests that read the taps themselves.
+    #[cfg(test)]
+    pub(super) fn channel(n: usize) -> (Self, mpsc::Receiver<Tap>) {
+        let (tx, rx) = mpsc::channel(n);
+        let health = Arc::new(CaptureHealth::default());
+        (Self { tx, health }, rx)
+    }
+}
+
 /// What the monitor needs.
 pub struct MonitorConfig {
     /// Most sessions tracked.
@@ -157,6 +175,8 @@ pub struct MonitorConfig {
     pub pins_dir: Option<PathBuf>,
     /// Copies waiting for the monitor at most.
     pub queue: usize,
+    /// How often the gateway's `system/edge_health` event reports its spool and tap queue.
+    pub health_interval: Duration,
 }
 
 /// Most response streams followed at once.
@@ -183,6 +203,8 @@ struct Stream {
     route: Arc<Route>,
     body: Body,
     request: Option<Bytes>,
+    /// Its events carried SSE ids: a client may resume it after a break.
+    resumable: bool,
 }
 
 /// The monitor task's state.
@@ -199,6 +221,8 @@ pub struct Monitor {
     pins: PinStore,
     streams: HashMap<u64, Stream>,
     reported: (u64, u64, u64),
+    /// When the next `system/edge_health` is due.
+    next_health: Instant,
 }
 
 impl Monitor {
@@ -215,6 +239,7 @@ impl Monitor {
             health: health.clone(),
         };
         let pins = PinStore::new(cfg.pins_dir.clone()).with_redactor(cfg.redactor.clone());
+        let cfg_health_interval = cfg.health_interval;
         let m = Monitor {
             pins,
             cfg,
@@ -226,6 +251,7 @@ impl Monitor {
             sessions: HashMap::new(),
             streams: HashMap::new(),
             reported: (0, 0, 0),
+            next_health: Instant::now() + cfg_health_interval,
         };
         (sender, m)
     }
@@ -310,6 +336,43 @@ impl Monitor {
             e.tracker.on_tick(out);
         }
         self.report_losses(out);
+        let now = Instant::now();
+        if now >= self.next_health {
+            self.next_health = now + self.cfg.health_interval;
+            out.push(self.edge_health());
+        }
+    }
+
+    /// The gateway's `system/edge_health`: one edge (`source` `gateway`) for every upstream,
+    /// whether or not a session is open, with its tap queue beside the spool: copies waiting
+    /// for the monitor now, and copies dropped (relayed, not inspected) since it started.
+    fn edge_health(&self) -> Event {
+        let (level, message, mut metadata) = crate::session::edge_health_report(&self.health);
+        metadata.insert("queue_depth".into(), json!(self.rx.len()));
+        metadata.insert("queue_capacity".into(), json!(self.cfg.queue.max(1)));
+        metadata.insert(
+            "dropped_bytes".into(),
+            json!(CaptureHealth::get(&self.health.dropped_bytes)),
+        );
+        let message = format!(
+            "{message}; {} of {} copies waiting for inspection",
+            self.rx.len(),
+            self.cfg.queue.max(1)
+        );
+        let timestamp = self.clock.now();
+        let mut event = Event {
+            id: self.ids.next(timestamp),
+            timestamp,
+            level,
+            category: "system".into(),
+            source: "gateway".into(),
+            event_type: "edge_health".into(),
+            message,
+            metadata,
+            tags: vec!["capture".into(), "health".into(), "gateway".into()],
+        };
+        self.cfg.redactor.redact_event(&mut event);
+        event
     }
 
     fn report_losses(&mut self, out: &mut Vec<Event>) {
@@ -361,6 +424,16 @@ impl Monitor {
                     .tracker
                     .on_denied(&body, &reason, out);
             }
+            Tap::ServerRequestDenied {
+                session,
+                route,
+                id,
+                reason,
+            } => {
+                self.session(&route, session)
+                    .tracker
+                    .on_server_request_denied(&id, &reason, out);
+            }
             Tap::Failed {
                 session,
                 route,
@@ -396,6 +469,7 @@ impl Monitor {
                         route,
                         body,
                         request,
+                        resumable: false,
                     },
                 );
             }
@@ -423,11 +497,14 @@ impl Monitor {
         let mut frames = Vec::new();
         match &mut s.body {
             Body::Sse(splitter) => {
+                let mut named = false;
                 splitter.feed(bytes, |event| {
+                    named |= has_event_id(event);
                     if let Some(data) = event_data(event) {
                         frames.push(data);
                     }
                 });
+                s.resumable |= named;
             }
             Body::Json(buf, oversized) => {
                 if buf.len() + bytes.len() > max {
@@ -456,6 +533,11 @@ impl Monitor {
             (StreamEnd::Complete, _) => {}
             // What was pending will not come on this stream; a JSON body cut short is not
             // worth parsing.
+            // A stream with SSE ids may be resumed with `Last-Event-ID`, and what it owed
+            // answered there: the verdict waits (see `session::resume`).
+            (StreamEnd::Broken(reason), Some(request)) if s.resumable => {
+                return e.tracker.on_request_stream_broken(request, reason);
+            }
             (StreamEnd::Broken(reason), Some(request)) => {
                 return e.tracker.on_request_failed(request, reason, out);
             }

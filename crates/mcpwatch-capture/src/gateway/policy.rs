@@ -1,6 +1,11 @@
 //! Authorization: per-role allow/deny glob patterns over `tool:{server}/{tool}`,
 //! `resource:{uri}` and `prompt:{server}/{prompt}`; deny wins.
 //!
+//! What a server asks of the client is judged too: `sampling:{server}` and
+//! `elicitation:{server}`, by explicit deny only ([`Policy::denies_server_request`]), so that a
+//! role written before them (`allow = ["tool:**"]`) keeps receiving both, and nothing changes
+//! for a policy without such a deny. They may appear only in `deny`.
+//!
 //! Patterns are [`Glob`]s, compiled once: `*` stays within a `/` segment, `**` crosses them, so
 //! `tool:**` is every tool and `tool:filesystem/delete_*` one server's deleting tools.
 //! A principal may use a target when none of its roles denies it and at least one allows it;
@@ -21,12 +26,23 @@ use crate::uri::{self, UriError};
 struct Rules {
     allow: Vec<Glob>,
     deny: Vec<Glob>,
+    /// The `sampling:` and `elicitation:` patterns of `deny`.
+    deny_server: Vec<Glob>,
+}
+
+/// Prefixes of what a server asks of the client, judged by explicit deny only.
+const SERVER_REQUEST_KINDS: [&str; 2] = ["sampling:", "elicitation:"];
+
+fn is_server_request(p: &str) -> bool {
+    SERVER_REQUEST_KINDS.iter().any(|k| p.starts_with(k))
 }
 
 /// Allow/deny patterns per role.
 pub struct Policy {
     default_allow: bool,
     roles: HashMap<String, Rules>,
+    /// Whether any role denies a server request (else streams are not read for them).
+    server_denies: bool,
 }
 
 impl Policy {
@@ -49,26 +65,37 @@ impl Policy {
             let allow = r.allow.clone().unwrap_or_else(|| vec!["**".into()]);
             for (list, what) in [(&allow, "allow"), (&r.deny, "deny")] {
                 for (i, p) in list.iter().enumerate() {
-                    if !valid_pattern(p) {
+                    let path = format!("gateway.policy.roles.{role}.{what}[{i}]");
+                    if what == "allow" && is_server_request(p) {
                         errors.push(ConfigError::at(
-                            format!("gateway.policy.roles.{role}.{what}[{i}]"),
-                            format!("{p:?} must start with tool:, resource: or prompt: (or be ** for everything)"),
+                            path,
+                            format!("{p:?}: sampling and elicitation are judged by deny only (every role receives them unless a deny names them); remove it from allow"),
+                        ));
+                    } else if !valid_pattern(p) {
+                        errors.push(ConfigError::at(
+                            path,
+                            format!("{p:?} must start with tool:, resource:, prompt:, sampling: or elicitation: (or be ** for everything)"),
                         ));
                     }
                 }
             }
+            let (deny_server, deny): (Vec<&String>, Vec<&String>) =
+                r.deny.iter().partition(|p| is_server_request(p));
             roles.insert(
                 role.clone(),
                 Rules {
                     allow: allow.iter().map(|p| compile(p)).collect(),
-                    deny: r.deny.iter().map(|p| compile(p)).collect(),
+                    deny: deny.into_iter().map(|p| compile(p)).collect(),
+                    deny_server: deny_server.into_iter().map(|p| Glob::new(p)).collect(),
                 },
             );
         }
+        let server_denies = roles.values().any(|r: &Rules| !r.deny_server.is_empty());
         if errors.is_empty() {
             Ok(Self {
                 default_allow,
                 roles,
+                server_denies,
             })
         } else {
             Err(errors)
@@ -112,6 +139,28 @@ impl Policy {
         }
     }
 
+    /// Whether any role denies a server request at all.
+    pub fn judges_server_requests(&self) -> bool {
+        self.server_denies
+    }
+
+    /// The first of `roles` whose deny names `target` (`sampling:{server}` or
+    /// `elicitation:{server}`), if one does: what a server asks of the client is refused only
+    /// by an explicit deny, whatever `allow` and `default` say.
+    pub fn denies_server_request<'a>(&self, roles: &'a [String], target: &str) -> Option<&'a str> {
+        if !self.server_denies {
+            return None;
+        }
+        roles
+            .iter()
+            .find(|r| {
+                self.roles
+                    .get(*r)
+                    .is_some_and(|rules| rules.deny_server.iter().any(|p| p.matches(target)))
+            })
+            .map(String::as_str)
+    }
+
     /// Whether every target is allowed for these roles (lets list filtering be skipped).
     pub fn unrestricted(&self, roles: &[String]) -> bool {
         let ruled: Vec<&Rules> = roles.iter().filter_map(|r| self.roles.get(r)).collect();
@@ -138,6 +187,7 @@ fn valid_pattern(p: &str) -> bool {
         || ["tool:", "resource:", "prompt:"]
             .iter()
             .any(|k| p.starts_with(k))
+        || is_server_request(p)
 }
 
 #[cfg(test)]
@@ -218,13 +268,57 @@ mod tests {
     }
 
     #[test]
+    fn server_requests_are_refused_by_explicit_deny_only() {
+        let p = policy(
+            Some("deny"),
+            &[
+                (
+                    "dev",
+                    Some(&["tool:**"]),
+                    &["sampling:requester", "elicitation:*"],
+                ),
+                ("ops", Some(&["tool:**"]), &[]),
+                ("open", None, &["tool:x/*"]),
+            ],
+        );
+        let roles = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dev = roles(&["ops", "dev"]);
+        assert_eq!(
+            p.denies_server_request(&dev, "sampling:requester"),
+            Some("dev")
+        );
+        assert_eq!(p.denies_server_request(&dev, "sampling:other"), None);
+        assert_eq!(
+            p.denies_server_request(&dev, "elicitation:other"),
+            Some("dev")
+        );
+        // Neither allow, nor `default = "deny"`, nor a deny of tools refuses them.
+        for r in [
+            roles(&["ops"]),
+            roles(&["open"]),
+            roles(&["nobody"]),
+            roles(&[]),
+        ] {
+            assert_eq!(
+                p.denies_server_request(&r, "sampling:requester"),
+                None,
+                "{r:?}"
+            );
+        }
+        // The server-request deny does not restrict what the role may use.
+        check(&p, &["dev"], "tool:requester/ask_model", true);
+        let only = policy(None, &[("dev", None, &["sampling:*"])]);
+        assert!(only.unrestricted(&roles(&["dev"])));
+    }
+
+    #[test]
     fn bad_patterns_are_reported_with_their_path() {
         let cfg = PolicySection {
             default: Some("maybe".into()),
             roles: [(
                 "dev".to_string(),
                 RoleRules {
-                    allow: Some(vec!["delete_*".into()]),
+                    allow: Some(vec!["delete_*".into(), "sampling:*".into()]),
                     deny: vec![],
                 },
             )]
@@ -236,8 +330,14 @@ mod tests {
             paths,
             [
                 "gateway.policy.default",
-                "gateway.policy.roles.dev.allow[0]"
+                "gateway.policy.roles.dev.allow[0]",
+                "gateway.policy.roles.dev.allow[1]"
             ]
+        );
+        assert!(
+            errors[2].message.contains("deny only"),
+            "{}",
+            errors[2].message
         );
     }
 }

@@ -38,6 +38,7 @@ use super::owners::{Ownership, SessionOwners};
 use super::policy::Policy;
 use super::refuse::{foreign_session, limited, too_big_a_batch, unreadable, upstream_down};
 use super::rewrite::{self, ListFilter, Rewrite};
+use super::server_requests::ServerRequestGuard;
 use crate::error::root_cause;
 use crate::session::Direction;
 
@@ -136,6 +137,16 @@ async fn handle(
         Method::POST => post(gw.clone(), url, route, principal, session, headers, body).await,
         Method::GET | Method::DELETE => {
             let method = parts.method.clone();
+            let session = session.unwrap_or_else(|| Arc::from(""));
+            // The GET stream carries the server's requests that answer no client request.
+            let guard = (method == Method::GET)
+                .then(|| {
+                    ServerRequestGuard::new(
+                        &gw.policy, &gw.client, url, &headers, &gw.taps, &route, &session,
+                        &principal,
+                    )
+                })
+                .flatten();
             let sent = gw
                 .client
                 .request(method.clone(), url.clone())
@@ -148,7 +159,6 @@ async fn handle(
                     return upstream_down(&route.server, url, &e, Vec::new(), Vec::new(), false)
                 }
             };
-            let session = session.unwrap_or_else(|| Arc::from(""));
             if method == Method::DELETE && resp.status().is_success() {
                 gw.owners.forget(&route.server, &session);
                 gw.taps.send(Tap::Close {
@@ -160,6 +170,7 @@ async fn handle(
                 lists: None,
                 errors: Vec::new(),
                 ids: Vec::new(),
+                guard,
             };
             relay(&gw, resp, route, session, rewrite, None)
         }
@@ -261,6 +272,9 @@ async fn post(
             .filter(|v| v.len() <= 256)
             .map(str::to_owned),
     });
+    let mut guard = ServerRequestGuard::new(
+        &gw.policy, &gw.client, url, &headers, &gw.taps, &route, &session, &principal,
+    );
     let sent = gw
         .client
         .post(url.clone())
@@ -290,7 +304,6 @@ async fn post(
             .filter_map(|m| m.request_id().cloned())
             .collect()
     };
-    let rewrite = Rewrite { lists, errors, ids };
     if provisional {
         if let Some(id) = resp
             .headers()
@@ -298,6 +311,15 @@ async fn post(
             .and_then(|v| v.to_str().ok())
         {
             let to: Arc<str> = Arc::from(id);
+            if let Some(g) = guard.as_mut() {
+                g.set_session(&to);
+            }
+            let rewrite = Rewrite {
+                lists,
+                errors,
+                ids,
+                guard,
+            };
             gw.owners.bind(&route.server, &to, &route.user);
             gw.taps.send(Tap::Alias {
                 server: route.server.clone(),
@@ -307,6 +329,12 @@ async fn post(
             return relay(&gw, resp, route, to, rewrite, Some(forward));
         }
     }
+    let rewrite = Rewrite {
+        lists,
+        errors,
+        ids,
+        guard,
+    };
     relay(&gw, resp, route, session, rewrite, Some(forward))
 }
 
@@ -344,7 +372,7 @@ fn relay(
     resp: reqwest::Response,
     route: Arc<Route>,
     session: Arc<str>,
-    rewrite: Rewrite,
+    mut rewrite: Rewrite,
     request: Option<Bytes>,
 ) -> Response {
     let status = resp.status();
@@ -360,6 +388,10 @@ fn relay(
         .unwrap_or("");
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
+    if !sse {
+        // Server requests travel on SSE streams only; a JSON answer is not held back for them.
+        rewrite.guard = None;
+    }
     let merge = status.is_success() && !rewrite.errors.is_empty();
     // The upstream refused what was forwarded, the gateway the rest: every request still
     // gets its answer.

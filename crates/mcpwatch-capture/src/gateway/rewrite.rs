@@ -1,6 +1,7 @@
 //! What the gateway changes in an upstream's answer on its way back to the client.
 //!
-//! Two things, both only when needed: list results (`tools/list`, `prompts/list`,
+//! Three things, each only when needed: server requests that policy refuses the caller are
+//! dropped from SSE streams ([`super::server_requests`]); list results (`tools/list`, `prompts/list`,
 //! `resources/list`) lose what the caller may not use, matched to their requests by id so that
 //! batches are filtered too; and when the gateway refused part of a batch ([`super::batch`]),
 //! its errors are merged into the upstream's answer.
@@ -24,6 +25,7 @@ use serde_json::Value;
 
 use super::batch::{join_array, rpc_error, Probe};
 use super::policy::Policy;
+use super::server_requests::{Guarded, ServerRequestGuard};
 use super::sse::{event_data, with_data, SseSplitter};
 use crate::jsonrpc::id_key;
 
@@ -36,12 +38,14 @@ pub(super) struct Rewrite {
     /// The ids of the requests forwarded (needed when `errors` must be merged into an answer
     /// the upstream gave with an error status).
     pub ids: Vec<Value>,
+    /// Server requests to refuse (SSE only: a JSON answer carries the response alone).
+    pub guard: Option<ServerRequestGuard>,
 }
 
 impl Rewrite {
     /// Whether the answer passes unchanged.
     pub fn is_empty(&self) -> bool {
-        self.lists.is_none() && self.errors.is_empty()
+        self.lists.is_none() && self.errors.is_empty() && self.guard.is_none()
     }
 }
 
@@ -186,12 +190,44 @@ fn sse_events(errors: &[Value]) -> Vec<u8> {
     out
 }
 
+/// One SSE event as the client gets it: `None` when it passes unchanged, `Some(empty)` when
+/// it is dropped (every message in it a refused server request).
+fn pass_event(
+    event: &[u8],
+    lists: Option<&ListFilter>,
+    guard: Option<&ServerRequestGuard>,
+) -> Option<Vec<u8>> {
+    let data = event_data(event)?;
+    let mut data = Cow::Borrowed(&data[..]);
+    let mut changed = false;
+    if let Some(g) = guard {
+        match g.judge(&data) {
+            Guarded::Unchanged => {}
+            Guarded::Dropped => return Some(Vec::new()),
+            Guarded::Rest(rest) => {
+                data = Cow::Owned(rest);
+                changed = true;
+            }
+        }
+    }
+    if let Some(new) = lists.and_then(|l| rewrite_messages(&data, Some(l), &[])) {
+        data = Cow::Owned(new);
+        changed = true;
+    }
+    changed.then(|| with_data(event, &data))
+}
+
 /// The client's body from the upstream's (`stream`, already tapped), rewritten.
 pub(super) fn body<S>(stream: S, sse: bool, rewrite: Rewrite) -> Body
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
 {
-    let Rewrite { lists, errors, .. } = rewrite;
+    let Rewrite {
+        lists,
+        errors,
+        guard,
+        ..
+    } = rewrite;
     if !sse {
         let merged = async move {
             let mut buf = Vec::new();
@@ -206,13 +242,14 @@ where
     }
     let first = (!errors.is_empty()).then(|| Ok(Bytes::from(sse_events(&errors))));
     let first = futures_util::stream::iter(first);
-    let Some(lists) = lists else {
+    if lists.is_none() && guard.is_none() {
         return Body::from_stream(first.chain(stream));
-    };
+    }
     let state = SseFilter {
         inner: stream,
         splitter: SseSplitter::new(MAX_FILTERED_EVENT),
         lists,
+        guard,
     };
     let filtered = futures_util::stream::unfold(Some(state), |state| async move {
         let mut st = state?;
@@ -223,12 +260,7 @@ where
                 if rest.is_empty() {
                     return None;
                 }
-                let out = match event_data(&rest)
-                    .and_then(|d| rewrite_messages(&d, Some(&st.lists), &[]))
-                {
-                    Some(new) => with_data(&rest, &new),
-                    None => rest,
-                };
+                let out = pass_event(&rest, st.lists.as_ref(), st.guard.as_ref()).unwrap_or(rest);
                 return Some((Ok(Bytes::from(out)), None));
             };
             let chunk = match chunk {
@@ -236,18 +268,18 @@ where
                 Err(e) => return Some((Err(e), None)),
             };
             let mut out = Vec::with_capacity(chunk.len());
-            let lists = &st.lists;
-            let skipped = st.splitter.feed(&chunk, |event| {
-                match event_data(event).and_then(|d| rewrite_messages(&d, Some(lists), &[])) {
-                    Some(new) => out.extend_from_slice(&with_data(event, &new)),
+            let (lists, guard) = (st.lists.as_ref(), st.guard.as_ref());
+            let skipped = st
+                .splitter
+                .feed(&chunk, |event| match pass_event(event, lists, guard) {
+                    Some(new) => out.extend_from_slice(&new),
                     None => {
                         out.extend_from_slice(event);
                         out.extend_from_slice(b"\n\n");
                     }
-                }
-            });
+                });
             if skipped > 0 {
-                // An event too large to filter may hold what the caller must not see: the
+                // An event too large to read may hold what the caller must not see: the
                 // stream ends here, with an error saying why.
                 out.extend_from_slice(&sse_events(&[too_large()]));
                 return Some((Ok(Bytes::from(out)), None));
@@ -322,7 +354,8 @@ pub(super) const MAX_FILTERED_EVENT: usize = 16 << 20;
 struct SseFilter<S> {
     inner: S,
     splitter: SseSplitter,
-    lists: ListFilter,
+    lists: Option<ListFilter>,
+    guard: Option<ServerRequestGuard>,
 }
 
 /// The error that ends a filtered stream at an event too large to read.

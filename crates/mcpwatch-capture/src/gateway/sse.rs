@@ -92,6 +92,17 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
+/// Whether the event names itself with a non-empty SSE `id:`, which a client may resume the
+/// stream from with `Last-Event-ID`.
+pub fn has_event_id(event: &[u8]) -> bool {
+    event.split(|&b| b == b'\n').any(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        line.strip_prefix(b"id:")
+            .map(|v| v.strip_prefix(b" ").unwrap_or(v))
+            .is_some_and(|v| !v.is_empty())
+    })
+}
+
 /// The event with its data replaced by `data` (one line; JSON has no raw newlines), other
 /// fields (`id:`, `event:`, `retry:`, comments) kept in order, plus the blank line.
 pub fn with_data(event: &[u8], data: &[u8]) -> Vec<u8> {
@@ -156,6 +167,12 @@ mod tests {
             Some(&b"a\nb"[..])
         );
         assert_eq!(event_data(b": comment"), None);
+        assert!(has_event_id(events[1].as_bytes()));
+        assert!(!has_event_id(events[0].as_bytes()));
+        assert!(
+            !has_event_id(b"id:\ndata: x"),
+            "an empty id resets, it names nothing"
+        );
     }
 
     #[test]

@@ -340,6 +340,7 @@ fn monitor_events(taps: Vec<Tap>) -> Vec<Event> {
             redactor: Redactor::default(),
             pins_dir: None,
             queue: 64,
+            health_interval: Duration::from_secs(3600),
         };
         let (events_tx, mut events) = mpsc::channel(1024);
         let (sender, monitor) =

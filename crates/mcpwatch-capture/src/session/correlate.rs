@@ -25,6 +25,9 @@ pub(super) struct Pending {
     pub(super) trace: Option<String>,
     /// For a server's sampling, elicitation or roots request: what its answer names.
     pub(super) asked: Option<Asked>,
+    /// Its response stream broke off, but the client may resume it (see `resume`): why, for
+    /// the `transport_error` it ends with if no response comes before its timeout.
+    pub(super) held: Option<String>,
 }
 
 /// A `tools/call` waiting for its result.
@@ -115,6 +118,7 @@ impl SessionTracker {
             tool,
             trace,
             asked,
+            held: None,
         };
         self.arrivals[dir.index()].push_back((seq, key.clone()));
         if let Some(old) = self.pending[dir.index()].insert(key, pending) {

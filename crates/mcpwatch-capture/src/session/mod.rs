@@ -8,6 +8,7 @@
 //!   too), cancellations, timeouts and eviction, timed against the injected clock;
 //! - [`calls`]: the events of a request as it starts (`execution_start`, `data_access`);
 //! - [`outcome`]: how a request ended, and its `request_performance` / `execution_complete`;
+//! - [`resume`]: requests whose response stream broke off held while the client may resume it;
 //! - [`listing`]: tool listings followed into the [`PinStore`], rug pulls reported;
 //! - [`server_requests`]: what a server asks of the client (sampling, elicitation, roots) and
 //!   how it was answered, as events of their own;
@@ -24,6 +25,7 @@ mod evasion;
 mod listing;
 mod meta;
 mod outcome;
+mod resume;
 mod server_requests;
 mod summary;
 #[cfg(test)]
@@ -42,6 +44,7 @@ use crate::classify::ClassificationConfig;
 use crate::jsonrpc::{id_key, parse_frame, FrameError, Message};
 use crate::pins::PinStore;
 use correlate::{Pending, MAX_TIMED_OUT};
+pub use edge_health::edge_health_report;
 use meta::{secs_between, SharedMetadata};
 use outcome::Ending;
 pub use summary::{bounded_parameters, is_tool_error, result_summary};
@@ -254,7 +257,8 @@ impl SessionTracker {
         ));
     }
 
-    /// Periodic check: requests older than the timeout end as `timeout`.
+    /// Periodic check: requests older than the timeout end as `timeout` (or, held for a resume
+    /// that did not come, as `transport_error`).
     pub fn on_tick(&mut self, out: &mut Vec<Event>) {
         let now = self.clock.now();
         for dir in [Direction::ClientToServer, Direction::ServerToClient] {
@@ -264,13 +268,17 @@ impl SessionTracker {
                 .map(|(k, _)| k.clone())
                 .collect();
             for key in expired {
-                if let Some(p) = self.pending[dir.index()].remove(&key) {
+                if let Some(mut p) = self.pending[dir.index()].remove(&key) {
                     let ring = &mut self.timed_out[dir.index()];
                     if ring.len() == MAX_TIMED_OUT {
                         ring.pop_front();
                     }
                     ring.push_back(key);
-                    self.complete(dir, p, Ending::Timeout, out);
+                    let ending = match p.held.take() {
+                        Some(reason) => Ending::TransportError(reason),
+                        None => Ending::Timeout,
+                    };
+                    self.complete(dir, p, ending, out);
                 }
             }
         }

@@ -13,8 +13,8 @@ use serde_json::{json, Map, Value};
 use super::correlate::Pending;
 use super::outcome::Ending;
 use super::summary::REDACT_LOOKAHEAD;
-use super::SessionTracker;
-use crate::jsonrpc::id_display;
+use super::{Direction, SessionTracker};
+use crate::jsonrpc::{id_display, id_key};
 
 /// Longest text kept of one message, system prompt or schema description.
 pub const MAX_REQUEST_TEXT: usize = 4 * 1024;
@@ -61,6 +61,15 @@ pub(super) struct Asked {
 }
 
 impl SessionTracker {
+    /// A server request (seen through [`Self::on_frame`]) that a gateway refused by policy and
+    /// never passed to the client: completed at once with outcome `denied`.
+    pub fn on_server_request_denied(&mut self, id: &Value, reason: &str, out: &mut Vec<Event>) {
+        let dir = Direction::ServerToClient;
+        if let Some(p) = self.pending[dir.index()].remove(&id_key(id)) {
+            self.complete(dir, p, Ending::Denied(reason.to_string()), out);
+        }
+    }
+
     /// A server request begins: its `<kind>_request` event.
     pub(super) fn server_request_started(
         &mut self,

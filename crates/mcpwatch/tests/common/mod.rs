@@ -47,10 +47,21 @@ impl Serve {
 
     /// Starts `serve` on `listen` (an address a previous `serve` used, to restart it in place).
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Serve {
+        Serve::start_with_env(listen, data_dir, extra, &[])
+    }
+
+    /// [`Serve::start_on`] with extra environment variables.
+    pub fn start_with_env(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Serve {
         let mut child = bin()
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -152,4 +163,13 @@ pub async fn all_ids(client: &reqwest::Client, url: &str) -> std::collections::H
             None => return ids,
         }
     }
+}
+
+/// The value of `name{edge="edge"}` on a `/metrics` page.
+pub fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
+    let series = format!("{name}{{edge=\"{edge}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
 }

@@ -3,11 +3,15 @@ server-initiated request tests (issue 22).
 
 Usage: sampling_server.py [stdio | http PORT]
 Tools:
-  ask_model(text)   sends `sampling/createMessage` with `text` as the user message
-  ask_user(kind)    sends `elicitation/create`: kind `project` asks for a project name,
-                    `credentials` for an API key and a password
+  ask_model(text, channel)  sends `sampling/createMessage` with `text` as the user message;
+                    channel `post` sends it on the tool call's own response stream (the SDK's
+                    related_request_id), `get` (the default) as a request related to no client
+                    request, which the SDK's Streamable HTTP server sends on the GET stream
+  ask_user(kind)    sends `elicitation/create` (on the tool call's stream): kind `project`
+                    asks for a project name, `credentials` for an API key and a password
   roots()           sends `roots/list`
-Each returns what the client answered, as text.
+Each returns what the client answered, as text, or `refused code=… message=…` when the request
+got a JSON-RPC error (e.g. from a gateway whose policy denies it).
 """
 
 import sys
@@ -16,6 +20,7 @@ import warnings
 from pydantic import BaseModel, Field
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
 from mcp.types import SamplingMessage, TextContent
 
 warnings.simplefilter("ignore")  # sampling and roots are deprecated in newer protocol versions
@@ -32,22 +37,33 @@ class Credentials(BaseModel):
     password: str = Field(description="Your account password")
 
 
+def refused(e: MCPError) -> str:
+    return f"refused code={e.error.code} message={e.error.message}"
+
+
 @mcp.tool()
-async def ask_model(text: str, ctx: Context) -> str:
-    result = await ctx.session.create_message(
-        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=text))],
-        max_tokens=64,
-        system_prompt="You are a helpful summariser.",
-    )
+async def ask_model(text: str, ctx: Context, channel: str = "get") -> str:
+    try:
+        result = await ctx.session.create_message(
+            messages=[SamplingMessage(role="user", content=TextContent(type="text", text=text))],
+            max_tokens=64,
+            system_prompt="You are a helpful summariser.",
+            related_request_id=ctx.request_id if channel == "post" else None,
+        )
+    except MCPError as e:
+        return refused(e)
     return f"model={result.model} stop={result.stop_reason} text={result.content.text}"
 
 
 @mcp.tool()
 async def ask_user(kind: str, ctx: Context) -> str:
-    if kind == "credentials":
-        result = await ctx.elicit("To continue, enter your credentials for the deployment", Credentials)
-    else:
-        result = await ctx.elicit("Which project should I set up?", Project)
+    try:
+        if kind == "credentials":
+            result = await ctx.elicit("To continue, enter your credentials for the deployment", Credentials)
+        else:
+            result = await ctx.elicit("Which project should I set up?", Project)
+    except MCPError as e:
+        return refused(e)
     return f"action={result.action}"
 
 
