@@ -413,7 +413,11 @@ impl WriterLoop {
     fn settle(&mut self) {
         match self.writer.settle() {
             Ok(()) => {
-                self.settled_at = Instant::now();
+                // Only settling batches starts the interval: the first batch after a quiet
+                // spell is always settled in its own commit.
+                if self.unsettled {
+                    self.settled_at = Instant::now();
+                }
                 self.unsettled = false;
             }
             Err(e) => {
