@@ -8,6 +8,7 @@
 //! newest-first pages, retention) and a unique `id` (idempotent retries, lookup by id). Filters on
 //! tool, user or session scan the time index; statistics never touch the event table.
 
+mod export;
 mod reader;
 mod schema;
 mod writer;
@@ -20,6 +21,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{EventReader, EventWriter, Store, StoreError};
 
+pub use export::{SqliteExport, StoredRow};
 pub use reader::SqliteReader;
 pub use writer::SqliteWriter;
 
