@@ -151,6 +151,23 @@ pub struct StoreConfig {
     pub data_dir: Option<PathBuf>,
     /// `full` (default) or `normal`.
     pub durability: Durability,
+    /// A PostgreSQL URL (`postgres://user:${PGPASSWORD}@host:5432/db`) to keep events in a
+    /// shared database instead of the SQLite file in `data_dir`. `${NAME}` is expanded from the
+    /// environment when `serve` starts, so the password need not be in the file.
+    pub url: Option<String>,
+}
+
+impl StoreConfig {
+    /// [`StoreConfig::url`] with `${NAME}` expanded from `env`.
+    pub fn expanded_url(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, String> {
+        self.url
+            .as_deref()
+            .map(|u| expand_env(u, env).map_err(|e| format!("store.url: {e}")))
+            .transpose()
+    }
 }
 
 /// `[retention]`.
@@ -261,6 +278,14 @@ impl Config {
     fn validate(&self, errors: &mut Vec<ConfigError>) {
         if let Err(errs) = self.redaction.build() {
             errors.extend(errs);
+        }
+        if let Some(url) = &self.store.url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                errors.push(ConfigError::at(
+                    "store.url",
+                    "must be a PostgreSQL URL, postgres://user:${PGPASSWORD}@host:5432/database; leave it out to keep events in SQLite under data_dir",
+                ));
+            }
         }
         let s = &self.server;
         if s.max_body_bytes < 1024 {

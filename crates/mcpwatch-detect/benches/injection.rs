@@ -65,6 +65,30 @@ fn cost(d: &InjectionDetector) {
         us / texts.len() as f64,
         us / (bytes as f64 / 1024.0)
     );
+    // The scan alone, on what most tool results are: benign text, and the ingest benchmark's
+    // result text (`crates/mcpwatch/benches/ingest.rs`).
+    let benign: Vec<String> = corpus::benign(9, 1000)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    let mean = benign.iter().map(String::len).sum::<usize>() / benign.len();
+    let t = Instant::now();
+    for _ in 0..rounds {
+        for s in &benign {
+            black_box(d.scan(black_box(s)));
+        }
+    }
+    let per = t.elapsed().as_secs_f64() * 1e6 / (rounds * benign.len()) as f64;
+    let ingest = r#"fn main() { println!("hello"); }"#;
+    let t = Instant::now();
+    for _ in 0..1000 * rounds {
+        black_box(d.scan(black_box(ingest)));
+    }
+    let small = t.elapsed().as_secs_f64() * 1e6 / (1000 * rounds) as f64;
+    println!(
+        "scan alone: benign texts (mean {mean} bytes) {per:.2} µs per text; the ingest benchmark's result text ({} B) {small:.2} µs",
+        ingest.len()
+    );
     let mut big = String::new();
     while big.len() < 64 * 1024 - 2048 {
         big.push_str(&texts[big.len() % texts.len()]);

@@ -8,9 +8,16 @@
 //! Architecture Invariant: an event is acknowledged only after the transaction holding it has
 //! committed; a batch is stored whole or not at all.
 
+#[cfg(test)]
+mod compliance;
+mod fold;
 pub mod hist;
+pub mod postgres;
 pub mod query;
+mod rollup;
 pub mod sqlite;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 
@@ -24,9 +31,14 @@ pub use query::{
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused an operation.
+    /// The database refused an operation. The cause is the backend's own error, behind a
+    /// backend-neutral type, so callers never depend on which database is underneath.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(#[source] DbError),
+    /// The database could not be reached or refused the connection: a wrong URL, a missing
+    /// database, a refused login. The message says what to do.
+    #[error("{0}")]
+    Unavailable(String),
     /// The data directory could not be used.
     #[error("cannot use data directory {path}: {source}; check that it exists and is writable, or pass --data-dir")]
     DataDir {
@@ -48,6 +60,29 @@ pub enum StoreError {
         /// Version this build writes.
         supported: i64,
     },
+}
+
+/// The error of a database backend, whatever the backend.
+#[derive(Debug)]
+pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
+
+impl DbError {
+    /// Wraps a backend's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 /// An event ready to be stored: validated, redacted, and serialised once, off the writer thread.

@@ -39,32 +39,47 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
-/// A position in the newest-first order of events: `(timestamp, insertion sequence)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A position in the newest-first order of events, `(timestamp, id)` descending: defined by the
+/// events themselves rather than by how a backend stores them, so every backend pages the same
+/// way (and a cursor stays meaningful after the history moves to another backend).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// Timestamp in microseconds.
+    /// Timestamp in microseconds of the last event of the previous page.
     pub ts: i64,
-    /// Insertion sequence.
-    pub seq: i64,
+    /// Its id.
+    pub id: String,
 }
 
 impl Cursor {
-    /// The opaque text form handed to clients.
+    /// The opaque text form handed to clients: the timestamp and the id in hex, so that any id
+    /// survives a URL unescaped.
     pub fn encode(&self) -> String {
-        format!("{}_{}", self.ts, self.seq)
+        let mut s = format!("{}_", self.ts);
+        for b in self.id.as_bytes() {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
     }
 
     /// Parses what [`Cursor::encode`] made.
     pub fn decode(s: &str) -> Result<Cursor, StoreError> {
         let bad = || {
             StoreError::BadQuery(format!(
-                "invalid cursor `{s}`; pass the next_cursor of a previous page"
+                "invalid cursor `{}`; pass the next_cursor of a previous page",
+                s.chars().take(64).collect::<String>()
             ))
         };
-        let (ts, seq) = s.split_once('_').ok_or_else(bad)?;
+        let (ts, hex) = s.split_once('_').ok_or_else(bad)?;
+        if hex.len() % 2 != 0 || hex.len() > 1024 {
+            return Err(bad());
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad()))
+            .collect::<Result<Vec<u8>, _>>()?;
         Ok(Cursor {
             ts: ts.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
+            id: String::from_utf8(bytes).map_err(|_| bad())?,
         })
     }
 }

@@ -3,6 +3,9 @@
 //! the acknowledgement latency under a paced load of 50,000 events/s.
 //!
 //! Run: `cargo bench -p mcpwatch --bench ingest` (BENCH_EVENTS=N to change the volume).
+//! `BENCH_STORE=postgres` measures the PostgreSQL store instead: a throwaway cluster (the test
+//! harness's), HTTP ingest into `serve --store`, side by side with the raw multi-row UNNEST
+//! insert of the same rows into the same schema.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -33,6 +36,10 @@ fn main() {
     let avg_bytes = bodies.iter().map(String::len).sum::<usize>() / n;
     println!("ingest benchmark: {n} realistic events in batches of {BATCH}, ~{avg_bytes} bytes each, durability=full");
 
+    if std::env::var("BENCH_STORE").as_deref() == Ok("postgres") {
+        postgres(&bodies);
+        return;
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("http") {
         println!("http ingest: {:.0} events/s", http_ingest(&bodies));
         return;
@@ -178,21 +185,17 @@ fn stages(bodies: &[String]) {
     );
 }
 
-/// Inserts the same rows as `serve` would, with the same schema and pragmas, and nothing else.
-fn raw_sqlite(bodies: &[String]) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    // Opening through the store creates the same schema, indexes and pragmas.
-    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+/// The batches as `serve` would store them, stamped by `clock`.
+fn prepared(bodies: &[String], clock: &ManualClock) -> Vec<Vec<PreparedEvent>> {
     let ids = IdGenerator::new();
-    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
     let defaults = Defaults {
         ids: &ids,
-        clock: &clock,
+        clock,
         source: "api",
         max_events: BATCH,
         max_future_skew: mcpwatch_core::validate::bounds::DEFAULT_MAX_FUTURE_SKEW,
     };
-    let batches: Vec<Vec<PreparedEvent>> = bodies
+    bodies
         .iter()
         .map(|b| {
             parse_batch(b.as_bytes(), BodyFormat::Json, &defaults)
@@ -201,7 +204,16 @@ fn raw_sqlite(bodies: &[String]) -> f64 {
                 .map(PreparedEvent::new)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Inserts the same rows as `serve` would, with the same schema and pragmas, and nothing else.
+fn raw_sqlite(bodies: &[String]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    // Opening through the store creates the same schema, indexes and pragmas.
+    let store = SqliteStore::open(dir.path(), Durability::Full).unwrap();
+    let clock = ManualClock::new(Timestamp::from_micros(1_790_000_000_000_000));
+    let batches = prepared(bodies, &clock);
     let mut conn = rusqlite::Connection::open(store.path()).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.pragma_update(None, "synchronous", "FULL").unwrap();
@@ -253,10 +265,15 @@ impl Drop for Serve {
 }
 
 fn serve() -> Serve {
+    serve_with(&[])
+}
+
+fn serve_with(extra: &[&str]) -> Serve {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
+        .args(extra)
         .env("MCPWATCH_LOG", "warn")
         .stderr(Stdio::piped())
         .spawn()
@@ -308,9 +325,13 @@ async fn post(client: &reqwest::Client, url: &str, body: String) -> Duration {
 
 /// Closed loop: a few connections post as fast as the collector acknowledges.
 fn http_ingest(bodies: &[String]) -> f64 {
+    http_ingest_with(bodies, &[])
+}
+
+fn http_ingest_with(bodies: &[String], extra: &[&str]) -> f64 {
     // BENCH_COLLECTOR points the load at a collector started by hand (e.g. under a profiler).
     let external = std::env::var("BENCH_COLLECTOR").ok();
-    let s = external.is_none().then(serve);
+    let s = external.is_none().then(|| serve_with(extra));
     let rt = runtime();
     let bodies = Arc::new(bodies.to_vec());
     let url = external.unwrap_or_else(|| s.as_ref().map(|s| s.url.clone()).unwrap_or_default());
@@ -366,5 +387,107 @@ fn ack_latency(bodies: &[String], rate: f64, duration: Duration) -> (f64, f64, f
         lat.sort_by(f64::total_cmp);
         let pct = |q: f64| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1];
         (pct(0.5), pct(0.99), lat[lat.len() - 1], achieved)
+    })
+}
+
+/// PostgreSQL: HTTP ingest into `serve --store` against the raw multi-row insert of the same rows
+/// into the same schema (same partitions, primary key and indexes), on one throwaway cluster.
+fn postgres(bodies: &[String]) {
+    let pg = mcpwatch_store::testing::TempPostgres::start();
+    let (raw_url, http_url) = (pg.create_database("raw"), pg.create_database("http"));
+    let raw = raw_postgres(bodies, &raw_url);
+    let http = http_ingest_with(bodies, &["--store", &http_url]);
+    println!();
+    println!("{:<52} {:>12}", "path", "events/s");
+    println!(
+        "{:<52} {:>12.0}",
+        "raw PostgreSQL UNNEST insert (same rows, same schema)", raw
+    );
+    println!(
+        "{:<52} {:>12.0}",
+        "mcpwatch serve --store postgres over HTTP", http
+    );
+    let ratio = http / raw;
+    println!(
+        "ratio: {:.1} % of raw (target >= 70 %) {}",
+        ratio * 100.0,
+        verdict(ratio >= 0.70)
+    );
+}
+
+fn raw_postgres(bodies: &[String], url: &str) -> f64 {
+    use mcpwatch_store::Store;
+    let now = mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock);
+    // Opening the store and its writer makes the schema and today's partitions.
+    let store = mcpwatch_store::postgres::PgStore::open(url, "bench").unwrap();
+    drop(store.writer().unwrap());
+    let batches = prepared(bodies, &ManualClock::new(now));
+    let rt = runtime();
+    let url = url.to_owned();
+    rt.block_on(async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // The days of the rows get their partitions first, as the store's writer makes them.
+        const DAY: i64 = 86_400_000_000;
+        let days: std::collections::BTreeSet<i64> = batches
+            .iter()
+            .flatten()
+            .map(|p| p.event.timestamp.as_micros().div_euclid(DAY))
+            .collect();
+        for d in days {
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS events_d{d} PARTITION OF events FOR VALUES FROM ({}) TO ({})",
+                    d * DAY,
+                    (d + 1) * DAY
+                ))
+                .await
+                .unwrap();
+        }
+        let st = client
+            .prepare(
+                r#"INSERT INTO events(id, ts, level, category, event_type, server, tool, "user", session, outcome, body)
+                   SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+                   ON CONFLICT DO NOTHING"#,
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        for batch in &batches {
+            let col = |f: &dyn Fn(&PreparedEvent) -> Option<String>| -> Vec<Option<String>> {
+                batch.iter().map(f).collect()
+            };
+            let ids: Vec<&str> = batch.iter().map(|p| p.event.id.as_str()).collect();
+            let ts: Vec<i64> = batch.iter().map(|p| p.event.timestamp.as_micros()).collect();
+            let level: Vec<i64> = batch.iter().map(|p| p.event.level.rank()).collect();
+            let category: Vec<&str> = batch.iter().map(|p| p.event.category.as_str()).collect();
+            let kind: Vec<&str> = batch.iter().map(|p| p.event.event_type.as_str()).collect();
+            let server = col(&|p| p.event.server().map(str::to_owned));
+            let tool = col(&|p| p.event.tool().map(str::to_owned));
+            let user = col(&|p| p.event.user().map(str::to_owned));
+            let session = col(&|p| p.event.session().map(str::to_owned));
+            let outcome = col(&|p| {
+                p.event
+                    .metadata
+                    .get("outcome")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+            let body: Vec<&str> = batch.iter().map(|p| p.body.as_str()).collect();
+            client
+                .execute(
+                    &st,
+                    &[
+                        &ids, &ts, &level, &category, &kind, &server, &tool, &user, &session,
+                        &outcome, &body,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+        let n: usize = batches.iter().map(Vec::len).sum();
+        n as f64 / started.elapsed().as_secs_f64()
     })
 }

@@ -136,3 +136,21 @@ fn env_expansion_names_the_missing_variable() {
         .unwrap_err()
         .contains("UNSET_ONE is not set"));
 }
+
+#[test]
+fn a_store_url_takes_its_password_from_the_environment() {
+    let c = Config::from_toml("[store]\nurl = \"postgres://mcp:${PGPASS_T}@db:5432/mcpwatch\"\n")
+        .unwrap();
+    let env = |k: &str| (k == "PGPASS_T").then(|| "s3cret".to_owned());
+    assert_eq!(
+        c.store.expanded_url(&env).unwrap().as_deref(),
+        Some("postgres://mcp:s3cret@db:5432/mcpwatch")
+    );
+    let none = |_: &str| None;
+    let e = c.store.expanded_url(&none).unwrap_err();
+    assert!(e.contains("store.url") && e.contains("PGPASS_T"), "{e}");
+    assert_eq!(
+        errors("[store]\nurl = \"mysql://x\"\n"),
+        ["line 2, column 1: store.url: must be a PostgreSQL URL, postgres://user:${PGPASSWORD}@host:5432/database; leave it out to keep events in SQLite under data_dir"]
+    );
+}

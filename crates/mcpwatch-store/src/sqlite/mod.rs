@@ -91,6 +91,12 @@ fn open_connection(path: &Path, durability: Durability) -> Result<Connection, St
     Ok(conn)
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(crate::DbError::new(e))
+    }
+}
+
 /// A pool of reading connections, opened on demand.
 struct Pool {
     path: PathBuf,

@@ -12,16 +12,17 @@ use serde_json::value::RawValue;
 
 use super::writer::used_bytes;
 use super::Pool;
-use crate::hist;
+use crate::fold::{
+    self, like_escape, raw, SecurityFold, SeriesFold, SeriesRow, ToolFold, ToolRow, UserFold,
+};
 use crate::query::{
-    Cursor, EventPage, EventQuery, KindCount, Latency, SecurityPoint, SecurityQuery,
-    SecuritySeries, Series, SeriesPoint, SeriesQuery, StatsQuery, Summary, ToolStats, UserTool,
-    UserUsage,
+    Cursor, EventPage, EventQuery, SecurityQuery, SecuritySeries, Series, SeriesQuery, StatsQuery,
+    Summary, ToolStats, UserUsage,
 };
 use crate::{EventReader, StoreError, StoreStats};
 
-const MINUTE: i64 = 60_000_000;
-const HOUR: i64 = 60 * MINUTE;
+use crate::rollup::{HOUR, MINUTE};
+
 const DAY: i64 = 24 * HOUR;
 
 /// Reads the SQLite store through a small connection pool.
@@ -40,28 +41,9 @@ impl SqliteReader {
     }
 }
 
-fn raw(body: String) -> Result<Box<RawValue>, StoreError> {
-    RawValue::from_string(body)
-        .map_err(|e| StoreError::BadQuery(format!("stored event is not JSON: {e}")))
-}
-
-/// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
-fn like_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('%');
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('%');
-    out
-}
-
 impl EventReader for SqliteReader {
     fn events(&self, q: &EventQuery) -> Result<EventPage, StoreError> {
-        let mut sql = String::from("SELECT seq, ts, body FROM events WHERE 1=1");
+        let mut sql = String::from("SELECT id, ts, body FROM events WHERE 1=1");
         let mut args: Vec<SqlValue> = Vec::new();
         let mut push = |sql: &mut String, clause: &str, v: SqlValue| {
             args.push(v);
@@ -97,14 +79,15 @@ impl EventReader for SqliteReader {
                 args.len()
             ));
         }
-        if let Some(c) = q.cursor {
+        if let Some(c) = &q.cursor {
             args.push(c.ts.into());
-            args.push(c.seq.into());
+            args.push(c.id.clone().into());
             let (a, b) = (args.len() - 1, args.len());
-            sql.push_str(&format!(" AND (ts < ?{a} OR (ts = ?{a} AND seq < ?{b}))"));
+            sql.push_str(&format!(" AND ts <= ?{a} AND (ts < ?{a} OR id < ?{b})"));
         }
         let limit = q.limit.clamp(1, 10_000);
-        sql.push_str(&format!(" ORDER BY ts DESC, seq DESC LIMIT {}", limit + 1));
+        // The time index gives the order; ties on a timestamp (rare) are sorted by id.
+        sql.push_str(&format!(" ORDER BY ts DESC, id DESC LIMIT {}", limit + 1));
         self.pool.with(|conn| {
             let mut st = conn.prepare_cached(&sql)?;
             let mut rows = st.query(params_from_iter(args.iter()))?;
@@ -116,12 +99,12 @@ impl EventReader for SqliteReader {
                     has_more = true;
                     break;
                 }
-                let (seq, ts, body): (i64, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                let (id, ts, body): (String, i64, String) = (row.get(0)?, row.get(1)?, row.get(2)?);
                 events.push(raw(body)?);
-                last = Some(Cursor { ts, seq });
+                last = Some(Cursor { ts, id });
             }
             let next_cursor = if has_more {
-                last.map(|c| c.encode())
+                last.map(|c: Cursor| c.encode())
             } else {
                 None
             };
@@ -180,10 +163,7 @@ fn store_stats(conn: &Connection) -> Result<StoreStats, StoreError> {
 
 /// `hour >= since_hour AND hour < until_hour` bounds, plus optional server/tool filters.
 fn hour_filter(q: &StatsQuery, args: &mut Vec<SqlValue>) -> String {
-    let since = q.since.map_or(i64::MIN, |t| t.as_micros().div_euclid(HOUR));
-    let until = q
-        .until
-        .map_or(i64::MAX, |t| (t.as_micros() + HOUR - 1).div_euclid(HOUR));
+    let (since, until) = fold::hour_range(q);
     args.push(since.into());
     args.push(until.into());
     let mut sql = String::from("hour >= ?1 AND hour < ?2");
@@ -196,13 +176,10 @@ fn hour_filter(q: &StatsQuery, args: &mut Vec<SqlValue>) -> String {
     sql
 }
 
-/// Stats of one tool being summed up: the stats, the sum of durations, the histogram.
-type ToolAcc = (ToolStats, f64, Vec<(i64, u64)>);
-
 fn tool_stats(conn: &Connection, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreError> {
     let mut args = Vec::new();
     let filter = hour_filter(q, &mut args);
-    let mut by_tool: BTreeMap<(String, String), ToolAcc> = BTreeMap::new();
+    let mut fold = ToolFold::default();
     let sql = format!(
         "SELECT server, tool, outcome, sum(count), sum(sum_time), min(min_time), max(max_time), max(last_ts)
          FROM tool_hour WHERE {filter} GROUP BY server, tool, outcome"
@@ -210,79 +187,25 @@ fn tool_stats(conn: &Connection, q: &StatsQuery) -> Result<Vec<ToolStats>, Store
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(args.iter()))?;
     while let Some(r) = rows.next()? {
-        let (server, tool, outcome): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let (count, sum, min, max, last): (i64, f64, f64, f64, i64) =
-            (r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?);
-        let entry = by_tool
-            .entry((server.clone(), tool.clone()))
-            .or_insert_with(|| {
-                let latency = Latency {
-                    avg: 0.0,
-                    min: f64::INFINITY,
-                    max: 0.0,
-                    p50: 0.0,
-                    p95: 0.0,
-                    p99: 0.0,
-                };
-                let stats = ToolStats {
-                    server,
-                    tool,
-                    count: 0,
-                    successes: 0,
-                    failures: BTreeMap::new(),
-                    success_rate: 0.0,
-                    latency,
-                    last_seen: Timestamp::from_micros(0),
-                };
-                (stats, 0.0, Vec::new())
-            });
-        let s = &mut entry.0;
-        s.count += count as u64;
-        if outcome == "success" {
-            s.successes += count as u64;
-        } else {
-            *s.failures.entry(outcome).or_default() += count as u64;
-        }
-        entry.1 += sum;
-        s.latency.min = s.latency.min.min(min);
-        s.latency.max = s.latency.max.max(max);
-        s.last_seen = s.last_seen.max(Timestamp::from_micros(last));
+        fold.row(ToolRow {
+            server: r.get(0)?,
+            tool: r.get(1)?,
+            outcome: r.get(2)?,
+            count: r.get(3)?,
+            sum_time: r.get(4)?,
+            min_time: r.get(5)?,
+            max_time: r.get(6)?,
+            last_ts: r.get(7)?,
+        });
     }
     let sql = format!("SELECT server, tool, buckets FROM tool_hist WHERE {filter}");
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(args.iter()))?;
-    let mut hists: HashMap<(String, String), BTreeMap<i64, u64>> = HashMap::new();
     while let Some(r) = rows.next()? {
-        let key: (String, String) = (r.get(0)?, r.get(1)?);
         let blob: Vec<u8> = r.get(2)?;
-        hist::decode_into(&blob, hists.entry(key).or_default());
+        fold.encoded(r.get(0)?, r.get(1)?, &blob);
     }
-    for (key, buckets) in hists {
-        if let Some(entry) = by_tool.get_mut(&key) {
-            entry.2 = buckets.into_iter().collect();
-        }
-    }
-    let mut out: Vec<ToolStats> = by_tool
-        .into_values()
-        .map(|(mut s, sum, buckets)| {
-            let l = &mut s.latency;
-            if s.count > 0 {
-                l.avg = sum / s.count as f64;
-                s.success_rate = s.successes as f64 / s.count as f64;
-            }
-            if !l.min.is_finite() {
-                l.min = 0.0;
-            }
-            let p = hist::percentiles(&buckets, &[0.5, 0.95, 0.99], l.min, l.max);
-            (l.p50, l.p95, l.p99) = (p[0], p[1], p[2]);
-            s
-        })
-        .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tool.cmp(&b.tool)));
-    if q.limit > 0 {
-        out.truncate(q.limit);
-    }
-    Ok(out)
+    Ok(fold.finish(q.limit))
 }
 
 fn users(conn: &Connection, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError> {
@@ -297,38 +220,20 @@ fn users(conn: &Connection, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError
             sql.push_str(&format!(" AND {col} = ?{}", args.len()));
         }
     }
-    let mut users: BTreeMap<String, UserUsage> = BTreeMap::new();
+    let mut fold = UserFold::default();
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(args.iter()))?;
     while let Some(r) = rows.next()? {
-        let (user, server, tool): (String, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let (count, first, last): (i64, i64, i64) = (r.get(3)?, r.get(4)?, r.get(5)?);
-        let u = users.entry(user.clone()).or_insert_with(|| UserUsage {
-            user,
-            count: 0,
-            last_used: Timestamp::from_micros(0),
-            tools: Vec::new(),
-        });
-        u.count += count as u64;
-        u.last_used = u.last_used.max(Timestamp::from_micros(last));
-        u.tools.push(UserTool {
-            server,
-            tool,
-            count: count as u64,
-            first_used: Timestamp::from_micros(first),
-            last_used: Timestamp::from_micros(last),
-            parameter_patterns: BTreeMap::new(),
-        });
+        fold.row(
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        );
     }
-    let mut out: Vec<UserUsage> = users.into_values().collect();
-    out.sort_by(|a, b| {
-        b.last_used
-            .cmp(&a.last_used)
-            .then_with(|| a.user.cmp(&b.user))
-    });
-    if q.limit > 0 {
-        out.truncate(q.limit);
-    }
+    let mut out = fold.finish(q.limit);
     let mut st =
         conn.prepare_cached("SELECT server, tool, keys, count FROM user_params WHERE user = ?1")?;
     for u in &mut out {
@@ -341,72 +246,28 @@ fn users(conn: &Connection, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError
                 .or_default()
                 .insert(r.get(2)?, r.get::<_, i64>(3)? as u64);
         }
-        for t in &mut u.tools {
-            if let Some(p) = patterns.remove(&(t.server.clone(), t.tool.clone())) {
-                t.parameter_patterns = p;
-            }
-        }
-        u.tools
-            .sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.tool.cmp(&b.tool)));
+        fold::patterns_into(u, patterns);
     }
     Ok(out)
 }
 
-/// The buckets of a series from `since` to `until`: (step, first minute, end minute, count).
-fn buckets(
-    since: Timestamp,
-    until: Timestamp,
-    bucket_minutes: i64,
-) -> Result<(i64, i64, i64, i64), StoreError> {
-    let step = bucket_minutes.max(1);
-    let first = since.as_micros().div_euclid(MINUTE).div_euclid(step) * step;
-    let end = (until.as_micros() + MINUTE - 1).div_euclid(MINUTE);
-    let buckets = ((end - first) / step).max(0) + 1;
-    if buckets > 10_000 {
-        return Err(StoreError::BadQuery(format!(
-            "{buckets} buckets is too many; widen the bucket or narrow the range"
-        )));
-    }
-    Ok((step, first, end, buckets))
-}
-
 fn security_series(conn: &Connection, q: &SecurityQuery) -> Result<SecuritySeries, StoreError> {
-    let (step, first, end, n) = buckets(q.since, q.until, q.bucket_minutes)?;
-    let mut points: Vec<SecurityPoint> = (0..n)
-        .map(|i| SecurityPoint {
-            t: Timestamp::from_micros((first + i * step) * MINUTE),
-            by_type: BTreeMap::new(),
-        })
-        .collect();
+    let (step, first, end, n) = fold::buckets(q.since, q.until, q.bucket_minutes)?;
+    let mut fold = SecurityFold::new(step, first, n);
     let mut st = conn.prepare_cached(
         "SELECT (minute - ?1) / ?3, event_type, sum(count), sum(errors) FROM security_minute
          WHERE minute >= ?1 AND minute < ?2 GROUP BY 1, 2",
     )?;
     let mut rows = st.query(params![first, end + 1, step])?;
     while let Some(r) = rows.next()? {
-        let i: i64 = r.get(0)?;
-        let Some(p) = usize::try_from(i).ok().and_then(|i| points.get_mut(i)) else {
-            continue;
-        };
-        let (kind, count, failures): (String, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        p.by_type.insert(
-            kind,
-            KindCount {
-                count: count.max(0) as u64,
-                failures: failures.max(0) as u64,
-            },
-        );
+        fold.row(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
     }
-    Ok(SecuritySeries {
-        bucket_seconds: step * 60,
-        points,
-    })
+    Ok(fold.finish())
 }
 
 fn series(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
-    let (step, first, end, buckets) = buckets(q.since, q.until, q.bucket_minutes)?;
-    // Whole-hour buckets without a tool filter read the hourly rollup: 60 times fewer rows.
-    let hourly = step % 60 == 0 && first % 60 == 0 && q.tool.is_none();
+    let (step, first, end, buckets) = fold::buckets(q.since, q.until, q.bucket_minutes)?;
+    let hourly = fold::hourly(step, first, q.tool.as_deref());
     let (table, unit) = if hourly {
         ("rollup_hour", 60)
     } else {
@@ -429,47 +290,20 @@ fn series(conn: &Connection, q: &SeriesQuery) -> Result<Series, StoreError> {
         }
     }
     sql.push_str(" GROUP BY 1, 2");
-    let mut points: Vec<(SeriesPoint, i64, f64)> = (0..buckets)
-        .map(|i| {
-            let t = Timestamp::from_micros((first + i * step) * MINUTE);
-            (
-                SeriesPoint {
-                    t,
-                    count: 0,
-                    errors: 0,
-                    avg_time: None,
-                    by_category: BTreeMap::new(),
-                },
-                0,
-                0.0,
-            )
-        })
-        .collect();
+    let mut fold = SeriesFold::new(step, first, buckets);
     let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(args.iter()))?;
     while let Some(r) = rows.next()? {
-        let i: i64 = r.get(0)?;
-        let Some((p, timed, sum)) = usize::try_from(i).ok().and_then(|i| points.get_mut(i)) else {
-            continue;
-        };
-        let (cat, count, errors): (String, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
-        p.count += count as u64;
-        p.errors += errors as u64;
-        *timed += r.get::<_, i64>(4)?;
-        *sum += r.get::<_, f64>(5)?;
-        p.by_category.insert(cat, count as u64);
+        fold.row(SeriesRow {
+            bucket: r.get(0)?,
+            category: r.get(1)?,
+            count: r.get(2)?,
+            errors: r.get(3)?,
+            timed: r.get(4)?,
+            sum_time: r.get(5)?,
+        });
     }
-    let points = points
-        .into_iter()
-        .map(|(mut p, timed, sum)| {
-            p.avg_time = (timed > 0).then(|| sum / timed as f64);
-            p
-        })
-        .collect();
-    Ok(Series {
-        bucket_seconds: step * 60,
-        points,
-    })
+    Ok(fold.finish())
 }
 
 fn summary(conn: &Connection, now: Timestamp) -> Result<Summary, StoreError> {

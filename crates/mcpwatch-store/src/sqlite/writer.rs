@@ -11,25 +11,16 @@
 //! `rollup_seq` is brought up to the last event before any query can see the difference
 //! for long (one second under load, zero when idle).
 
-/// Rollup keys are hashed for every event on the writer thread; SipHash's DoS resistance buys
-/// nothing here (every map is bounded per flush) and foldhash is several times faster.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use std::time::{Duration, Instant};
 
-use mcpwatch_core::params::Params;
-use mcpwatch_core::{Event, Level, Outcome, Timestamp};
+use mcpwatch_core::{Event, Timestamp};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use crate::hist;
+use crate::rollup::{Rollups, Sym, HOUR, MAX_PATTERNS_PER_USER_TOOL, MINUTE};
 use crate::{EventWriter, PreparedEvent, RetentionPolicy, RetentionStep, StoreError};
 
-const MINUTE: i64 = 60_000_000;
-const HOUR: i64 = 60 * MINUTE;
-/// Distinct parameter-key patterns kept per user and tool: keys are attacker-controlled.
-const MAX_PATTERNS_PER_USER_TOOL: i64 = 64;
-/// Longest parameter-key pattern kept, in bytes.
-const MAX_PATTERN_BYTES: usize = 256;
 /// Longest time rollup deltas wait in memory.
 const MAX_ROLLUP_DELAY: Duration = Duration::from_secs(1);
 /// Most distinct rollup keys held in memory before they are written.
@@ -245,185 +236,7 @@ pub(super) fn used_bytes(conn: &Connection) -> Result<u64, StoreError> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-#[derive(Default, Clone, Copy)]
-struct MinuteAgg {
-    count: i64,
-    errors: i64,
-    timed: i64,
-    sum_time: f64,
-}
-
-#[derive(Clone, Copy)]
-struct ToolAgg {
-    count: i64,
-    sum_time: f64,
-    min_time: f64,
-    max_time: f64,
-    last_ts: i64,
-}
-
-#[derive(Clone, Copy)]
-struct UserAgg {
-    count: i64,
-    first_ts: i64,
-    last_ts: i64,
-}
-
-/// Strings of rollup keys, stored once; keys hold their indexes.
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<String, u32>,
-    names: Vec<String>,
-    /// Reused to build parameter patterns without allocating per event.
-    scratch: String,
-}
-
-impl Interner {
-    fn id(&mut self, s: &str) -> u32 {
-        if let Some(&i) = self.ids.get(s) {
-            return i;
-        }
-        let i = self.names.len() as u32;
-        self.ids.insert(s.to_owned(), i);
-        self.names.push(s.to_owned());
-        i
-    }
-
-    fn name(&self, i: u32) -> &str {
-        &self.names[i as usize]
-    }
-}
-
-type Sym = u32;
-
-/// Rollup deltas not yet written, with the last event sequence they include.
-#[derive(Default)]
-struct Rollups {
-    strings: Interner,
-    last_seq: i64,
-    minute: HashMap<(i64, Sym, i64, Sym, Sym), MinuteAgg>,
-    hour: HashMap<(i64, Sym, i64, Sym), MinuteAgg>,
-    /// Security events by minute and type: (count, failures and denials).
-    security: HashMap<(i64, Sym), (i64, i64)>,
-    tool: HashMap<(i64, Sym, Sym, Sym), ToolAgg>,
-    hist: HashMap<(i64, Sym, Sym, i64), i64>,
-    user: HashMap<(Sym, Sym, Sym), UserAgg>,
-    params: HashMap<(Sym, Sym, Sym, Sym), (i64, i64)>,
-}
-
 impl Rollups {
-    fn is_empty(&self) -> bool {
-        self.minute.is_empty() && self.last_seq == 0
-    }
-
-    fn keys(&self) -> usize {
-        self.minute.len()
-            + self.hour.len()
-            + self.security.len()
-            + self.tool.len()
-            + self.hist.len()
-            + self.user.len()
-            + self.params.len()
-    }
-
-    fn add(&mut self, e: &Event, seq: i64) {
-        self.last_seq = self.last_seq.max(seq);
-        let ts = e.timestamp.as_micros();
-        let tool_name = e.tool().unwrap_or("");
-        let outcome_name = e
-            .metadata
-            .get("outcome")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let failed = (!outcome_name.is_empty() && outcome_name != Outcome::Success.as_str())
-            || e.level >= Level::Error;
-        let duration = e.duration_secs().filter(|d| d.is_finite() && *d >= 0.0);
-        let (cat, tool, outcome) = (
-            self.strings.id(&e.category),
-            self.strings.id(tool_name),
-            self.strings.id(outcome_name),
-        );
-        let m = self
-            .minute
-            .entry((ts.div_euclid(MINUTE), cat, e.level.rank(), tool, outcome))
-            .or_default();
-        m.count += 1;
-        m.errors += failed as i64;
-        if let Some(d) = duration {
-            m.timed += 1;
-            m.sum_time += d;
-        }
-        let h = self
-            .hour
-            .entry((ts.div_euclid(HOUR), cat, e.level.rank(), outcome))
-            .or_default();
-        h.count += 1;
-        h.errors += failed as i64;
-        if let Some(d) = duration {
-            h.timed += 1;
-            h.sum_time += d;
-        }
-        if e.category == "security" {
-            let kind = self.strings.id(&e.event_type);
-            let k = self
-                .security
-                .entry((ts.div_euclid(MINUTE), kind))
-                .or_default();
-            // A failed sign-in or a denial (SPEC 2: `result` is `failure` or `denied`).
-            let refused = matches!(
-                e.metadata.get("result").and_then(Value::as_str),
-                Some("failure" | "denied")
-            );
-            k.0 += 1;
-            k.1 += refused as i64;
-        }
-        if !e.is_execution_complete() {
-            return;
-        }
-        let server = self.strings.id(e.server().unwrap_or(""));
-        let hour = ts.div_euclid(HOUR);
-        let d = duration.unwrap_or(0.0);
-        let t = self
-            .tool
-            .entry((hour, server, tool, outcome))
-            .or_insert(ToolAgg {
-                count: 0,
-                sum_time: 0.0,
-                min_time: f64::INFINITY,
-                max_time: 0.0,
-                last_ts: ts,
-            });
-        t.count += 1;
-        t.sum_time += d;
-        t.min_time = t.min_time.min(d);
-        t.max_time = t.max_time.max(d);
-        t.last_ts = t.last_ts.max(ts);
-        *self
-            .hist
-            .entry((hour, server, tool, hist::bucket_of(d)))
-            .or_default() += 1;
-        let Some(user_name) = e.user() else { return };
-        let user = self.strings.id(user_name);
-        let u = self.user.entry((user, server, tool)).or_insert(UserAgg {
-            count: 0,
-            first_ts: ts,
-            last_ts: ts,
-        });
-        u.count += 1;
-        u.first_ts = u.first_ts.min(ts);
-        u.last_ts = u.last_ts.max(ts);
-        let mut scratch = std::mem::take(&mut self.strings.scratch);
-        parameter_pattern(e, &mut scratch);
-        let pattern = self.strings.id(&scratch);
-        self.strings.scratch = scratch;
-        let p = self
-            .params
-            .entry((user, server, tool, pattern))
-            .or_insert((0, ts));
-        p.0 += 1;
-        p.1 = p.1.max(ts);
-    }
-
     fn flush(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
         let s = &self.strings;
         let mut st = tx.prepare_cached(
@@ -564,25 +377,5 @@ impl Rollups {
             )?;
         }
         Ok(())
-    }
-}
-
-/// The top-level keys of `metadata.parameters`, e.g. `encoding,path`, into `out`: sorted for
-/// whole arguments (serde_json's map iterates in key order), as capture listed them for the
-/// shape of arguments too big to keep.
-fn parameter_pattern(e: &Event, out: &mut String) {
-    out.clear();
-    let Some(params) = e.metadata.get("parameters").and_then(Params::of) else {
-        return;
-    };
-    for (i, k) in params.keys().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str(k);
-        if out.len() > MAX_PATTERN_BYTES {
-            mcpwatch_core::redact::truncate(out, MAX_PATTERN_BYTES);
-            return;
-        }
     }
 }

@@ -15,6 +15,7 @@ use mcpwatch_core::paths::{default_data_dir, process_env};
 use mcpwatch_core::SystemClock;
 use mcpwatch_server::http::{router, AppState, IngestLimits};
 use mcpwatch_server::{Pipeline, PipelineConfig, WriterHandle};
+use mcpwatch_store::postgres::PgStore;
 use mcpwatch_store::sqlite::SqliteStore;
 use mcpwatch_store::{RetentionPolicy, Store};
 
@@ -32,6 +33,11 @@ pub struct ServeArgs {
     /// Data directory [default: $MCPWATCH_DATA_DIR, else the platform data dir].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Keep events in PostgreSQL, e.g. postgres://mcpwatch:${PGPASSWORD}@db:5432/mcpwatch
+    /// (`${NAME}` is read from the environment) [default: [store] url, else SQLite in the data
+    /// directory].
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -43,10 +49,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(d) = args.data_dir {
         config.store.data_dir = Some(d);
     }
+    if let Some(url) = args.store {
+        if !mcpwatch_store::postgres::is_url(&url) {
+            bail!("--store takes a PostgreSQL URL (postgres://user:password@host:5432/database); for SQLite pass --data-dir DIR");
+        }
+        config.store.url = Some(url);
+    }
     let collector = Collector::start(config, Arc::new(SystemClock)).await?;
     eprintln!(
-        "mcpwatch collector listening on http://{} (data in {})",
+        "mcpwatch collector listening on http://{} (events in {}, alerts and state in {})",
         collector.addr,
+        collector.events_in,
         collector.data_dir.display()
     );
     reload_on_sighup(collector.rules.clone());
@@ -62,6 +75,8 @@ pub struct Collector {
     pub addr: SocketAddr,
     /// Where it keeps data.
     pub data_dir: PathBuf,
+    /// Where the events are: the data directory, or the PostgreSQL URL (password hidden).
+    pub events_in: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     writer: WriterHandle,
@@ -93,8 +108,7 @@ impl Collector {
             .data_dir
             .clone()
             .unwrap_or_else(|| default_data_dir(&process_env));
-        let store = SqliteStore::open(&data_dir, config.store.durability)
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let (store, events_in) = open_store(&config, &data_dir).await?;
         let redactor = config
             .redaction
             .build()
@@ -163,6 +177,7 @@ impl Collector {
         Ok(Collector {
             addr,
             data_dir,
+            events_in,
             shutdown,
             server,
             writer,
@@ -185,6 +200,44 @@ impl Collector {
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     }
+}
+
+/// The event store the config names: PostgreSQL at `[store] url` (or `--store`), else the SQLite
+/// file in the data directory. Also says where the events are, for the start-up line.
+async fn open_store(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Box<dyn Store>, String)> {
+    let url = config
+        .store
+        .expanded_url(&process_env)
+        .map_err(|e| anyhow::anyhow!("invalid [store]: {e}"))?;
+    let Some(url) = url else {
+        let store = SqliteStore::open(data_dir, config.store.durability)
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        return Ok((Box::new(store), data_dir.display().to_string()));
+    };
+    let writer = writer_name();
+    // Connecting and migrating block: off the async threads.
+    let store = tokio::task::spawn_blocking(move || PgStore::open(&url, &writer))
+        .await
+        .context("the store task failed")?
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+    let shown = store.shown_url().to_owned();
+    Ok((Box::new(store), shown))
+}
+
+/// The name this process's rollup rows carry in a shared store: the host name, so that the
+/// nodes of a cluster add to rows of their own. Two processes with one name are still counted
+/// right (the rows are additive), they only contend on the same rows.
+fn writer_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| process_env("HOSTNAME"))
+        .unwrap_or_else(|| "mcpwatch".to_owned());
+    host.chars().take(128).collect()
 }
 
 /// SIGHUP reloads the rule files; a bad file is rejected whole and the running rules stay.

@@ -47,10 +47,21 @@ impl Serve {
 
     /// Starts `serve` on `listen` (an address a previous `serve` used, to restart it in place).
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Serve {
+        Serve::start_with_env(listen, data_dir, extra, &[])
+    }
+
+    /// [`Serve::start_on`] with extra environment variables.
+    pub fn start_with_env(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Serve {
         let mut child = bin()
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -19,13 +19,29 @@ const OBJECT_WINDOW: usize = 200;
 #[derive(Debug)]
 pub(crate) struct Layers {
     phrases: Vec<Phrase>,
+    /// Says which patterns may match a text, by index: the phrases, then the rest in the
+    /// order of [`Slot`].
     gate: Gate,
     verb: Regex,
     targets: Vec<(Target, Regex)>,
+    /// The same gate for the targets alone, run on the window after a verb.
+    target_gate: Gate,
     hidden: Regex,
     md_image: Regex,
     md_link: Regex,
     html_load: Regex,
+}
+
+/// Index of a pattern after the phrases in the gate.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Hidden,
+    MdImage,
+    MdLink,
+    HtmlLoad,
+    Verb,
+    /// The targets follow, in the order of [`TARGETS`].
+    Targets,
 }
 
 /// Where a view's offsets point in the input.
@@ -37,29 +53,100 @@ pub(crate) enum Place {
     Decoded(usize, super::decode::Encoding),
 }
 
+/// Which patterns may match one view, as the gate said.
+struct Open<'a> {
+    open: &'a [bool],
+    phrases: usize,
+    /// Whether windows are gated too.
+    gated: bool,
+}
+
+impl Open<'_> {
+    fn slot(&self, s: Slot) -> bool {
+        self.open[self.phrases + s as usize]
+    }
+
+    fn target(&self, i: usize) -> bool {
+        self.open[self.phrases + Slot::Targets as usize + i]
+    }
+}
+
 impl Layers {
     pub fn new() -> Self {
-        let (phrases, gate) = phrases();
+        let (phrases, mut sources) = phrases();
+        let mut one = |p: &str| {
+            let (re, src) = compile(p);
+            sources.push(src);
+            re
+        };
+        // In the order of `Slot`.
+        let hidden = one(
+            r"<!--[\s\S]*?(?:-->|\z)|^\[(?://|comment)\]:\s*<?#?>?\s*\([^\n]*\)|<[a-z]+[^>]*?style\s*=\s*[\x22'][^\x22']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|opacity\s*:\s*0)[^>]*>[\s\S]*?</",
+        );
+        let md_image = one(r"!\[[^\]\n]*\]\(\s*<?([^\s)>]+)");
+        let md_link = one(r"(?:^|[^!])\[[^\]\n]*\]\(\s*<?([^\s)>]+)");
+        let html_load = one(
+            r"<\s*(?:img|image|iframe|frame|script|link|embed|object|video|audio|source|input|body|meta|track)\b[^>]*?\b(?:src|href|data|background|poster|srcset|content)\s*=\s*[\x22']?([^\x22'\s>]+)",
+        );
+        let verb = one(&format!(r"\b{VERBS}(?:\b|\s|$)|{VERBS_CJK}"));
+        let targets = TARGETS.iter().map(|(t, p)| (*t, one(p))).collect();
+        let target_sources = &sources[sources.len() - TARGETS.len()..];
         Self {
+            target_gate: Gate::new(target_sources.iter().map(String::as_str)),
+            gate: Gate::new(sources.iter().map(String::as_str)),
             phrases,
-            gate,
-            verb: compile(&format!(r"\b{VERBS}(?:\b|\s|$)|{VERBS_CJK}")),
-            targets: TARGETS.iter().map(|(t, p)| (*t, compile(p))).collect(),
-            hidden: compile(
-                r"<!--[\s\S]*?(?:-->|\z)|^\[(?://|comment)\]:\s*<?#?>?\s*\([^\n]*\)|<[a-z]+[^>]*?style\s*=\s*[\x22'][^\x22']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0|opacity\s*:\s*0)[^>]*>[\s\S]*?</",
-            ),
-            md_image: compile(r"!\[[^\]\n]*\]\(\s*<?([^\s)>]+)"),
-            md_link: compile(r"(?:^|[^!])\[[^\]\n]*\]\(\s*<?([^\s)>]+)"),
-            html_load: compile(
-                r"<\s*(?:img|image|iframe|frame|script|link|embed|object|video|audio|source|input|body|meta|track)\b[^>]*?\b(?:src|href|data|background|poster|srcset|content)\s*=\s*[\x22']?([^\x22'\s>]+)",
-            ),
+            verb,
+            targets,
+            hidden,
+            md_image,
+            md_link,
+            html_load,
         }
     }
 
-    /// Runs every layer on `view`; signals go to `out`.
-    pub fn scan(&self, view: &mut View, place: Place, allowed: &[String], out: &mut Vec<Signal>) {
-        for m in self.hidden.find_iter(&view.text).take(MAX_MATCHES) {
-            view.hidden.push((m.start(), m.end(), Hidden::Comment));
+    /// How many patterns the gate decides on.
+    pub fn pattern_count(&self) -> usize {
+        self.phrases.len() + Slot::Targets as usize + self.targets.len()
+    }
+
+    /// Every pattern in gate order, and the gate, for the tests.
+    #[cfg(test)]
+    pub fn patterns(&self) -> (Vec<&Regex>, &Gate) {
+        let mut all: Vec<&Regex> = self.phrases.iter().map(|p| &p.re).collect();
+        all.extend([
+            &self.hidden,
+            &self.md_image,
+            &self.md_link,
+            &self.html_load,
+            &self.verb,
+        ]);
+        all.extend(self.targets.iter().map(|(_, re)| re));
+        (all, &self.gate)
+    }
+
+    /// Runs every layer on `view`; signals go to `out`. With `gated` false, every pattern
+    /// runs (to check, in the tests, that the gates skip only what cannot match).
+    pub fn scan(
+        &self,
+        view: &mut View,
+        place: Place,
+        allowed: &[String],
+        gated: bool,
+        out: &mut Vec<Signal>,
+    ) {
+        let open = match gated {
+            true => self.gate.open(&view.text),
+            false => vec![true; self.pattern_count()],
+        };
+        let open = Open {
+            open: &open,
+            phrases: self.phrases.len(),
+            gated,
+        };
+        if open.slot(Slot::Hidden) {
+            for m in self.hidden.find_iter(&view.text).take(MAX_MATCHES) {
+                view.hidden.push((m.start(), m.end(), Hidden::Comment));
+            }
         }
         let view = &*view;
         let at = |pos: usize| match place {
@@ -81,12 +168,11 @@ impl Layers {
                 via: via(s),
             });
         };
-        let open = self.gate.open(&view.text);
         for p in self
             .phrases
             .iter()
-            .zip(open)
-            .filter_map(|(p, o)| o.then_some(p))
+            .zip(open.open)
+            .filter_map(|(p, &o)| o.then_some(p))
         {
             let matches = p.re.find_iter(&view.text);
             let ordered = matches.filter(|m| !p.imperative || imperative_at(&view.text, m.start()));
@@ -99,12 +185,21 @@ impl Layers {
                 push(p.layer, label, weight, s, m.end());
             }
         }
-        self.actions(&view.text, &mut push);
-        self.channels(&view.text, allowed, &mut push);
+        // Every action request names a target; with none possible, no verb is looked at.
+        let targets = (0..self.targets.len()).any(|i| open.target(i));
+        if open.slot(Slot::Verb) && targets {
+            self.actions(&view.text, &open, &mut push);
+        }
+        self.channels(&view.text, &open, allowed, &mut push);
     }
 
     /// Action requests: an imperative verb with an object that does not belong in data.
-    fn actions(&self, text: &str, push: &mut impl FnMut(Layer, &'static str, f32, usize, usize)) {
+    fn actions(
+        &self,
+        text: &str,
+        open: &Open<'_>,
+        push: &mut impl FnMut(Layer, &'static str, f32, usize, usize),
+    ) {
         let verbs = self.verb.find_iter(text);
         let ordered = verbs.filter(|m| imperative_at(text, m.start()) || is_cjk(m.as_str()));
         for m in ordered.take(MAX_MATCHES) {
@@ -113,7 +208,15 @@ impl Layers {
             // Objects are looked for only after an ordering verb, in its sentence.
             let window = &text[m.end()..end];
             let (mut kinds, mut last) = (0u32, m.end());
-            for (t, re) in &self.targets {
+            let here = match open.gated {
+                true => self.target_gate.open(window),
+                false => vec![true; self.targets.len()],
+            };
+            for (i, (t, re)) in self.targets.iter().enumerate() {
+                // A target the gates closed cannot match in the text or in this window.
+                if !open.target(i) || !here[i] {
+                    continue;
+                }
                 if let Some(o) = re.find(window) {
                     kinds |= 1 << *t as u32;
                     last = last.max(m.end() + o.end());
@@ -174,14 +277,18 @@ impl Layers {
     fn channels(
         &self,
         text: &str,
+        open: &Open<'_>,
         allowed: &[String],
         push: &mut impl FnMut(Layer, &'static str, f32, usize, usize),
     ) {
-        for (re, loads) in [
-            (&self.md_image, true),
-            (&self.html_load, true),
-            (&self.md_link, false),
+        for (re, slot, loads) in [
+            (&self.md_image, Slot::MdImage, true),
+            (&self.html_load, Slot::HtmlLoad, true),
+            (&self.md_link, Slot::MdLink, false),
         ] {
+            if !open.slot(slot) {
+                continue;
+            }
             for c in re.captures_iter(text).take(MAX_MATCHES) {
                 let (Some(all), Some(url)) = (c.get(0), c.get(1)) else {
                     continue;

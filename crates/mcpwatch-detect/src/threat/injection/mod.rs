@@ -20,6 +20,8 @@
 
 mod decode;
 mod gate;
+#[cfg(test)]
+mod gate_tests;
 mod layers;
 mod lexicon;
 mod normalise;
@@ -144,30 +146,39 @@ impl InjectionDetector {
 
     /// Scans `text` (the caller bounds its length) and scores what the layers found.
     pub fn scan(&self, text: &str) -> Verdict {
+        self.scan_gated(text, true)
+    }
+
+    /// [`Self::scan`], or with `gated` false every pattern run on every text (to check, in
+    /// the tests, that the gate skips only what cannot match).
+    fn scan_gated(&self, text: &str, gated: bool) -> Verdict {
         let mut signals = Vec::new();
         let (mut view, notes) = normalise::normalise(text, self.fuzzy);
         score::notes_to_signals(&notes, &mut signals);
-        self.layers.scan(
-            &mut view,
-            layers::Place::Text,
-            &self.allowed_hosts,
-            &mut signals,
-        );
-        let mut pending = vec![(text.to_owned(), 0usize, 0usize)];
+        let layers = |view: &mut normalise::View, place, signals: &mut Vec<Signal>| {
+            self.layers
+                .scan(view, place, &self.allowed_hosts, gated, signals);
+        };
+        layers(&mut view, layers::Place::Text, &mut signals);
         let mut budget = DECODE_BUDGET;
-        while let Some((src, base, depth)) = pending.pop() {
+        let mut pending: Vec<(String, usize, usize)> = Vec::new();
+        let mut decode = |src: &str, base: usize, depth: usize, pending: &mut Vec<_>| {
             if depth >= DECODE_DEPTH {
-                continue;
+                return;
             }
-            for d in decode::decode_runs(&src, budget) {
+            for d in decode::decode_runs(src, budget) {
                 budget = budget.saturating_sub(d.text.len());
                 let at = if depth == 0 { d.at } else { base };
                 let (mut v, _) = normalise::normalise(&d.text, self.fuzzy);
                 let place = layers::Place::Decoded(at, d.encoding);
-                self.layers
-                    .scan(&mut v, place, &self.allowed_hosts, &mut signals);
+                layers(&mut v, place, &mut signals);
                 pending.push((d.text, at, depth + 1));
             }
+        };
+        // The text itself is decoded first, without a copy; then what it decoded to.
+        decode(text, 0, 0, &mut pending);
+        while let Some((src, base, depth)) = pending.pop() {
+            decode(&src, base, depth, &mut pending);
         }
         score::Verdict::from_signals(signals, self.threshold)
     }

@@ -67,6 +67,12 @@ impl View {
         }
     }
 
+    /// The map back to the input, for the tests.
+    #[cfg(test)]
+    pub fn checkpoints(&self) -> &[(u32, u32)] {
+        &self.checkpoints
+    }
+
     /// Whether `at` lies in a hidden range, and which.
     pub fn hidden_at(&self, at: usize) -> Option<Hidden> {
         self.hidden
@@ -107,7 +113,21 @@ struct Out<'f> {
     fuzzy: &'f Fuzzy,
 }
 
-impl Out<'_> {
+impl<'f> Out<'f> {
+    /// An empty result for normalising `text`.
+    fn new(text: &str, fuzzy: &'f Fuzzy) -> Self {
+        Out {
+            view: View {
+                text: String::with_capacity(text.len() + 16),
+                ..View::default()
+            },
+            delta: 0,
+            word: String::new(),
+            word_at: 0,
+            fuzzy,
+        }
+    }
+
     fn mark(&mut self, orig: usize) {
         let d = orig as i64 - self.view.text.len() as i64;
         if d != self.delta {
@@ -186,16 +206,41 @@ fn lower(c: char) -> char {
 
 /// Normalises `text` (already bounded by the caller).
 pub(crate) fn normalise(text: &str, fuzzy: &Fuzzy) -> (View, Notes) {
-    let mut out = Out {
-        view: View {
-            text: String::with_capacity(text.len() + 16),
-            ..View::default()
-        },
-        delta: 0,
-        word: String::new(),
-        word_at: 0,
-        fuzzy,
-    };
+    if text.is_ascii() {
+        return (normalise_ascii(text, fuzzy), Notes::default());
+    }
+    normalise_unicode(text, fuzzy)
+}
+
+/// Normalisation of ASCII text, which has nothing invisible, no confusables and nothing to
+/// fold but case: words lower-cased (misspelt keywords corrected), everything else copied.
+/// The result is what [`normalise_unicode`] gives for the same text, by a shorter way.
+fn normalise_ascii(text: &str, fuzzy: &Fuzzy) -> View {
+    let mut out = Out::new(text, fuzzy);
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_alphanumeric() {
+            out.mark(i);
+            out.view.text.push(char::from(b[i]));
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && b[i].is_ascii_alphanumeric() {
+            i += 1;
+        }
+        out.word.push_str(&text[start..i]);
+        out.word.make_ascii_lowercase();
+        out.word_at = start;
+        out.flush();
+    }
+    out.view
+}
+
+/// Normalises any text, character by character.
+pub(crate) fn normalise_unicode(text: &str, fuzzy: &Fuzzy) -> (View, Notes) {
+    let mut out = Out::new(text, fuzzy);
     let mut notes = Notes::default();
     let mut latin: Option<bool> = None; // is the current word read as Latin
     let mut prev_latin = false;
