@@ -46,6 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::pace::Pacer;
 use mcpwatch_core::{Event, Redactor};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -555,11 +556,14 @@ impl Parser {
     /// under sustained load. Returns (whether anything was taken, whether the queue is open).
     fn drain(&mut self, out: &mut Vec<Event>) -> (bool, bool) {
         let mut took = false;
+        // Short bursts, so the relay's threads on this core do not wait behind a long drain.
+        let mut pacer = Pacer::new();
         for _ in 0..DRAIN_MAX {
             match self.tapped.try_recv() {
                 Ok(t) => {
                     took = true;
                     self.take(t, out);
+                    pacer.step();
                 }
                 Err(mpsc::error::TryRecvError::Empty) => return (took, true),
                 Err(mpsc::error::TryRecvError::Disconnected) => return (took, false),

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ids;
+pub mod pace;
 pub mod params;
 pub mod paths;
 pub mod redact;

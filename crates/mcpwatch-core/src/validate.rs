@@ -101,7 +101,10 @@ pub fn parse_batch(
     let mut errors = Vec::new();
     let mut unlisted = 0;
     let mut events = Vec::with_capacity(values.len());
+    // A batch of a thousand events is milliseconds of work: short bursts (see `crate::pace`).
+    let mut pacer = crate::pace::Pacer::new();
     for (index, value) in values.into_iter().enumerate() {
+        pacer.step();
         let mut ctx = Ctx {
             index,
             failed: false,

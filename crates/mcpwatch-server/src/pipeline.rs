@@ -244,10 +244,14 @@ impl Inner {
         reply: Option<oneshot::Sender<Result<(), SinkError>>>,
     ) -> Result<(), SinkError> {
         let n = events.len();
+        // Short bursts, so what shares this core with the collector does not wait for a
+        // thousand redactions (see `mcpwatch_core::pace`).
+        let mut pacer = mcpwatch_core::pace::Pacer::new();
         let prepared: Vec<PreparedEvent> = events
             .into_iter()
             .map(|mut e| {
                 self.redactor.redact_event(&mut e);
+                pacer.step();
                 PreparedEvent::new(e)
             })
             .collect();

@@ -12,6 +12,7 @@
 mod compliance;
 mod fold;
 pub mod hist;
+pub mod migrate;
 pub mod postgres;
 pub mod query;
 mod rollup;

@@ -44,6 +44,9 @@ enum Command {
     /// What `wrap` spooled while the collector was away: `status`, and `flush` to deliver it.
     #[command(subcommand)]
     Spool(cmd::spool::SpoolCommand),
+    /// Store tools: `migrate` a SQLite history into PostgreSQL.
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
     /// MCP client configs on this machine: list their servers, `watch` or `unwatch` them.
     Clients(cmd::clients::ClientsArgs),
     /// Run recorded events through detection offline, deterministically; delivers nothing.
@@ -76,6 +79,8 @@ fn main() -> ExitCode {
             Command::Config(c) => cmd::config::run(c),
             Command::Rules(c) => cmd::rules::run(c),
             Command::Spool(c) => cmd::spool::run(c).await,
+            // Blocking: the PostgreSQL client runs on a runtime of its own.
+            Command::Store(c) => cmd::store::run(c),
             Command::Clients(args) => cmd::clients::run(args),
             Command::Replay(args) => cmd::replay::run(args),
             Command::Demo(args) => cmd::demo::run(args).await,

@@ -121,6 +121,26 @@ fn ev(i: usize) -> Event {
     }
 }
 
+#[test]
+fn a_paced_batch_is_the_same_json_array_as_one_written_at_once() {
+    let events: Vec<Event> = (0..200)
+        .map(|i| {
+            let mut e = ev(i);
+            e.message = format!("call {i} \"quoted\" \u{1F600}");
+            e.metadata.insert(
+                "arguments".into(),
+                serde_json::json!({"path": format!("/tmp/{i}"), "n": i}),
+            );
+            e
+        })
+        .collect();
+    assert_eq!(
+        super::http::encode(&events).unwrap(),
+        serde_json::to_vec(&events).unwrap()
+    );
+    assert_eq!(super::http::encode(&[]).unwrap(), b"[]");
+}
+
 fn config(addr: std::net::SocketAddr, spool: Option<&std::path::Path>) -> DeliveryConfig {
     let mut c = DeliveryConfig::new(format!("http://{addr}"));
     c.spool_dir = spool.map(|p| p.to_path_buf());

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::ids::IdGenerator;
+use mcpwatch_core::pace::Pacer;
 use mcpwatch_core::{Event, Level, Redactor, Timestamp};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -262,13 +263,18 @@ impl Monitor {
         let mut next_tick = Instant::now() + TICK;
         let mut last_traffic = Instant::now();
         let mut open = true;
+        // A drain can be a thousand copies: the pacer keeps each burst short, so the proxy's
+        // requests on this core do not wait behind it (see `mcpwatch_core::pace`).
+        let mut pacer = Pacer::new();
         while open {
             let mut took = false;
+            pacer.rest();
             for _ in 0..DRAIN_MAX {
                 match self.rx.try_recv() {
                     Ok(t) => {
                         took = true;
                         self.take(t, &mut out);
+                        pacer.step();
                     }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {

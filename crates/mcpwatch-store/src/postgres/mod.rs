@@ -12,6 +12,7 @@
 //! store runs `tokio-postgres` on a small runtime of its own and waits on a channel, which works
 //! from any thread, inside another runtime or not.
 
+pub(crate) mod progress;
 mod reader;
 mod schema;
 mod writer;

@@ -9,6 +9,7 @@
 //! tool, user or session scan the time index; statistics never touch the event table.
 
 mod checkpoint;
+mod export;
 mod reader;
 mod schema;
 mod writer;
@@ -21,6 +22,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::{EventReader, EventWriter, Store, StoreError};
 
+pub use export::{SqliteExport, StoredRow};
 pub use reader::SqliteReader;
 pub use writer::SqliteWriter;
 

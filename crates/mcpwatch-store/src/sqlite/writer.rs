@@ -188,7 +188,11 @@ impl SqliteWriter {
                 "INSERT OR IGNORE INTO events(id, ts, level, category, event_type, server, tool, user, session, outcome, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?;
+            // Short bursts, so what shares this core with the collector does not wait for a
+            // thousand inserts (see `mcpwatch_core::pace`).
+            let mut pacer = mcpwatch_core::pace::Pacer::new();
             for p in batch {
+                pacer.step();
                 let e = &p.event;
                 let inserted = insert.execute(params![
                     e.id,

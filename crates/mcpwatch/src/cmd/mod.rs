@@ -10,4 +10,5 @@ pub mod replay;
 pub mod rules;
 pub mod serve;
 pub mod spool;
+pub mod store;
 pub mod wrap;

@@ -14,6 +14,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use mcpwatch_core::auth::Authenticator;
 use mcpwatch_core::config::{Config, Role};
+use mcpwatch_core::pace::Pacer;
 use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_detect::{DetectConfig, DetectError, DetectSettings, Engine, Finding, RuleSet};
 use mcpwatch_metrics::DetectorHealth; // metrics: detector health on /metrics
@@ -191,8 +192,12 @@ impl Stage for DetectStage {
 
     fn on_commit(&mut self, batch: &[PreparedEvent], emit: &mut Vec<Event>) {
         self.take_reload();
+        // A batch of a thousand events is milliseconds of detection: short bursts, so what
+        // shares this core with the collector does not wait for it (see `mcpwatch_core::pace`).
+        let mut pacer = Pacer::new();
         for p in batch {
             self.engine.process(&p.event, &mut self.findings);
+            pacer.step();
         }
         self.deliver(emit);
     }

@@ -1,0 +1,137 @@
+//! `mcpwatch store migrate --from sqlite:DIR --to postgres://…`: copies the event history of a
+//! SQLite data directory into PostgreSQL, with progress on stderr; resumable, and verified by
+//! counts at the end (see `mcpwatch_store::migrate`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mcpwatch_core::config::expand_env;
+use mcpwatch_core::paths::process_env;
+use mcpwatch_store::migrate::{migrate, MigrateOptions, MigrateProgress};
+use mcpwatch_store::postgres::{hide_password, is_url, PgStore};
+use mcpwatch_store::sqlite::SqliteExport;
+
+use crate::term::sanitize;
+
+/// `mcpwatch store …`.
+#[derive(clap::Subcommand)]
+pub enum StoreCommand {
+    /// Copy the events of a SQLite data directory into PostgreSQL; run it again to resume.
+    Migrate(MigrateArgs),
+}
+
+/// `mcpwatch store migrate` options.
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    /// The source: `sqlite:DIR`, the data directory of `mcpwatch serve`.
+    #[arg(long, value_name = "sqlite:DIR")]
+    pub from: String,
+    /// The destination, e.g. postgres://mcpwatch:${PGPASSWORD}@db:5432/mcpwatch (`${NAME}` is
+    /// read from the environment).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Events per transaction.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    pub batch: u32,
+    /// Copy at most this many events in this run, then stop (the next run continues).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// The name of the destination's rollup rows written by a migration.
+const WRITER: &str = "migrate";
+
+pub fn run(c: StoreCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        StoreCommand::Migrate(args) => run_migrate(&args),
+    }
+}
+
+fn run_migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
+    let Some(dir) = args.from.strip_prefix("sqlite:") else {
+        bail!(
+            "--from takes sqlite:DIR, the data directory of `mcpwatch serve` (e.g. --from sqlite:/var/lib/mcpwatch), not `{}`",
+            sanitize(&args.from)
+        );
+    };
+    if dir.is_empty() {
+        bail!("--from sqlite: needs a directory after the colon, e.g. --from sqlite:/var/lib/mcpwatch");
+    }
+    let url = expand_env(&args.to, &process_env).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+    if !is_url(&url) {
+        bail!(
+            "--to takes a PostgreSQL URL (postgres://user:password@host:5432/database), not `{}`",
+            sanitize(&hide_password(&url))
+        );
+    }
+    let from = SqliteExport::open(&PathBuf::from(dir)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let to = PgStore::open(&url, WRITER)
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL store: {e}"))?;
+    let shown = sanitize(to.shown_url());
+    eprintln!(
+        "copying events from {} to {shown}",
+        sanitize(&from.identity())
+    );
+    let started = Instant::now();
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let mut report_progress = |p: MigrateProgress| {
+        if last_line.elapsed() >= Duration::from_millis(500) || p.done == p.total {
+            last_line = Instant::now();
+            let pct = if p.total == 0 {
+                100.0
+            } else {
+                p.done as f64 * 100.0 / p.total as f64
+            };
+            eprintln!(
+                "{}/{} events ({pct:.1}%), {} new in this run",
+                p.done, p.total, p.inserted
+            );
+        }
+    };
+    let report = migrate(
+        &from,
+        &to,
+        MigrateOptions {
+            batch: args.batch as usize,
+            limit: args.limit,
+        },
+        &mut report_progress,
+    )
+    .context("the copy stopped; run the same command again to continue from where it stopped")?;
+    let secs = started.elapsed().as_secs_f64();
+    if report.resumed_at > 0 {
+        eprintln!(
+            "resumed after {} events copied by an earlier run",
+            report.resumed_at
+        );
+    }
+    eprintln!(
+        "read {} events in {secs:.1}s, {} of them new to the destination",
+        report.read, report.inserted
+    );
+    if !report.complete {
+        eprintln!(
+            "stopped after --limit {}; {} of {} events copied; run the command again to continue",
+            args.limit.unwrap_or(0),
+            report.resumed_at + report.read,
+            report.source
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match report.verified {
+        Some(found) if found == report.source => {
+            println!(
+                "verified: all {} source events are in {shown}",
+                report.source
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        found => bail!(
+            "verification failed: the source has {} events but {} of them are in {shown}; run the command again to copy what is missing, and check that nothing deletes events on the destination (retention) meanwhile",
+            report.source,
+            found.unwrap_or(0)
+        ),
+    }
+}
