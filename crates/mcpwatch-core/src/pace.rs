@@ -49,7 +49,7 @@ impl Pacer {
     #[inline]
     pub fn step(&mut self) -> bool {
         self.steps = self.steps.wrapping_add(1);
-        if self.steps % Pacer::EVERY != 0 {
+        if !self.steps.is_multiple_of(Pacer::EVERY) {
             return false;
         }
         let now = Instant::now();
