@@ -93,6 +93,9 @@ pub struct PipelineHealth {
     pub writer_alive: AtomicBool,
     /// Events emitted by stages (alerts, anomalies, …).
     pub stage_events: AtomicU64,
+    /// Whether committed events still wait to be counted in the statistics (they are settled
+    /// at most `SETTLE_INTERVAL` after the commit). Set before the commit is acknowledged.
+    pub statistics_behind: AtomicBool,
 }
 
 /// The in-process [`EventSink`] of `serve`.
@@ -352,6 +355,9 @@ impl WriterLoop {
         } else {
             self.unsettled = true;
         }
+        self.health
+            .statistics_behind
+            .store(self.unsettled, Ordering::SeqCst);
         match result {
             Ok(added) => {
                 self.health
@@ -423,6 +429,7 @@ impl WriterLoop {
                     self.settled_at = Instant::now();
                 }
                 self.unsettled = false;
+                self.health.statistics_behind.store(false, Ordering::SeqCst);
             }
             Err(e) => {
                 // Retried SETTLE_INTERVAL later, not in a loop.

@@ -86,13 +86,17 @@ async fn fixture() -> Fixture {
     let events = mcpwatch_detect::load_events_jsonl(&trace).expect("fixture");
     let n = events.len() as u64;
     pipeline.submit(events).await.expect("committed");
-    // Wait for the stage to see the batch and for its derived events to be committed.
+    // Wait for the stage to see the batch, for its derived events to be committed and for the
+    // statistics to count them.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let h = pipeline.health();
         let committed = h.committed_events.load(std::sync::atomic::Ordering::SeqCst);
         let pending = h.pending_events.load(std::sync::atomic::Ordering::SeqCst);
-        if committed > n && pending == 0 {
+        let behind = h
+            .statistics_behind
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if committed > n && pending == 0 && !behind {
             break;
         }
         assert!(
