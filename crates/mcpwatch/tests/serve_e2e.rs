@@ -5,68 +5,21 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{all_ids, auth_event, bin, post, Serve};
+use common::{acked_until_kill9, all_ids, assert_none_lost, auth_event, bin, post, Serve};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(dir.path(), &[]);
-    let url = serve.url.clone();
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let client = reqwest::Client::new();
-    let mut senders = Vec::new();
-    for t in 0..4 {
-        let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
-        senders.push(tokio::spawn(async move {
-            for n in 0..10_000 {
-                let batch: Vec<_> = (0..50)
-                    .map(|i| auth_event(&format!("u{t}-{n}-{i}"), "failure"))
-                    .collect();
-                match post(&client, &url, &json!(batch)).await {
-                    Ok((202, body)) => {
-                        let ids = body["ids"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .map(|v| v.as_str().unwrap().to_owned());
-                        acked.lock().unwrap().extend(ids);
-                    }
-                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
-                    Err(_) => return, // the collector is gone
-                }
-            }
-        }));
-    }
     // Let load build up, then kill without warning.
-    let start = Instant::now();
-    while acked.lock().unwrap().len() < 20_000 && start.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    serve.kill9();
-    for s in senders {
-        s.await.unwrap();
-    }
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() >= 1_000,
-        "only {} events were acknowledged before the kill",
-        acked.len()
-    );
+    let acked = acked_until_kill9(serve, 20_000, Duration::from_secs(30)).await;
 
     let serve = Serve::start(dir.path(), &[]);
-    let stored = all_ids(&client, &serve.url).await;
-    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged events were lost, e.g. {:?}",
-        missing.len(),
-        acked.len(),
-        &missing[..missing.len().min(3)]
-    );
+    let stored = all_ids(&reqwest::Client::new(), &serve.url).await;
+    assert_none_lost(&acked, &stored);
     serve.stop();
 }
 

@@ -10,7 +10,8 @@ pub mod detect;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The binary under test.
 pub fn bin() -> Command {
@@ -135,6 +136,64 @@ pub async fn post(
         .await?;
     let status = resp.status().as_u16();
     Ok((status, resp.json().await.unwrap_or(serde_json::Value::Null)))
+}
+
+/// Four clients post batches of 50 authentication events to `serve` until `target` have been
+/// acknowledged (or `limit` passes), then `serve` gets SIGKILL. Returns the acknowledged ids.
+pub async fn acked_until_kill9(serve: Serve, target: usize, limit: Duration) -> Vec<String> {
+    let url = serve.url.clone();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let client = reqwest::Client::new();
+    let mut senders = Vec::new();
+    for t in 0..4 {
+        let (client, url, acked) = (client.clone(), url.clone(), acked.clone());
+        senders.push(tokio::spawn(async move {
+            for n in 0..10_000 {
+                let batch: Vec<_> = (0..50)
+                    .map(|i| auth_event(&format!("u{t}-{n}-{i}"), "failure"))
+                    .collect();
+                match post(&client, &url, &serde_json::json!(batch)).await {
+                    Ok((202, body)) => {
+                        let ids = body["ids"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_str().unwrap().to_owned());
+                        acked.lock().unwrap().extend(ids);
+                    }
+                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
+                    Err(_) => return, // the collector is gone
+                }
+            }
+        }));
+    }
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < target && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    serve.kill9();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 1_000,
+        "only {} events were acknowledged before the kill",
+        acked.len()
+    );
+    acked
+}
+
+/// Fails naming the acknowledged ids that `stored` lacks.
+pub fn assert_none_lost(acked: &[String], stored: &std::collections::HashSet<String>) {
+    let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events were lost, e.g. {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(3)]
+    );
 }
 
 /// Every event id in the store, by paging through the API.
