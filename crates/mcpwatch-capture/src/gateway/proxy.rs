@@ -388,8 +388,8 @@ fn relay(
         .unwrap_or("");
     let sse = content_type.starts_with("text/event-stream");
     let json = content_type.starts_with("application/json");
-    if !sse {
-        // Server requests travel on SSE streams only; a JSON answer is not held back for them.
+    if !sse && !json {
+        // Server requests travel in JSON-RPC only: a body of another type is not held back.
         rewrite.guard = None;
     }
     let merge = status.is_success() && !rewrite.errors.is_empty();

@@ -235,6 +235,15 @@ where
             while let Some(chunk) = stream.next().await {
                 buf.extend_from_slice(&chunk?);
             }
+            // A server request in a JSON answer reaches an MCP client as surely as one on a
+            // stream (the Python SDK dispatches both), so it is judged here too. An answer of
+            // nothing but refused requests becomes an empty batch, which the client reports as
+            // an unreadable answer to its request.
+            match guard.as_ref().map(|g| g.judge(&buf)) {
+                Some(Guarded::Dropped) => buf = b"[]".to_vec(),
+                Some(Guarded::Rest(rest)) => buf = rest,
+                Some(Guarded::Unchanged) | None => {}
+            }
             let out = rewrite_messages(&buf, lists.as_ref(), &errors).unwrap_or(buf);
             Ok::<_, reqwest::Error>(Bytes::from(out))
         };
