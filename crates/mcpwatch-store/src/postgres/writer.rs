@@ -106,11 +106,7 @@ fn new_owner() -> i64 {
     use std::hash::Hasher;
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    h.write_i64(SystemClock.now().as_micros());
     h.finish() as i64
 }
 
