@@ -88,16 +88,16 @@ fn a_notification_stopped_by_a_silence_is_sent_when_it_ends() {
     let s = silence_alice(&h, None, "1h");
     assert_eq!(status(&h, &a.alert.id), AlertStatus::Suppressed);
     // What the delivery worker records for a row whose alert is silenced.
-    let conn = mcpwatch_alert::store::open(h.dir.path()).unwrap();
-    for d in mcpwatch_alert::store::due(&conn, h.clock.now(), 100).unwrap() {
-        mcpwatch_alert::store::record_attempt(
-            &conn,
+    let tx = h.alerting.store().begin().unwrap();
+    for d in tx.due(h.clock.now(), 100).unwrap() {
+        tx.record_attempt(
             d.id,
             h.clock.now(),
             mcpwatch_alert::store::Attempt::Failed("not sent: the alert was silenced"),
         )
         .unwrap();
     }
+    tx.commit().unwrap();
     h.clock.advance(Duration::from_secs(60));
     h.alerting.expire_silence(&s).unwrap();
     let rows = outbox(&h, &a.alert.id);

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mcpwatch_alert::store::{self, Attempt};
+use mcpwatch_alert::store::Attempt;
 use mcpwatch_alert::Alerting;
 use mcpwatch_core::config::Config;
 use mcpwatch_core::{Event, Level, ManualClock, Timestamp};
@@ -94,11 +94,13 @@ pub fn outbox(h: &Harness, id: &str) -> Vec<String> {
 
 /// Marks every pending row delivered, as the worker would.
 pub fn deliver_all(h: &Harness) {
-    let conn = store::open(h.dir.path()).unwrap();
     let now = h.clock.now();
-    for d in store::due(&conn, now, 1000).unwrap() {
-        store::record_attempt(&conn, d.id, now, Attempt::Delivered("200 ok")).unwrap();
+    let tx = h.alerting.store().begin().unwrap();
+    for d in tx.due(now, 1000).unwrap() {
+        tx.record_attempt(d.id, now, Attempt::Delivered("200 ok"))
+            .unwrap();
     }
+    tx.commit().unwrap();
 }
 
 pub trait Now {
