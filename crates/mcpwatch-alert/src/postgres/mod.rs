@@ -75,6 +75,25 @@ impl PgAlertStore {
     }
 }
 
+/// How long a node's claim on an outbox row lasts with these settings: the longest a send may
+/// take (the delivery timeout, which the worker enforces with a second of slack) twice over, and
+/// a few seconds to record the attempt.
+pub fn claim_for(settings: &crate::Settings) -> Duration {
+    settings.delivery.timeout.saturating_mul(2) + Duration::from_secs(5)
+}
+
+/// A name for this process in its claims, unique among the nodes on one database: the host,
+/// the process id and a random suffix (process ids repeat across containers).
+pub fn node_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "mcpwatch".to_owned());
+    let host: String = host.chars().take(64).collect();
+    format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
+}
+
 impl AlertStore for PgAlertStore {
     fn begin(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
         let conn = Arc::new(self.db.connection()?);

@@ -1,4 +1,5 @@
-//! The lifecycle harness: a real `alerts.db` in a temporary directory, a ManualClock, the four
+//! The lifecycle harness: a real alert store (`alerts.db` in a temporary directory, or a real
+//! PostgreSQL; see [`super::backend`]), a ManualClock, the four
 //! channels pointed at a closed port (nothing is sent; the outbox is inspected), and findings
 //! shaped as detection's rule engine emits them.
 
@@ -11,6 +12,7 @@ use mcpwatch_core::config::Config;
 use mcpwatch_core::{Event, Level, ManualClock, Timestamp};
 use mcpwatch_detect::{Finding, FindingSource, Severity};
 
+use super::backend::StoreHome;
 use super::T0;
 
 pub const CHANNELS: &str = r#"
@@ -37,19 +39,19 @@ url = "http://127.0.0.1:1/hook"
 pub struct Harness {
     pub alerting: Arc<Alerting>,
     pub clock: ManualClock,
-    pub dir: tempfile::TempDir,
+    pub home: StoreHome,
 }
 
 pub fn harness(toml: &str) -> Harness {
     let config = Config::from_toml(toml).expect("valid config");
     let settings = mcpwatch_alert::build(&config, &|_| None).expect("valid alerting config");
     let clock = ManualClock::new(Timestamp::from_micros(T0));
-    let dir = tempfile::tempdir().unwrap();
-    let alerting = Alerting::open(dir.path(), settings, Arc::new(clock.clone())).unwrap();
+    let home = StoreHome::new();
+    let alerting = Alerting::with_store(home.open(), settings, Arc::new(clock.clone()));
     Harness {
         alerting,
         clock,
-        dir,
+        home,
     }
 }
 
