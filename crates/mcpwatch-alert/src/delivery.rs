@@ -135,7 +135,11 @@ impl Alerting {
                     }
                     Err(e) if e.retryable && attempts < max => {
                         let wait = backoff(initial, cap, attempts, fastrand::f64());
-                        tx.record_attempt(row, now, Attempt::Retry(&e.message, now.saturating_add(wait)))?;
+                        tx.record_attempt(
+                            row,
+                            now,
+                            Attempt::Retry(&e.message, now.saturating_add(wait)),
+                        )?;
                     }
                     Err(e) => {
                         let why = if e.retryable {

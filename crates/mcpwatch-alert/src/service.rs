@@ -236,7 +236,9 @@ impl Alerting {
             None => true,
             Some(at) => {
                 now >= at.saturating_add(self.settings.repeat_interval)
-                    || tx.notified_severity(&id)?.is_none_or(|s| rec.alert.severity > s)
+                    || tx
+                        .notified_severity(&id)?
+                        .is_none_or(|s| rec.alert.severity > s)
             }
         };
         if !due {
@@ -326,7 +328,10 @@ impl Alerting {
 
     /// One alert with its deliveries.
     pub fn get(&self, id: &str) -> Result<AlertRecord, AlertError> {
-        self.store.begin()?.get(id, true)?.ok_or_else(|| not_found(id))
+        self.store
+            .begin()?
+            .get(id, true)?
+            .ok_or_else(|| not_found(id))
     }
 
     /// Marks an alert acknowledged: it stays open and folds findings but is not notified again;
@@ -445,7 +450,8 @@ impl Alerting {
                 )));
             }
             let queued = self.reapply_silences(&*tx, now)?;
-            let silence = tx.get_silence(id)?
+            let silence = tx
+                .get_silence(id)?
                 .ok_or_else(|| AlertError::NotFound(format!("no silence {id}")))?;
             tx.commit()?;
             (silence, queued)

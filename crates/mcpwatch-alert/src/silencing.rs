@@ -93,9 +93,7 @@ impl Alerting {
                 .channels
                 .get(&c)
                 .is_some_and(|ch| ch.sends_acknowledged());
-            if wants
-                && tx.enqueue(&rec.alert.id, &c, NotificationKind::Acknowledged, now)?
-            {
+            if wants && tx.enqueue(&rec.alert.id, &c, NotificationKind::Acknowledged, now)? {
                 self.health.queued.fetch_add(1, Ordering::Relaxed);
                 queued = true;
             }

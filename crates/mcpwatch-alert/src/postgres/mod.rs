@@ -198,11 +198,17 @@ impl PgTx<'_> {
     }
 
     fn deliveries(&self, sql: impl Into<String>, args: Args) -> Result<Vec<Delivery>, AlertError> {
-        self.query(sql, args)?.iter().map(delivery_from_row).collect()
+        self.query(sql, args)?
+            .iter()
+            .map(delivery_from_row)
+            .collect()
     }
 
     fn silence_rows(&self, sql: impl Into<String>, args: Args) -> Result<Vec<Silence>, AlertError> {
-        self.query(sql, args)?.iter().map(silence_from_row).collect()
+        self.query(sql, args)?
+            .iter()
+            .map(silence_from_row)
+            .collect()
     }
 }
 

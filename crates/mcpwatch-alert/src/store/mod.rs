@@ -101,16 +101,23 @@ pub trait AlertTx {
     /// When the next pending row is due.
     fn next_due(&self) -> Result<Option<Timestamp>, AlertError>;
     /// Records one attempt on an outbox row and releases its claim.
-    fn record_attempt(&self, id: i64, now: Timestamp, outcome: Attempt<'_>)
-        -> Result<(), AlertError>;
+    fn record_attempt(
+        &self,
+        id: i64,
+        now: Timestamp,
+        outcome: Attempt<'_>,
+    ) -> Result<(), AlertError>;
     /// Every delivery of an alert, oldest first.
     fn deliveries_for(&self, alert_id: &str) -> Result<Vec<Delivery>, AlertError>;
 
     /// Stores a silence.
     fn insert_silence(&self, s: &Silence) -> Result<(), AlertError>;
     /// Silences newest first; with `active_at`, only those in force then (or starting later).
-    fn silences(&self, active_at: Option<Timestamp>, limit: usize)
-        -> Result<Vec<Silence>, AlertError>;
+    fn silences(
+        &self,
+        active_at: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Silence>, AlertError>;
     /// One silence.
     fn get_silence(&self, id: &str) -> Result<Option<Silence>, AlertError>;
     /// Whether a silence started or ended after `after` and at or before `upto` (micros).

@@ -132,9 +132,9 @@ pub(super) fn build(ctx: &Context, routes: &mut Vec<RouteFactory>) -> anyhow::Re
             PgAlertStore::open(&url, &node_name(), claim_for(&settings))
                 .context("cannot open the alert tables in the PostgreSQL store")?,
         ),
-        None => Arc::new(
-            SqliteAlertStore::open(&ctx.data_dir).context("cannot open the alert store")?,
-        ),
+        None => {
+            Arc::new(SqliteAlertStore::open(&ctx.data_dir).context("cannot open the alert store")?)
+        }
     };
     let alerting = Alerting::with_store(store, settings, ctx.clock.clone());
     tracing::debug!(
