@@ -251,6 +251,41 @@ async fn two_nodes_on_one_database_notify_each_alert_once() {
         ALERTS,
         "one notification per alert, and every alert notified"
     );
+    // Actions, silences and the dashboard on one node are what the other node shows.
+    let client = reqwest::Client::new();
+    let id = alerts[0]["id"].as_str().unwrap();
+    let acked = client
+        .post(format!("{}/api/v1/alerts/{id}/ack", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status().as_u16(), 200);
+    let on_b = get(&client, &format!("{}/api/v1/alerts/{id}", b.url)).await;
+    assert_eq!(on_b["status"], "acknowledged", "{on_b}");
+    let silence = client
+        .post(format!("{}/api/v1/silences", b.url))
+        .json(&serde_json::json!({"matchers": ["name=brute_force_detection"], "duration": "1h", "comment": "pen test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silence.status().as_u16(), 201);
+    let silences = get(&client, &format!("{}/api/v1/silences", a.url)).await;
+    assert_eq!(
+        silences["silences"].as_array().unwrap().len(),
+        1,
+        "{silences}"
+    );
+    let page = client
+        .get(format!("{}/alerts/{id}", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("brute_force_detection") && html.contains("acknowledged"),
+        "the dashboard's alert page reads the shared store"
+    );
     let (from_a, from_b) = (counts(&got, "a").len(), counts(&got, "b").len());
     eprintln!("node a sent {from_a}, node b sent {from_b}");
     a.stop();

@@ -355,7 +355,13 @@ impl AlertTx for PgTx<'_> {
             .iter()
             .map(alert_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        page(self, out, f.limit)
+        // One query for the deliveries of the whole page.
+        page(out, f.limit, |ids| {
+            let sql = format!(
+                "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE alert_id = ANY($1) ORDER BY id"
+            );
+            self.deliveries(sql, args![ids.to_vec()])
+        })
     }
 
     fn quiet(&self, before: Timestamp, limit: usize) -> Result<Vec<AlertRecord>, AlertError> {

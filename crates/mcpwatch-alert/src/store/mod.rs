@@ -320,11 +320,13 @@ pub(crate) fn with_deliveries(
     Ok(a)
 }
 
-/// The page of a list query that fetched `limit + 1` rows: the rows and the next cursor.
+/// The page of a list query that fetched `limit + 1` rows: the rows, each with its latest state
+/// per channel from `deliveries` (every delivery of the given alerts, oldest first), and the
+/// next cursor.
 pub(crate) fn page(
-    tx: &(impl AlertTx + ?Sized),
     mut out: Vec<(AlertRecord, i64)>,
     limit: usize,
+    deliveries: impl FnOnce(&[String]) -> Result<Vec<Delivery>, AlertError>,
 ) -> Result<(Vec<AlertRecord>, Option<i64>), AlertError> {
     let next = if out.len() > limit {
         out.truncate(limit);
@@ -332,9 +334,17 @@ pub(crate) fn page(
     } else {
         None
     };
+    let ids: Vec<String> = out.iter().map(|(a, _)| a.alert.id.clone()).collect();
+    let mut by_alert: std::collections::HashMap<String, Vec<Delivery>> = Default::default();
+    for d in deliveries(&ids)? {
+        by_alert.entry(d.alert_id.clone()).or_default().push(d);
+    }
     let alerts = out
         .into_iter()
-        .map(|(a, _)| with_deliveries(tx, a, false))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(mut a, _)| {
+            a.channels = latest_per_channel(by_alert.get(&a.alert.id).map_or(&[], Vec::as_slice));
+            a
+        })
+        .collect();
     Ok((alerts, next))
 }

@@ -314,7 +314,13 @@ impl AlertTx for SqliteTx<'_> {
         let out = self.rows(&sql, rusqlite::params_from_iter(args), |r| {
             alert_from_row(r)
         })?;
-        page(self, out, f.limit)
+        page(out, f.limit, |ids| {
+            let mut all = Vec::new();
+            for id in ids {
+                all.extend(self.deliveries_for(id)?);
+            }
+            Ok(all)
+        })
     }
 
     fn quiet(&self, before: Timestamp, limit: usize) -> Result<Vec<AlertRecord>, AlertError> {
