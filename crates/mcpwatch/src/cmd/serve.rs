@@ -42,7 +42,6 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging("info");
-    small_pages();
     let mut config = super::config::load_for_command(args.config.as_deref())?;
     if let Some(l) = args.listen {
         config.server.listen = l;
@@ -69,19 +68,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("shutting down: finishing pending writes");
     collector.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The collector is a long-running process whose idle footprint counts (SPEC 11: idle RSS
-/// <= 40 MB). mimalloc asks for transparent huge pages on its arenas, so every 2 MiB region
-/// touched once (start-up builds the detectors' automata, then frees most of it) stays resident
-/// whole: measured with benches/ingest.rs (`BENCH_ONLY=rss`), 70 of 87 MB idle were huge
-/// pages. Turning THP off for this process keeps only the 4 KiB pages in use; ingest
-/// throughput was the same within noise.
-fn small_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::debug!(error = %e, "could not turn transparent huge pages off");
-    }
 }
 
 /// A running collector.
