@@ -57,9 +57,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let collector = Collector::start(config, Arc::new(SystemClock)).await?;
     eprintln!(
-        "mcpwatch collector listening on http://{} (events in {}, alerts and state in {})",
+        "mcpwatch collector listening on http://{} (events in {}, alerts in {}, state in {})",
         collector.addr,
         collector.events_in,
+        collector.alerts_in,
         collector.data_dir.display()
     );
     reload_on_sighup(collector.rules.clone());
@@ -77,6 +78,8 @@ pub struct Collector {
     pub data_dir: PathBuf,
     /// Where the events are: the data directory, or the PostgreSQL URL (password hidden).
     pub events_in: String,
+    /// Where the alerts are: `alerts.db`, or the PostgreSQL URL (password hidden).
+    pub alerts_in: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     writer: WriterHandle,
@@ -130,6 +133,7 @@ impl Collector {
             reader: store.reader(),
         };
         let topology = Topology::build(&ctx)?;
+        let alerts_in = topology.alerts_in.clone();
         let (pipeline, writer) = Pipeline::start(
             store.writer()?,
             redactor,
@@ -178,6 +182,7 @@ impl Collector {
             addr,
             data_dir,
             events_in,
+            alerts_in,
             shutdown,
             server,
             writer,
