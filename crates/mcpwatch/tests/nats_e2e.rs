@@ -286,3 +286,76 @@ async fn acknowledged_events_survive_a_kill9_of_the_stream_leader_mid_load() {
     let all = common::all_ids(&http, &serve.url).await;
     assert_none_lost(&stream, &all);
 }
+
+/// Runs the binary and returns its exit success and stderr.
+fn run(args: &[&str]) -> (bool, String) {
+    let out = common::bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("mcpwatch runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_bad_nats_url_or_an_unreachable_server_is_one_clear_error() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let data = tmp.path().to_str().expect("utf-8");
+    let (ok, err) = run(&[
+        "wrap",
+        "--nats",
+        "http://127.0.0.1:4222",
+        "--data-dir",
+        data,
+        "--",
+        "true",
+    ]);
+    assert!(!ok && err.contains("nats://"), "{err}");
+    let cfg = tmp.path().join("gw.toml");
+    std::fs::write(&cfg, "[sink]\nnats = \"127.0.0.1:4222\"\nspeed = 3\n").expect("config");
+    let (ok, err) = run(&[
+        "gateway",
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--upstream",
+        "x=http://127.0.0.1:9/mcp",
+    ]);
+    assert!(
+        !ok && err.contains("sink.nats") && err.contains("sink.speed"),
+        "{err}"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let (ok, err) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--nats",
+        &url,
+    ]);
+    assert!(
+        !ok && err.contains(&format!("127.0.0.1:{port}")) && err.contains("JetStream"),
+        "{err}"
+    );
+    let (ok, err) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--nats",
+        "nats://",
+    ]);
+    assert!(!ok && err.contains("--nats"), "{err}");
+}

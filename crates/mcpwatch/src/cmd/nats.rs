@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::config::Config;
 use mcpwatch_nats::config::NatsConfig;
@@ -46,9 +45,11 @@ impl Consumer {
         };
         let client = mcpwatch_nats::connect(&url, "mcpwatch-serve", true)
             .await
-            .context(
-                "serve --nats: check the URL and that nats-server runs with JetStream (-js)",
-            )?;
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "serve --nats: {e}; check the URL and that nats-server runs there with JetStream on (-js)"
+                )
+            })?;
         let js = mcpwatch_nats::async_nats::jetstream::new(client);
         let replicas = mcpwatch_nats::ensure_stream(&js, &nats.stream).await?;
         let mut settings = nats.consumer.clone();
