@@ -3,10 +3,10 @@
 //! One durable pull consumer (explicit acks) reads every subject of the stream. Messages are
 //! taken in groups (whatever arrived, up to [`ConsumerSettings::batch`]), each validated like
 //! one event posted to `POST /api/v1/events` (`parse_batch`, the reserved-source and token-
-//! identity checks, the clock-skew bound), and the valid ones submitted to the pipeline as one
-//! batch. Each message is acknowledged only after the pipeline says its batch committed; one
-//! that can never be stored (invalid, or whose event id is not its `Nats-Msg-Id`) is
-//! terminated, said once per kind in the log and counted. While the pipeline is overloaded the
+//! identity checks, the clock-skew bound, against the time JetStream stored the message), and
+//! the valid ones submitted to the pipeline as one batch. Each message is acknowledged only
+//! after the pipeline says its batch committed; one that can never be stored (invalid, or whose
+//! event id is not its `Nats-Msg-Id`) is terminated, said once in the log and counted. While the pipeline is overloaded the
 //! batch waits and is submitted again; a message not acknowledged within the ack wait (a
 //! crash, say) is redelivered by JetStream, and the store keeps each id once, so an event is
 //! stored exactly once however often it arrives.
@@ -22,11 +22,11 @@ use async_nats::jetstream::consumer::pull::Config as PullConfig;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{AckKind, Context, Message};
 use futures_util::StreamExt;
-use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::clock::{Clock, ManualClock, SharedClock};
 use mcpwatch_core::ids::IdGenerator;
 use mcpwatch_core::validate::identity::foreign_token_sources;
 use mcpwatch_core::validate::{parse_batch, BodyFormat, Defaults};
-use mcpwatch_core::{Event, EventSink, SinkError};
+use mcpwatch_core::{Event, EventSink, SinkError, Timestamp};
 
 use crate::stream::StreamSettings;
 use crate::NatsError;
@@ -47,7 +47,7 @@ pub struct ConsumerSettings {
     pub max_ack_pending: i64,
     /// How long JetStream waits for an acknowledgement before redelivering.
     pub ack_wait: Duration,
-    /// How far past the collector's clock an event's timestamp may be.
+    /// How far past the time JetStream stored its message an event's timestamp may be.
     pub max_clock_skew: Duration,
 }
 
@@ -215,9 +215,11 @@ impl Reader {
         if events.is_empty() {
             return true;
         }
+        let n = events.len();
         let mut wait = Duration::from_millis(100);
+        let mut batch = events;
         loop {
-            match self.sink.submit(events.clone()).await {
+            match self.sink.submit(batch).await {
                 Ok(_) => break,
                 Err(SinkError::Overloaded { retry_after_secs }) => {
                     self.health.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -227,14 +229,15 @@ impl Reader {
                         () = stop.as_mut() => return false,
                         () = tokio::time::sleep(after) => {}
                     }
+                    // The refused batch was consumed; the messages are still here, and valid.
+                    batch = kept.iter().filter_map(|m| self.validate(m).ok()).collect();
                 }
                 Err(SinkError::Closed) => return false,
                 Err(SinkError::Store(e)) => {
                     tracing::error!(
-                        "NATS consumer {}: the store did not take {} event(s), they will be \
+                        "NATS consumer {}: the store did not take {n} event(s), they will be \
                          delivered again: {e}",
-                        self.settings.durable,
-                        events.len()
+                        self.settings.durable
                     );
                     for msg in &kept {
                         let _ = msg
@@ -245,9 +248,7 @@ impl Reader {
                 }
             }
         }
-        self.health
-            .stored
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        self.health.stored.fetch_add(n as u64, Ordering::Relaxed);
         for msg in &kept {
             if let Err(e) = msg.ack().await {
                 // Redelivered after the ack wait; the store keeps the id once.
@@ -265,9 +266,25 @@ impl Reader {
             .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned())
             .ok_or("the message has no Nats-Msg-Id header (publish with the event id as it)")?;
+        // An event without a timestamp gets the time JetStream stored the message, the same on
+        // every redelivery (the collector's clock would give each delivery another, and a store
+        // keyed by (id, ts) another row); the skew bound is against that time too.
+        let published = msg.info().ok().map(|i| {
+            Timestamp::from_micros(
+                i64::try_from(i.published.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX),
+            )
+        });
+        let stored_at;
+        let clock: &dyn Clock = match published {
+            Some(at) => {
+                stored_at = ManualClock::new(at);
+                &stored_at
+            }
+            None => self.clock.as_ref(),
+        };
         let defaults = Defaults {
             ids: &self.ids,
-            clock: self.clock.as_ref(),
+            clock,
             source: NATS_SOURCE,
             max_events: 1,
             max_future_skew: self.settings.max_clock_skew,
