@@ -41,7 +41,7 @@ pub enum PublishError {
     #[error("NATS unreachable: {0}")]
     Unreachable(String),
     /// No stream captures the subjects (nothing answered): `serve --nats` creates it.
-    #[error("no JetStream stream captures {subject}: start `mcpwatch serve --nats …` once, which creates it")]
+    #[error("no JetStream stream answered on {subject} (none captures it, or its leader is being elected); `mcpwatch serve --nats …` creates the stream")]
     NoStream {
         /// The subject that found no stream.
         subject: String,

@@ -171,6 +171,21 @@ async fn stream_ids(urls: &str) -> Vec<String> {
     ids
 }
 
+/// How many messages the stream holds, asked of `urls`; 0 while it cannot say.
+async fn stream_messages(urls: &str) -> u64 {
+    let Ok(client) = mcpwatch_nats::connect(urls, "test-probe", true).await else {
+        return 0;
+    };
+    let js = async_nats::jetstream::new(client);
+    let Ok(mut stream) = js.get_stream(STREAM).await else {
+        return 0;
+    };
+    match tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
+        Ok(Ok(info)) => info.state.messages,
+        _ => 0,
+    }
+}
+
 /// The stream's messages are exactly `want`'s ids, each once; the store lists each once.
 fn assert_once(stream: &[String], stored: &HashMap<String, usize>, calls: usize) {
     let distinct: HashSet<&String> = stream.iter().collect();
@@ -256,8 +271,24 @@ async fn acknowledged_events_survive_a_kill9_of_the_stream_leader_mid_load() {
         .expect("the stream has a leader");
     let killed = cluster.index_of(&leader).expect("a node of ours");
     let at = answered(&progress);
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != killed)
+        .map(|i| cluster.url(i))
+        .collect();
+    let before = stream_messages(&cluster.urls()).await;
     cluster.kill9(killed);
+    let killed_at = Instant::now();
     eprintln!("killed the stream leader {leader} after {at} answered calls");
+    // How long until the stream stores a publish again (the failover an edge sees).
+    let failover = tokio::spawn(async move {
+        let urls = survivors.join(",");
+        loop {
+            if stream_messages(&urls).await > before {
+                return killed_at.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
     while answered(&progress) < 2 * calls / 3 {
         assert!(
             Instant::now() < deadline,
@@ -267,6 +298,11 @@ async fn acknowledged_events_survive_a_kill9_of_the_stream_leader_mid_load() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cluster.restart(killed);
+    let failover = tokio::time::timeout(Duration::from_secs(60), failover)
+        .await
+        .expect("the stream took publishes again within 60s")
+        .expect("the failover probe");
+    eprintln!("the stream stored publishes again {failover:?} after its leader was killed");
     let http = reqwest::Client::new();
     let got = wait_stored(
         &http,
@@ -358,4 +394,54 @@ fn a_bad_nats_url_or_an_unreachable_server_is_one_clear_error() {
         "nats://",
     ]);
     assert!(!ok && err.contains("--nats"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_with_sink_nats_and_a_collector_delivers_to_both() {
+    let cluster = TempNatsCluster::start();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // One collector reads the stream, the other takes the gateway's HTTP posts.
+    let from_nats = serve(&cluster, tmp.path());
+    let over_http = Serve::start(&tmp.path().join("http-collector"), &[]);
+    let (_upstream, upstream) = common::detect::everything();
+    let config = format!(
+        "[gateway.upstreams]\neverything = \"{upstream}\"\n\n[sink]\nnats = \"{}\"\n",
+        cluster.urls()
+    );
+    let (_gw, gw) = common::detect::gateway(&config, &over_http.url, tmp.path(), &[]);
+    let out = Command::new(peer("venv/bin/python"))
+        .arg(root().join("crates/mcpwatch/tests/peers/http_client.py"))
+        .arg("everything")
+        .arg(format!("{gw}/mcp/everything"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("the Python client runs");
+    assert!(out.status.success(), "client failed: {}", out.status);
+    let http = reqwest::Client::new();
+    let a = wait_stored(
+        &http,
+        &from_nats.url,
+        "everything",
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    let b = wait_stored(
+        &http,
+        &over_http.url,
+        "everything",
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        a.len(),
+        3,
+        "echo, get-sum and no-such-tool through NATS: {a:?}"
+    );
+    let (a, b): (HashSet<_>, HashSet<_>) = (a.into_keys().collect(), b.into_keys().collect());
+    assert_eq!(a, b, "the same events, by id, through NATS and over HTTP");
+    let stream: HashSet<String> = stream_ids(&cluster.urls()).await.into_iter().collect();
+    assert!(a.is_subset(&stream));
 }
