@@ -46,8 +46,8 @@ pub enum PublishError {
         /// The subject that found no stream.
         subject: String,
     },
-    /// These events (by index) are larger than the server takes in one message; nothing of
-    /// the batch was published.
+    /// These events (by index) are larger than the server takes in one message and were not
+    /// published; the others of the batch were, and were acknowledged.
     #[error("{} event(s) are larger than the server's max_payload of {max} bytes", .bad.len())]
     TooLarge {
         /// Indices of the oversized events.
@@ -97,27 +97,20 @@ impl Publisher {
         self.wait_connected().await?;
         let max = self.client.server_info().max_payload;
         let mut pacer = Pacer::new();
-        let mut bodies = Vec::with_capacity(events.len());
         let mut too_large = Vec::new();
+        let mut acks = VecDeque::with_capacity(self.max_in_flight.min(events.len()));
+        // Serialised as they are published, so the first publish leaves at once and the
+        // acknowledgements of the first events come back while the rest are written.
         for (i, e) in events.iter().enumerate() {
             let body = serde_json::to_vec(e).map_err(|e| {
                 PublishError::Unreachable(format!("cannot serialise an event: {e}"))
             })?;
+            pacer.step();
             // The headers (the id) ride along; leave them room.
             if max > 0 && body.len() + e.id.len() + 64 > max {
                 too_large.push(i);
+                continue;
             }
-            bodies.push(Bytes::from(body));
-            pacer.step();
-        }
-        if !too_large.is_empty() {
-            return Err(PublishError::TooLarge {
-                bad: too_large,
-                max,
-            });
-        }
-        let mut acks = VecDeque::with_capacity(self.max_in_flight.min(events.len()));
-        for (e, body) in events.iter().zip(bodies) {
             if acks.len() >= self.max_in_flight {
                 if let Some(ack) = acks.pop_front() {
                     settle(ack).await?;
@@ -125,7 +118,7 @@ impl Publisher {
             }
             let subject = subject_for(e);
             let msg = PublishMessage::build()
-                .payload(body)
+                .payload(Bytes::from(body))
                 .message_id(e.id.as_str());
             let ack = self
                 .js
@@ -137,7 +130,14 @@ impl Publisher {
         while let Some(ack) = acks.pop_front() {
             settle(ack).await?;
         }
-        Ok(())
+        if too_large.is_empty() {
+            Ok(())
+        } else {
+            Err(PublishError::TooLarge {
+                bad: too_large,
+                max,
+            })
+        }
     }
 
     /// Returns at once when connected; a client that never connected yet gets a short while.

@@ -141,7 +141,15 @@ async fn a_republished_batch_is_stored_once_on_its_partition_subjects() {
     publisher.publish(&batch).await.expect("acknowledged");
     // The acknowledgement was lost, say: the delivery worker sends the batch again.
     publisher.publish(&batch).await.expect("acknowledged again");
-    let got = stream_messages(&js, "EV_DEDUP").await;
+    // An event over the server's max_payload (1 MB) is named and not sent; the rest are.
+    let mut two = events(2, "large");
+    two[0].message = "x".repeat(1_100_000);
+    match publisher.publish(&two).await {
+        Err(PublishError::TooLarge { bad, max }) => assert_eq!((bad, max), (vec![0], 1024 * 1024)),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let mut got = stream_messages(&js, "EV_DEDUP").await;
+    assert_eq!(got.pop().map(|(_, id)| id), Some(two[1].id.clone()));
     assert_eq!(got.len(), 500, "each id once");
     for (e, (subject, id)) in batch.iter().zip(&got) {
         assert_eq!(&e.id, id);
