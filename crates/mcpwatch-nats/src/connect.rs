@@ -82,7 +82,7 @@ pub async fn connect(urls: &str, name: &str, wait: bool) -> Result<async_nats::C
 }
 
 /// The servers as a user wrote them, for messages.
-pub(crate) fn shown(addrs: &[ServerAddr]) -> String {
+pub fn shown(addrs: &[ServerAddr]) -> String {
     addrs
         .iter()
         .map(|a| format!("{}:{}", a.host(), a.port()))

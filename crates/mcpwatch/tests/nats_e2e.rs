@@ -171,6 +171,19 @@ async fn stream_ids(urls: &str) -> Vec<String> {
     ids
 }
 
+/// Every stored id, once it includes all of `ids` or 30 s have passed (the client's last
+/// events, sent as its session closes, may still be on their way through the stream).
+async fn all_stored(client: &reqwest::Client, url: &str, ids: &[String]) -> HashSet<String> {
+    let start = Instant::now();
+    loop {
+        let all = common::all_ids(client, url).await;
+        if ids.iter().all(|id| all.contains(id)) || start.elapsed() > Duration::from_secs(30) {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// How many messages the stream holds, asked of `urls`; 0 while it cannot say.
 async fn stream_messages(urls: &str) -> u64 {
     let Ok(client) = mcpwatch_nats::connect(urls, "test-probe", true).await else {
@@ -246,7 +259,7 @@ async fn wrap_publishes_to_the_cluster_and_serve_stores_every_event_once() {
     let stream = stream_ids(&cluster.urls()).await;
     assert_once(&stream, &got, calls);
     // Everything the stream holds is in the store (session and listing events too).
-    let all = common::all_ids(&http, &serve.url).await;
+    let all = all_stored(&http, &serve.url, &stream).await;
     assert_none_lost(&stream, &all);
 }
 
@@ -319,7 +332,7 @@ async fn acknowledged_events_survive_a_kill9_of_the_stream_leader_mid_load() {
         eprintln!("{}", cluster.logs());
     }
     assert_once(&stream, &got, calls);
-    let all = common::all_ids(&http, &serve.url).await;
+    let all = all_stored(&http, &serve.url, &stream).await;
     assert_none_lost(&stream, &all);
 }
 

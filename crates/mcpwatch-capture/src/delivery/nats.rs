@@ -29,11 +29,7 @@ impl NatsSink {
     pub fn new(urls: &str, name: &str, max_in_flight: usize) -> Result<Self, crate::CaptureError> {
         let addrs = mcpwatch_nats::parse_urls(urls)
             .map_err(|e| crate::CaptureError::Config(format!("--nats: {e}")))?;
-        let shown = addrs
-            .iter()
-            .map(|a| format!("{}:{}", a.host(), a.port()))
-            .collect::<Vec<_>>()
-            .join(",");
+        let shown = mcpwatch_nats::connect::shown(&addrs);
         Ok(Self {
             urls: urls.to_owned(),
             shown,

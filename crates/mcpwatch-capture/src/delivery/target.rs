@@ -35,13 +35,4 @@ impl Target {
             }
         }
     }
-
-    /// Where events go, for messages.
-    pub fn describe(&self, collector: &str) -> String {
-        match self {
-            Target::Http(_) => format!("the collector at {collector}"),
-            Target::Nats(n) => format!("NATS at {}", n.shown()),
-            Target::Both(n, _) => format!("NATS at {} and the collector at {collector}", n.shown()),
-        }
-    }
 }
