@@ -21,7 +21,7 @@ use crate::channels::{Receipt, SendError};
 use crate::error::AlertError;
 use crate::model::{AlertRecord, Delivery, Notification, NotificationKind};
 use crate::service::Alerting;
-use crate::store::{self, Attempt};
+use crate::store::Attempt;
 
 /// The longest the worker sleeps before looking at the outbox again.
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -40,7 +40,12 @@ impl Alerting {
             let now = self.clock.now();
             let limit = self.settings.delivery.concurrency;
             let due = self
-                .blocking(move |a| store::due(&a.db(), now, limit))
+                .blocking(move |a| {
+                    let tx = a.store.begin()?;
+                    let rows = tx.due(now, limit)?;
+                    tx.commit()?;
+                    Ok(rows)
+                })
                 .await;
             match due {
                 Ok(rows) if !rows.is_empty() => {
@@ -54,7 +59,7 @@ impl Alerting {
                 }
             }
             let next = self
-                .blocking(|a| store::next_due(&a.db()))
+                .blocking(|a| a.store.begin()?.next_due())
                 .await
                 .ok()
                 .flatten();
@@ -83,7 +88,7 @@ impl Alerting {
     async fn deliver(self: &Arc<Self>, d: &Delivery) {
         let id = d.alert_id.clone();
         let alert = self
-            .blocking(move |a| store::get(&a.db(), &id, false))
+            .blocking(move |a| a.store.begin()?.get(&id, false))
             .await;
         let outcome = match alert {
             Err(e) => {
@@ -97,7 +102,7 @@ impl Alerting {
             {
                 Err(SendError::permanent("not sent: the alert was silenced"))
             }
-            Ok(Some(a)) => self.send(&d.channel, d.kind, &a).await,
+            Ok(Some(a)) => self.send(&d.channel, d.kind, &a, notification_id(d)).await,
         };
         let now = self.clock.now();
         let attempts = d.attempts + 1;
@@ -120,21 +125,21 @@ impl Alerting {
         );
         let recorded = self
             .blocking(move |a| {
-                let mut db = a.db();
-                let tx = db.transaction()?;
+                let tx = a.store.begin()?;
                 match outcome {
                     Ok(r) => {
-                        store::record_attempt(&tx, row, now, Attempt::Delivered(&r.response))?;
+                        tx.record_attempt(row, now, Attempt::Delivered(&r.response))?;
                         if kind == NotificationKind::Firing {
-                            tx.execute(
-                                "UPDATE alerts SET status = 'sent' WHERE id = ?1 AND status = 'new'",
-                                [&alert_id],
-                            )?;
+                            tx.mark_sent(&alert_id)?;
                         }
                     }
                     Err(e) if e.retryable && attempts < max => {
                         let wait = backoff(initial, cap, attempts, fastrand::f64());
-                        store::record_attempt(&tx, row, now, Attempt::Retry(&e.message, now.saturating_add(wait)))?;
+                        tx.record_attempt(
+                            row,
+                            now,
+                            Attempt::Retry(&e.message, now.saturating_add(wait)),
+                        )?;
                     }
                     Err(e) => {
                         let why = if e.retryable {
@@ -142,7 +147,7 @@ impl Alerting {
                         } else {
                             e.message
                         };
-                        store::record_attempt(&tx, row, now, Attempt::Failed(&why))?;
+                        tx.record_attempt(row, now, Attempt::Failed(&why))?;
                     }
                 }
                 tx.commit()?;
@@ -160,6 +165,7 @@ impl Alerting {
         channel: &str,
         kind: NotificationKind,
         alert: &AlertRecord,
+        id: String,
     ) -> Result<Receipt, SendError> {
         let Some(ch) = self.settings.channels.get(channel) else {
             return Err(SendError::permanent(format!(
@@ -173,6 +179,7 @@ impl Alerting {
             link: self.link(&alert.alert.id),
             external_url: &self.settings.external_url,
             now: self.clock.now(),
+            id,
         };
         let limit = self.settings.delivery.timeout + Duration::from_secs(1);
         match tokio::time::timeout(limit, ch.send(&n)).await {
@@ -212,8 +219,14 @@ impl Alerting {
         }
         let now = self.clock.now();
         let alert = test_alert(channel, now);
-        Ok(self.send(channel, NotificationKind::Test, &alert).await)
+        let id = alert.alert.id.clone();
+        Ok(self.send(channel, NotificationKind::Test, &alert, id).await)
     }
+}
+
+/// The id of the notification an outbox row sends: its alert, its kind and the row.
+pub fn notification_id(d: &Delivery) -> String {
+    format!("{}/{}/{}", d.alert_id, d.kind.as_str(), d.id)
 }
 
 fn humantime_secs(d: Duration) -> String {

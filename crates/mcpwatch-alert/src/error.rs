@@ -1,7 +1,9 @@
 //! The one error type of the alerting crate.
 
+use mcpwatch_store::{DbError, StoreError};
+
 /// What can go wrong in alerting outside configuration (which reports
-/// [`mcpwatch_core::config::ConfigError`]s instead).
+/// [`mcpwatch_core::config::ConfigError`]s instead). Database errors are backend-neutral.
 #[derive(Debug, thiserror::Error)]
 pub enum AlertError {
     /// The alert database could not be opened or written.
@@ -10,11 +12,15 @@ pub enum AlertError {
         /// The database file.
         path: String,
         /// Why.
-        source: rusqlite::Error,
+        source: DbError,
     },
+    /// The alert database could not be reached (a wrong URL, a missing database, a refused
+    /// login); the message says what to do.
+    #[error("alert store: {0}")]
+    Unavailable(String),
     /// A query or write on the alert database failed.
     #[error("alert store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     /// No alert, silence or channel with that id or name.
     #[error("{0}")]
     NotFound(String),
@@ -24,4 +30,19 @@ pub enum AlertError {
     /// The request is malformed (a bad matcher, a silence that ends before it starts).
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<rusqlite::Error> for AlertError {
+    fn from(e: rusqlite::Error) -> Self {
+        AlertError::Db(DbError::new(e))
+    }
+}
+
+impl From<StoreError> for AlertError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(e) => AlertError::Db(e),
+            other => AlertError::Unavailable(other.to_string()),
+        }
+    }
 }

@@ -1,13 +1,14 @@
 //! mcpwatch-alert: the alerting stage (SPEC section 7).
 //!
-//! Findings from detection become persistent alerts in `alerts.db` ([`store`]), folded by
+//! Findings from detection become persistent alerts in an [`store::AlertStore`] (`alerts.db`
+//! by default, or a shared PostgreSQL database, [`postgres`]), folded by
 //! fingerprint, silenced by [`matcher`]s, routed by severity ([`routing`]) and notified
 //! through a persistent outbox that the [`delivery`] worker drains into [`channels`]
 //! (webhook, Slack, PagerDuty, email). [`config`] builds it all from `[alerting]`,
 //! `[channels.NAME]` and `[[routes]]`; [`api`] serves `/api/v1/alerts`, `/silences` and
 //! `/channels`.
 //!
-//! Architecture Invariant: folding a finding is one SQLite transaction and never waits on the
+//! Architecture Invariant: folding a finding is one store transaction and never waits on the
 //! network; only the delivery worker talks to receivers.
 //! Architecture Invariant: every notification is an outbox row before anyone tries to send
 //! it, so a channel outage or a restart delays a notification but never loses it.
@@ -21,6 +22,7 @@ pub mod delivery;
 pub mod error;
 pub mod matcher;
 pub mod model;
+pub mod postgres;
 pub mod routing;
 pub mod service;
 mod silencing;

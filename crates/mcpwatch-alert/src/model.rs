@@ -177,4 +177,8 @@ pub struct Notification<'a> {
     pub external_url: &'a str,
     /// Collector time of this attempt (signature timestamps).
     pub now: Timestamp,
+    /// The id of this notification, the same on every attempt and from every collector that
+    /// sends it (the outbox row's), so that a receiver can drop a re-send: webhooks carry it
+    /// in `X-Mcpwatch-Notification-Id`.
+    pub id: String,
 }

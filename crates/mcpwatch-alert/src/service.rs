@@ -3,8 +3,8 @@
 //! `on_finding` folds a finding into its open alert (or opens one; an open alert already quiet
 //! for `resolve_after` resolves first), with the fold `replay` uses too
 //! (`mcpwatch_detect::alert`), applies silences and, when
-//! due, queues notifications in the outbox, all in one SQLite transaction on the caller's
-//! thread; it never touches the network. `tick` resolves alerts that went quiet. The API's
+//! due, queues notifications in the outbox, all in one transaction of the [`AlertStore`] on the
+//! caller's thread; it never touches the network. `tick` resolves alerts that went quiet. The API's
 //! actions (acknowledge, resolve, silences) go through here too. Delivery is in
 //! [`crate::delivery`].
 //!
@@ -14,22 +14,22 @@
 //! are not notified.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mcpwatch_core::clock::SharedClock;
 use mcpwatch_core::ids::IdGenerator;
 use mcpwatch_core::Timestamp;
 use mcpwatch_detect::alert::{alert_id, fingerprint, fold_into, new_alert};
+use mcpwatch_detect::finding::derived_id;
 use mcpwatch_detect::{AlertStatus, Finding};
-use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use crate::config::Settings;
 use crate::error::AlertError;
 use crate::matcher::Matcher;
 use crate::model::{AlertRecord, NotificationKind, Silence};
-use crate::store::{self, AlertFilter};
+use crate::store::{AlertFilter, AlertStore, AlertTx, SqliteAlertStore};
 
 /// Counters of alerting's health, for `/metrics`.
 #[derive(Debug, Default)]
@@ -70,7 +70,7 @@ pub struct NewSilence {
 
 /// Alerting: the store, the settings, and the wake-up of the delivery worker.
 pub struct Alerting {
-    db: Mutex<Connection>,
+    pub(crate) store: Arc<dyn AlertStore>,
     pub(crate) settings: Settings,
     pub(crate) clock: SharedClock,
     pub(crate) wake: Notify,
@@ -93,9 +93,18 @@ impl Alerting {
         settings: Settings,
         clock: SharedClock,
     ) -> Result<Arc<Alerting>, AlertError> {
-        let db = store::open(data_dir)?;
-        Ok(Arc::new(Alerting {
-            db: Mutex::new(db),
+        let store = SqliteAlertStore::open(data_dir)?;
+        Ok(Self::with_store(Arc::new(store), settings, clock))
+    }
+
+    /// Alerting on `store` (SQLite, or a database several collectors share).
+    pub fn with_store(
+        store: Arc<dyn AlertStore>,
+        settings: Settings,
+        clock: SharedClock,
+    ) -> Arc<Alerting> {
+        Arc::new(Alerting {
+            store,
             settings,
             clock,
             wake: Notify::new(),
@@ -103,11 +112,12 @@ impl Alerting {
             ids: IdGenerator::new(),
             last_prune: AtomicI64::new(i64::MIN),
             silences_checked: AtomicI64::new(i64::MIN),
-        }))
+        })
     }
 
-    pub(crate) fn db(&self) -> MutexGuard<'_, Connection> {
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    /// The store it keeps alerts in.
+    pub fn store(&self) -> &Arc<dyn AlertStore> {
+        &self.store
     }
 
     /// The health counters.
@@ -126,14 +136,21 @@ impl Alerting {
     }
 
     /// Folds one finding in: one transaction; wakes the delivery worker if it queued anything.
+    /// A finding already folded into the open alert (another collector on a shared store saw
+    /// the same events) only returns the alert.
     pub fn on_finding(&self, f: &Finding) -> Result<AlertRecord, AlertError> {
         let now = self.clock.now();
-        let mut db = self.db();
-        let tx = db.transaction()?;
+        let tx = self.store.begin()?;
         let fp = fingerprint(f.source, &f.name, &f.group);
-        let silences = active_silences(&tx, now)?;
+        tx.lock_fingerprint(&fp)?;
+        let key = finding_key(f);
+        let silences = active_silences(&*tx, now)?;
         let policy = self.settings.fold_policy();
-        let (mut rec, created) = match store::find_open(&tx, &fp)? {
+        let (mut rec, created) = match tx.find_open(&fp)? {
+            Some(r) if !tx.record_finding(&r.alert.id, &key, now)? => {
+                // Folded already: another collector on a shared store saw the same events.
+                return Ok(r);
+            }
             Some(mut r) if !policy.is_quiet(r.updated_at, now) => {
                 self.fold(&mut r, f, now);
                 (r, false)
@@ -141,10 +158,10 @@ impl Alerting {
             Some(mut quiet) => {
                 // Quiet long enough to have resolved (the periodic `tick` had not got to it
                 // yet): resolve it now, as replay does, and open a new one.
-                self.resolve_in(&tx, &mut quiet, now)?;
-                (self.open_alert(&tx, &fp, f, now)?, true)
+                self.resolve_in(&*tx, &mut quiet, now)?;
+                (self.open_alert(&*tx, &fp, f, &key, now)?, true)
             }
-            None => (self.open_alert(&tx, &fp, f, now)?, true),
+            None => (self.open_alert(&*tx, &fp, f, &key, now)?, true),
         };
         let silenced = silences.iter().any(|m| m.iter().all(|m| m.matches(&rec)));
         rec.alert.status = match rec.alert.status {
@@ -154,12 +171,18 @@ impl Alerting {
             s => s,
         };
         if created {
-            store::insert(&tx, &rec)?;
+            if !tx.insert(&rec)? {
+                // Held by the fingerprint lock, this only happens if a backend cannot lock.
+                return Err(AlertError::Conflict(format!(
+                    "alert {} was opened by another collector at the same moment; the finding is folded at its next firing",
+                    rec.alert.id
+                )));
+            }
         } else {
-            store::update(&tx, &rec)?;
+            tx.update(&rec)?;
         }
         let queued = matches!(rec.alert.status, AlertStatus::New | AlertStatus::Sent)
-            && self.maybe_notify(&tx, &mut rec, now)?;
+            && self.maybe_notify(&*tx, &mut rec, now)?;
         tx.commit()?;
         if queued {
             self.wake.notify_one();
@@ -175,17 +198,19 @@ impl Alerting {
 
     fn open_alert(
         &self,
-        conn: &Connection,
+        tx: &dyn AlertTx,
         fp: &str,
         f: &Finding,
+        key: &str,
         now: Timestamp,
     ) -> Result<AlertRecord, AlertError> {
         // The same id `replay` gives; a later alert for the same events (after a resolve) gets
         // a fresh one.
         let mut id = alert_id(fp, f);
-        if store::exists(conn, &id)? {
+        if tx.exists(&id)? {
             id = self.ids.next(now);
         }
+        tx.record_finding(&id, key, now)?;
         Ok(AlertRecord {
             alert: new_alert(fp, id, f, self.settings.max_event_ids),
             tags: f.event.tags.clone(),
@@ -202,7 +227,7 @@ impl Alerting {
     /// has passed, or its severity rose since the last notification.
     pub(crate) fn maybe_notify(
         &self,
-        conn: &Connection,
+        tx: &dyn AlertTx,
         rec: &mut AlertRecord,
         now: Timestamp,
     ) -> Result<bool, AlertError> {
@@ -211,7 +236,9 @@ impl Alerting {
             None => true,
             Some(at) => {
                 now >= at.saturating_add(self.settings.repeat_interval)
-                    || store::notified_severity(conn, &id)?.is_none_or(|s| rec.alert.severity > s)
+                    || tx
+                        .notified_severity(&id)?
+                        .is_none_or(|s| rec.alert.severity > s)
             }
         };
         if !due {
@@ -221,7 +248,7 @@ impl Alerting {
         if channels.is_empty() {
             return Ok(false);
         }
-        if store::pending_count(conn)? + channels.len() > self.settings.delivery.max_pending {
+        if tx.pending_count()? + channels.len() > self.settings.delivery.max_pending {
             self.health
                 .dropped_outbox_full
                 .fetch_add(1, Ordering::Relaxed);
@@ -230,12 +257,12 @@ impl Alerting {
         }
         let mut queued = false;
         for c in &channels {
-            if store::enqueue(conn, &id, c, NotificationKind::Firing, now)? {
+            if tx.enqueue(&id, c, NotificationKind::Firing, now)? {
                 self.health.queued.fetch_add(1, Ordering::Relaxed);
                 queued = true;
             }
         }
-        store::set_notified(conn, &id, now, rec.alert.severity)?;
+        tx.set_notified(&id, now, rec.alert.severity)?;
         rec.notified_at = Some(now);
         Ok(queued)
     }
@@ -246,10 +273,9 @@ impl Alerting {
         self.silence_boundaries(now)?;
         let mut resolved = 0;
         if let Some(quiet) = self.settings.resolve_after {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            for mut rec in store::quiet(&tx, now.saturating_sub(quiet), MAX_QUIET_PER_TICK)? {
-                self.resolve_in(&tx, &mut rec, now)?;
+            let tx = self.store.begin()?;
+            for mut rec in tx.quiet(now.saturating_sub(quiet), MAX_QUIET_PER_TICK)? {
+                self.resolve_in(&*tx, &mut rec, now)?;
                 resolved += 1;
             }
             tx.commit()?;
@@ -257,7 +283,9 @@ impl Alerting {
         let last = self.last_prune.load(Ordering::Relaxed);
         if now.as_micros().saturating_sub(last) >= PRUNE_EVERY.as_micros() as i64 {
             self.last_prune.store(now.as_micros(), Ordering::Relaxed);
-            let pruned = store::prune(&self.db(), now.saturating_sub(self.settings.retention))?;
+            let tx = self.store.begin()?;
+            let pruned = tx.prune(now.saturating_sub(self.settings.retention))?;
+            tx.commit()?;
             if pruned > 0 {
                 tracing::info!(pruned, "deleted resolved alerts past alerting.retention");
             }
@@ -270,20 +298,20 @@ impl Alerting {
 
     fn resolve_in(
         &self,
-        conn: &Connection,
+        tx: &dyn AlertTx,
         rec: &mut AlertRecord,
         now: Timestamp,
     ) -> Result<(), AlertError> {
         rec.alert.status = AlertStatus::Resolved;
         rec.resolved_at = Some(now);
-        store::update(conn, rec)?;
-        for c in store::channels_notified(conn, &rec.alert.id)? {
+        tx.update(rec)?;
+        for c in tx.channels_notified(&rec.alert.id)? {
             let sends = self
                 .settings
                 .channels
                 .get(&c)
                 .is_some_and(|ch| ch.sends_resolved());
-            if sends && store::enqueue(conn, &rec.alert.id, &c, NotificationKind::Resolved, now)? {
+            if sends && tx.enqueue(&rec.alert.id, &c, NotificationKind::Resolved, now)? {
                 self.health.queued.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -295,12 +323,15 @@ impl Alerting {
         &self,
         filter: &AlertFilter,
     ) -> Result<(Vec<AlertRecord>, Option<i64>), AlertError> {
-        store::list(&self.db(), filter)
+        self.store.begin()?.list(filter)
     }
 
     /// One alert with its deliveries.
     pub fn get(&self, id: &str) -> Result<AlertRecord, AlertError> {
-        store::get(&self.db(), id, true)?.ok_or_else(|| not_found(id))
+        self.store
+            .begin()?
+            .get(id, true)?
+            .ok_or_else(|| not_found(id))
     }
 
     /// Marks an alert acknowledged: it stays open and folds findings but is not notified again;
@@ -308,9 +339,8 @@ impl Alerting {
     pub fn acknowledge(&self, id: &str) -> Result<AlertRecord, AlertError> {
         let now = self.clock.now();
         let queued = {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            let mut rec = store::get(&tx, id, false)?.ok_or_else(|| not_found(id))?;
+            let tx = self.store.begin()?;
+            let mut rec = tx.get(id, false)?.ok_or_else(|| not_found(id))?;
             if rec.alert.status == AlertStatus::Resolved {
                 return Err(AlertError::Conflict(format!(
                     "alert {id} is already resolved; nothing to acknowledge"
@@ -320,8 +350,8 @@ impl Alerting {
             if rec.alert.status != AlertStatus::Acknowledged {
                 rec.alert.status = AlertStatus::Acknowledged;
                 rec.acknowledged_at = Some(now);
-                store::update(&tx, &rec)?;
-                queued = self.queue_acknowledged(&tx, &rec, now)?;
+                tx.update(&rec)?;
+                queued = self.queue_acknowledged(&*tx, &rec, now)?;
             }
             tx.commit()?;
             queued
@@ -336,11 +366,10 @@ impl Alerting {
     pub fn resolve(&self, id: &str) -> Result<AlertRecord, AlertError> {
         let now = self.clock.now();
         {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            let mut rec = store::get(&tx, id, false)?.ok_or_else(|| not_found(id))?;
+            let tx = self.store.begin()?;
+            let mut rec = tx.get(id, false)?.ok_or_else(|| not_found(id))?;
             if rec.alert.status != AlertStatus::Resolved {
-                self.resolve_in(&tx, &mut rec, now)?;
+                self.resolve_in(&*tx, &mut rec, now)?;
             }
             tx.commit()?;
         }
@@ -394,10 +423,9 @@ impl Alerting {
             created_by: created_by.to_owned(),
             created_at: now,
         };
-        let mut db = self.db();
-        let tx = db.transaction()?;
-        store::insert_silence(&tx, &silence)?;
-        let queued = silence.active_at(now) && self.reapply_silences(&tx, now)?;
+        let tx = self.store.begin()?;
+        tx.insert_silence(&silence)?;
+        let queued = silence.active_at(now) && self.reapply_silences(&*tx, now)?;
         tx.commit()?;
         if queued {
             self.wake.notify_one();
@@ -408,22 +436,22 @@ impl Alerting {
     /// Silences, newest first; only those not yet ended unless `all`.
     pub fn silences(&self, all: bool) -> Result<Vec<Silence>, AlertError> {
         let now = self.clock.now();
-        store::silences(&self.db(), (!all).then_some(now), 1000)
+        self.store.begin()?.silences((!all).then_some(now), 1000)
     }
 
     /// Ends a silence now; the alerts it held are open again and notified when due.
     pub fn expire_silence(&self, id: &str) -> Result<Silence, AlertError> {
         let now = self.clock.now();
         let (silence, queued) = {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            if !store::expire_silence(&tx, id, now)? {
+            let tx = self.store.begin()?;
+            if !tx.expire_silence(id, now)? {
                 return Err(AlertError::NotFound(format!(
                     "no silence {id}; list them with `mcpwatch alerts silences`"
                 )));
             }
-            let queued = self.reapply_silences(&tx, now)?;
-            let silence = store::get_silence(&tx, id)?
+            let queued = self.reapply_silences(&*tx, now)?;
+            let silence = tx
+                .get_silence(id)?
                 .ok_or_else(|| AlertError::NotFound(format!("no silence {id}")))?;
             tx.commit()?;
             (silence, queued)
@@ -442,10 +470,11 @@ fn not_found(id: &str) -> AlertError {
 }
 
 pub(crate) fn active_silences(
-    conn: &Connection,
+    tx: &dyn AlertTx,
     now: Timestamp,
 ) -> Result<Vec<Vec<Matcher>>, AlertError> {
-    Ok(store::silences(conn, Some(now), 10_000)?
+    Ok(tx
+        .silences(Some(now), 10_000)?
         .into_iter()
         .filter(|s| s.active_at(now))
         .map(|s| {
@@ -456,4 +485,10 @@ pub(crate) fn active_silences(
         })
         .filter(|m| !m.is_empty())
         .collect())
+}
+
+/// The key a finding is folded under once: its derived event id (from its source, name and
+/// triggering events) with its firing time, the same on every collector that saw those events.
+fn finding_key(f: &Finding) -> String {
+    derived_id([f.event.id.as_str(), &f.at.as_micros().to_string()])
 }

@@ -14,12 +14,11 @@ use std::sync::atomic::Ordering;
 
 use mcpwatch_core::Timestamp;
 use mcpwatch_detect::AlertStatus;
-use rusqlite::Connection;
 
 use crate::error::AlertError;
 use crate::model::{AlertRecord, NotificationKind};
 use crate::service::{active_silences, Alerting};
-use crate::store;
+use crate::store::AlertTx;
 
 /// Open alerts re-checked against the silences at one boundary.
 const MAX_RECHECKED: usize = 10_000;
@@ -29,27 +28,27 @@ impl Alerting {
     /// reopens and notifies the no-longer-matched. Whether it queued a notification.
     pub(crate) fn reapply_silences(
         &self,
-        conn: &Connection,
+        tx: &dyn AlertTx,
         now: Timestamp,
     ) -> Result<bool, AlertError> {
-        let silences = active_silences(conn, now)?;
+        let silences = active_silences(tx, now)?;
         let mut queued = false;
-        for mut rec in store::open_unacknowledged(conn, MAX_RECHECKED)? {
+        for mut rec in tx.open_unacknowledged(MAX_RECHECKED)? {
             let silenced = silences.iter().any(|m| m.iter().all(|m| m.matches(&rec)));
             match (rec.alert.status, silenced) {
                 (AlertStatus::New | AlertStatus::Sent, true) => {
                     rec.alert.status = AlertStatus::Suppressed;
-                    store::update(conn, &rec)?;
+                    tx.update(&rec)?;
                 }
                 (AlertStatus::Suppressed, false) => {
                     rec.alert.status = AlertStatus::New;
                     // A notification the silence stopped (failed as silenced) does not count:
                     // with no channel told, the alert is due now.
-                    if store::channels_notified(conn, &rec.alert.id)?.is_empty() {
+                    if tx.channels_notified(&rec.alert.id)?.is_empty() {
                         rec.notified_at = None;
                     }
-                    store::update(conn, &rec)?;
-                    queued |= self.maybe_notify(conn, &mut rec, now)?;
+                    tx.update(&rec)?;
+                    queued |= self.maybe_notify(tx, &mut rec, now)?;
                 }
                 _ => {}
             }
@@ -61,14 +60,13 @@ impl Alerting {
     pub(crate) fn silence_boundaries(&self, now: Timestamp) -> Result<(), AlertError> {
         let since = self.silences_checked.load(Ordering::Relaxed);
         let queued = {
-            let mut db = self.db();
-            if !store::silence_boundary_between(&db, since, now.as_micros())? {
+            let tx = self.store.begin()?;
+            if !tx.silence_boundary_between(since, now.as_micros())? {
                 self.silences_checked
                     .store(now.as_micros(), Ordering::Relaxed);
                 return Ok(());
             }
-            let tx = db.transaction()?;
-            let queued = self.reapply_silences(&tx, now)?;
+            let queued = self.reapply_silences(&*tx, now)?;
             tx.commit()?;
             queued
         };
@@ -84,20 +82,18 @@ impl Alerting {
     /// and wants to know (PagerDuty's `acknowledge`). Whether it queued one.
     pub(crate) fn queue_acknowledged(
         &self,
-        conn: &Connection,
+        tx: &dyn AlertTx,
         rec: &AlertRecord,
         now: Timestamp,
     ) -> Result<bool, AlertError> {
         let mut queued = false;
-        for c in store::channels_notified(conn, &rec.alert.id)? {
+        for c in tx.channels_notified(&rec.alert.id)? {
             let wants = self
                 .settings
                 .channels
                 .get(&c)
                 .is_some_and(|ch| ch.sends_acknowledged());
-            if wants
-                && store::enqueue(conn, &rec.alert.id, &c, NotificationKind::Acknowledged, now)?
-            {
+            if wants && tx.enqueue(&rec.alert.id, &c, NotificationKind::Acknowledged, now)? {
                 self.health.queued.fetch_add(1, Ordering::Relaxed);
                 queued = true;
             }

@@ -39,6 +39,7 @@ async fn send(
         link: format!("http://mcpwatch.test/api/v1/alerts/{}", alert.alert.id),
         external_url: "http://mcpwatch.test",
         now: Timestamp::from_micros(T0 + 100_000_000),
+        id: format!("{}/{}/1", alert.alert.id, kind.as_str()),
     };
     s.channels[name].send(&n).await
 }
@@ -71,6 +72,11 @@ async fn the_webhook_sends_alertmanager_v4_json_signed_with_hmac_sha256() {
     mac.update(&req.body);
     let want = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(sig, want, "the signature verifies over timestamp.body");
+    assert_eq!(
+        req.headers["x-mcpwatch-notification-id"].to_str().unwrap(),
+        "0b5e1f0e-6a5b-8c3d-9e2f-1a2b3c4d5e6f/firing/1",
+        "receivers can drop a re-send by this id"
+    );
     let mut wrong = Hmac::<sha2::Sha256>::new_from_slice(b"another secret").unwrap();
     wrong.update(format!("{ts}.").as_bytes());
     wrong.update(&req.body);

@@ -2,12 +2,14 @@
 //! stable dedup key), gives up after `max_attempts` or at once on a refusal, marks alerts
 //! `sent`, and picks up what was pending before a restart.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::backend::StoreHome;
 use common::Receiver;
 use mcpwatch_alert::model::DeliveryStatus;
 use mcpwatch_alert::{AlertRecord, Alerting};
@@ -15,13 +17,13 @@ use mcpwatch_core::config::Config;
 use mcpwatch_core::{Event, Level, SystemClock, Timestamp};
 use mcpwatch_detect::{AlertStatus, Finding, FindingSource, Severity};
 
-fn open(dir: &std::path::Path, channels: &str, max_attempts: u32) -> Arc<Alerting> {
+fn open(home: &StoreHome, channels: &str, max_attempts: u32) -> Arc<Alerting> {
     let toml = format!(
         "[alerting.delivery]\nmax_attempts = {max_attempts}\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\ntimeout = \"2s\"\n{channels}"
     );
     let config = Config::from_toml(&toml).expect("valid config");
     let settings = mcpwatch_alert::build(&config, &|_| None).expect("valid alerting config");
-    Alerting::open(dir, settings, Arc::new(SystemClock)).unwrap()
+    Alerting::with_store(home.open(), settings, Arc::new(SystemClock))
 }
 
 fn pagerduty(url: &str) -> String {
@@ -73,11 +75,11 @@ fn oncall(r: &AlertRecord) -> Option<DeliveryStatus> {
     r.channels.get("oncall").map(|c| c.status)
 }
 
-#[tokio::test]
+on_both_backends! {
 async fn a_receiver_that_is_down_gets_the_alert_once_it_is_up_with_a_stable_dedup_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let home = StoreHome::new();
     let rx = Receiver::start(503).await;
-    let a = open(dir.path(), &pagerduty(&rx.url("/v2/enqueue")), 50);
+    let a = open(&home, &pagerduty(&rx.url("/v2/enqueue")), 50);
     let worker = tokio::spawn(a.clone().run_delivery());
     let alert = a.on_finding(&brute("alice")).unwrap();
     let failing = rx.wait_for(3, Duration::from_secs(10)).await;
@@ -116,28 +118,30 @@ async fn a_receiver_that_is_down_gets_the_alert_once_it_is_up_with_a_stable_dedu
     assert_eq!(delivered[0].attempts as usize, all.len());
     worker.abort();
 }
+}
 
-#[tokio::test]
+on_both_backends! {
 async fn deliveries_pending_before_a_restart_are_delivered_after_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let home = StoreHome::new();
     let rx = Receiver::start(202).await;
     let id = {
         // The first collector queues but never runs its worker (as if killed right after).
-        let a = open(dir.path(), &pagerduty(&rx.url("/v2/enqueue")), 5);
+        let a = open(&home, &pagerduty(&rx.url("/v2/enqueue")), 5);
         a.on_finding(&brute("alice")).unwrap().alert.id
     };
     assert!(rx.received().is_empty());
-    let a = open(dir.path(), &pagerduty(&rx.url("/v2/enqueue")), 5);
+    let a = open(&home, &pagerduty(&rx.url("/v2/enqueue")), 5);
     let worker = tokio::spawn(a.clone().run_delivery());
     let done = wait_alert(&a, &id, |r| oncall(r) == Some(DeliveryStatus::Delivered)).await;
     assert_eq!(oncall(&done), Some(DeliveryStatus::Delivered));
     assert_eq!(rx.received().len(), 1);
     worker.abort();
 }
+}
 
-#[tokio::test]
+on_both_backends! {
 async fn the_worker_gives_up_after_max_attempts_and_at_once_on_a_refusal() {
-    let dir = tempfile::tempdir().unwrap();
+    let home = StoreHome::new();
     let busy = Receiver::start(503).await;
     let refusing = Receiver::start(400).await;
     let channels = format!(
@@ -145,7 +149,7 @@ async fn the_worker_gives_up_after_max_attempts_and_at_once_on_a_refusal() {
         pagerduty(&busy.url("/v2/enqueue")),
         refusing.url("/slack")
     );
-    let a = open(dir.path(), &channels, 3);
+    let a = open(&home, &channels, 3);
     let worker = tokio::spawn(a.clone().run_delivery());
     let alert = a.on_finding(&brute("alice")).unwrap();
     let done = wait_alert(&a, &alert.alert.id, |r| {
@@ -182,12 +186,13 @@ async fn the_worker_gives_up_after_max_attempts_and_at_once_on_a_refusal() {
     assert_eq!(done.alert.status, AlertStatus::New, "never sent");
     worker.abort();
 }
+}
 
-#[tokio::test]
+on_both_backends! {
 async fn a_resolve_follows_its_trigger_and_never_overtakes_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let home = StoreHome::new();
     let rx = Receiver::start(503).await;
-    let a = open(dir.path(), &pagerduty(&rx.url("/v2/enqueue")), 50);
+    let a = open(&home, &pagerduty(&rx.url("/v2/enqueue")), 50);
     let worker = tokio::spawn(a.clone().run_delivery());
     let alert = a.on_finding(&brute("alice")).unwrap();
     rx.wait_for(1, Duration::from_secs(10)).await;
@@ -213,4 +218,5 @@ async fn a_resolve_follows_its_trigger_and_never_overtakes_it() {
         "newest first: the trigger went before the resolve"
     );
     worker.abort();
+}
 }

@@ -37,6 +37,7 @@ async fn send(s: &Settings) -> Result<Receipt, SendError> {
         link: "http://mcpwatch.test/api/v1/alerts/x".into(),
         external_url: "http://mcpwatch.test",
         now: Timestamp::from_micros(T0),
+        id: "x/firing/1".into(),
     };
     s.channels["mail"].send(&n).await
 }

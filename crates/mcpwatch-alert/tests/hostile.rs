@@ -80,6 +80,7 @@ fn notification<'a>(alert: &'a AlertRecord, channel: &'a str) -> Notification<'a
         link: format!("http://mcpwatch.test/api/v1/alerts/{}", alert.alert.id),
         external_url: "http://mcpwatch.test",
         now: Timestamp::from_micros(T0 + 100_000_000),
+        id: format!("{}/firing/1", alert.alert.id),
     }
 }
 

@@ -2,6 +2,7 @@
 //! interval, severity escalation, silences, acknowledgement, resolution and the quiet period.
 //! The clock is a ManualClock; nothing here touches the network.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -13,7 +14,7 @@ use mcpwatch_core::config::Config;
 use mcpwatch_core::{Event, Timestamp};
 use mcpwatch_detect::{AlertStatus, Severity};
 
-#[test]
+on_both_backends! {
 fn a_high_alert_goes_to_email_slack_and_pagerduty_but_not_the_webhook() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -42,8 +43,9 @@ fn a_high_alert_goes_to_email_slack_and_pagerduty_but_not_the_webhook() {
         .unwrap();
     assert_eq!(outbox(&h, &l.alert.id), ["mail:firing:pending"]);
 }
+}
 
-#[test]
+on_both_backends! {
 fn repeats_fold_into_the_open_alert_and_notify_again_only_after_the_repeat_interval() {
     let h = harness(&format!("[alerting]\nrepeat_interval = \"1h\"\n{CHANNELS}"));
     let first = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -72,8 +74,9 @@ fn repeats_fold_into_the_open_alert_and_notify_again_only_after_the_repeat_inter
         "another group is another alert"
     );
 }
+}
 
-#[test]
+on_both_backends! {
 fn a_rise_in_severity_notifies_at_once() {
     let h = harness(CHANNELS);
     let a = h
@@ -88,8 +91,9 @@ fn a_rise_in_severity_notifies_at_once() {
     assert_eq!(b.alert.severity, Severity::Critical);
     assert_eq!(outbox(&h, &a.alert.id).len(), 1 + 4);
 }
+}
 
-#[test]
+on_both_backends! {
 fn silenced_alerts_are_suppressed_and_not_sent_until_the_silence_ends() {
     let h = harness(CHANNELS);
     let s = h
@@ -117,8 +121,9 @@ fn silenced_alerts_are_suppressed_and_not_sent_until_the_silence_ends() {
     assert_eq!(a.alert.status, AlertStatus::New);
     assert_eq!(outbox(&h, &a.alert.id).len(), 3);
 }
+}
 
-#[test]
+on_both_backends! {
 fn a_new_silence_suppresses_open_alerts_it_matches() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -138,8 +143,9 @@ fn a_new_silence_suppresses_open_alerts_it_matches() {
         AlertStatus::Suppressed
     );
 }
+}
 
-#[test]
+on_both_backends! {
 fn bad_silences_say_what_to_fix() {
     let h = harness(CHANNELS);
     for (req, want) in [
@@ -190,8 +196,9 @@ fn bad_silences_say_what_to_fix() {
         assert!(err.contains(want), "{err}");
     }
 }
+}
 
-#[test]
+on_both_backends! {
 fn acknowledged_alerts_keep_counting_but_are_not_notified_again() {
     let h = harness(&format!("[alerting]\nrepeat_interval = \"1m\"\n{CHANNELS}"));
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -211,8 +218,9 @@ fn acknowledged_alerts_keep_counting_but_are_not_notified_again() {
         "no firing after the acknowledge"
     );
 }
+}
 
-#[test]
+on_both_backends! {
 fn resolving_queues_resolved_notifications_and_the_next_firing_opens_a_new_alert() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -239,8 +247,9 @@ fn resolving_queues_resolved_notifications_and_the_next_firing_opens_a_new_alert
     assert_ne!(b.alert.id, a.alert.id);
     assert_eq!(b.alert.count, 1);
 }
+}
 
-#[test]
+on_both_backends! {
 fn alerts_resolve_after_the_quiet_period() {
     let h = harness(&format!("[alerting]\nresolve_after = \"30m\"\n{CHANNELS}"));
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -258,16 +267,18 @@ fn alerts_resolve_after_the_quiet_period() {
     let r: AlertRecord = h.alerting.get(&a.alert.id).unwrap();
     assert_eq!(r.alert.status, AlertStatus::Resolved);
 }
+}
 
-#[test]
+on_both_backends! {
 fn without_channels_alerts_are_kept_and_nothing_is_queued() {
     let h = harness("");
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
     assert_eq!(a.alert.status, AlertStatus::New);
     assert!(outbox(&h, &a.alert.id).is_empty());
 }
+}
 
-#[test]
+on_both_backends! {
 fn explicit_routes_replace_the_severity_mapping() {
     let h = harness(&format!(
         "{CHANNELS}\n[[routes]]\nname = [\"brute_*\"]\ntags = [\"authentication\"]\nchannels = [\"hook\"]\n"
@@ -280,8 +291,9 @@ fn explicit_routes_replace_the_severity_mapping() {
         .unwrap();
     assert!(outbox(&h, &b.alert.id).is_empty());
 }
+}
 
-#[test]
+on_both_backends! {
 fn lists_filter_and_page_with_a_cursor() {
     let h = harness("");
     for (i, user) in ["a", "b", "c", "d", "e"].iter().enumerate() {
@@ -315,6 +327,7 @@ fn lists_filter_and_page_with_a_cursor() {
         "newest first, every page once"
     );
 }
+}
 
 /// The detection fixtures, stretched in time (×60) so that alerts go quiet in between.
 fn stretched_fixture_events() -> Vec<Event> {
@@ -342,7 +355,7 @@ fn stretched_fixture_events() -> Vec<Event> {
     events
 }
 
-#[test]
+on_both_backends! {
 fn replay_and_live_agree_on_firing_and_resolution() {
     let toml = "[alerting]\nresolve_after = \"30m\"\n";
     let h = harness(toml);
@@ -406,4 +419,5 @@ fn replay_and_live_agree_on_firing_and_resolution() {
         live.iter().map(view).collect::<Vec<_>>(),
         replayed.iter().map(view).collect::<Vec<_>>()
     );
+}
 }

@@ -3,6 +3,7 @@
 //! held; a silence created for later suppresses at its start; an acknowledgement queues
 //! PagerDuty's `acknowledge` and nothing else.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -41,7 +42,7 @@ const FIRING: [&str; 3] = [
     "pager:firing:pending",
 ];
 
-#[test]
+on_both_backends! {
 fn a_silence_that_runs_out_reopens_and_notifies_the_alert_it_held() {
     let h = harness(CHANNELS);
     silence_alice(&h, None, "30m");
@@ -62,8 +63,9 @@ fn a_silence_that_runs_out_reopens_and_notifies_the_alert_it_held() {
     h.alerting.tick(h.clock.now()).unwrap();
     assert_eq!(outbox(&h, &a.alert.id).len(), 3, "once, not every tick");
 }
+}
 
-#[test]
+on_both_backends! {
 fn deleting_a_silence_reopens_at_once_but_another_silence_still_holds() {
     let h = harness(CHANNELS);
     let first = silence_alice(&h, None, "2h");
@@ -79,8 +81,9 @@ fn deleting_a_silence_reopens_at_once_but_another_silence_still_holds() {
     assert_eq!(status(&h, &a.alert.id), AlertStatus::New);
     assert_eq!(outbox(&h, &a.alert.id), FIRING);
 }
+}
 
-#[test]
+on_both_backends! {
 fn a_notification_stopped_by_a_silence_is_sent_when_it_ends() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -88,16 +91,16 @@ fn a_notification_stopped_by_a_silence_is_sent_when_it_ends() {
     let s = silence_alice(&h, None, "1h");
     assert_eq!(status(&h, &a.alert.id), AlertStatus::Suppressed);
     // What the delivery worker records for a row whose alert is silenced.
-    let conn = mcpwatch_alert::store::open(h.dir.path()).unwrap();
-    for d in mcpwatch_alert::store::due(&conn, h.clock.now(), 100).unwrap() {
-        mcpwatch_alert::store::record_attempt(
-            &conn,
+    let tx = h.alerting.store().begin().unwrap();
+    for d in tx.due(h.clock.now(), 100).unwrap() {
+        tx.record_attempt(
             d.id,
             h.clock.now(),
             mcpwatch_alert::store::Attempt::Failed("not sent: the alert was silenced"),
         )
         .unwrap();
     }
+    tx.commit().unwrap();
     h.clock.advance(Duration::from_secs(60));
     h.alerting.expire_silence(&s).unwrap();
     let rows = outbox(&h, &a.alert.id);
@@ -107,8 +110,9 @@ fn a_notification_stopped_by_a_silence_is_sent_when_it_ends() {
         "nobody was told, so it is due now, not after the repeat interval: {rows:?}"
     );
 }
+}
 
-#[test]
+on_both_backends! {
 fn a_silence_created_for_later_suppresses_open_alerts_when_it_starts() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -121,8 +125,9 @@ fn a_silence_created_for_later_suppresses_open_alerts_when_it_starts() {
     h.alerting.tick(h.clock.now()).unwrap();
     assert_eq!(status(&h, &a.alert.id), AlertStatus::Suppressed);
 }
+}
 
-#[test]
+on_both_backends! {
 fn acknowledging_tells_pagerduty_only_and_resolving_tells_everyone() {
     let h = harness(CHANNELS);
     let a = h.alerting.on_finding(&brute("alice", "e1")).unwrap();
@@ -145,8 +150,9 @@ fn acknowledging_tells_pagerduty_only_and_resolving_tells_everyone() {
         ]
     );
 }
+}
 
-#[test]
+on_both_backends! {
 fn acknowledging_an_alert_nobody_was_told_of_queues_nothing() {
     let h = harness(CHANNELS);
     silence_alice(&h, None, "1h");
@@ -154,4 +160,5 @@ fn acknowledging_an_alert_nobody_was_told_of_queues_nothing() {
     let acked = h.alerting.acknowledge(&a.alert.id).unwrap();
     assert_eq!(acked.alert.status, AlertStatus::Acknowledged);
     assert!(outbox(&h, &a.alert.id).is_empty());
+}
 }

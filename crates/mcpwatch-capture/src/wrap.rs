@@ -176,6 +176,13 @@ pub fn launcher_main() {
     if ppid != parent {
         std::process::exit(127);
     }
+    // mcpwatch keeps itself to small pages (`small_pages` in the binary); the flag survives
+    // exec, and how the server uses memory is not wrap's to decide: it gets the system's
+    // default back.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(false) {
+        eprintln!("mcpwatch: cannot give the server the system's huge-page setting: {e}");
+    }
     let e = Command::new(&program).args(args).exec();
     eprintln!(
         "mcpwatch: cannot run the server {}: {e}",

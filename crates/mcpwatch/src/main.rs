@@ -55,10 +55,30 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
 }
 
+/// mimalloc asks for transparent huge pages on its arenas, and it returns freed memory to the
+/// kernel after a short delay. With THP on, that costs twice, measured with benches/ingest.rs
+/// (`BENCH_ONLY=rss`) and benches/proxies.rs under `perf record`:
+/// - idle memory: every 2 MiB region touched once stays resident whole (start-up builds the
+///   detectors' automata, then frees most of it): 70 of the collector's 87 MB idle were huge
+///   pages;
+/// - CPU and latency: the gateway re-faulted purged arena memory as huge pages, each fault
+///   zeroing 2 MiB (`do_huge_pmd_anonymous_page` → `folio_zero_user`): 9 % of its CPU at 16
+///   connections, and a few hundred microseconds for the request that took the fault.
+///
+/// So every long-running command keeps to 4 KiB pages; ingest throughput was the same within
+/// noise.
+fn small_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::debug!(error = %e, "could not turn transparent huge pages off");
+    }
+}
+
 fn main() -> ExitCode {
     // `wrap` starts its server through this binary (a parent-death signal, then exec).
     mcpwatch_capture::wrap::launcher_main();
     let cli = Cli::parse();
+    small_pages();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,6 +10,11 @@
 //! `X-Mcpwatch-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
 //! A receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares in
 //! constant time, and rejects timestamps more than a few minutes old (replays).
+//!
+//! Every request carries `X-Mcpwatch-Notification-Id`: the same for every attempt at one
+//! notification, from whichever collector sends it. Delivery is at least once (a collector that
+//! dies between sending and recording sends again, or another one does), so a receiver that must
+//! not act twice drops ids it has seen.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +34,8 @@ use crate::model::{Notification, NotificationKind};
 pub const TIMESTAMP_HEADER: &str = "x-mcpwatch-timestamp";
 /// The header with the signature.
 pub const SIGNATURE_HEADER: &str = "x-mcpwatch-signature";
+/// The header with the notification's id, for receivers that drop re-sends.
+pub const NOTIFICATION_ID_HEADER: &str = "x-mcpwatch-notification-id";
 
 /// `[channels.NAME]` with `type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -96,6 +103,7 @@ impl Channel for Webhook {
             let body = serde_json::to_vec(&payload(n))
                 .map_err(|e| SendError::permanent(format!("cannot encode the payload: {e}")))?;
             let mut headers = HeaderMap::new();
+            headers.insert(NOTIFICATION_ID_HEADER, header_value(&n.id)?);
             if let Some(secret) = &self.secret {
                 let ts = (n.now.as_micros() / 1_000_000).to_string();
                 let sig = sign(secret.as_bytes(), &ts, &body);

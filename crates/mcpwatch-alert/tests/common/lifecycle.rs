@@ -1,16 +1,18 @@
-//! The lifecycle harness: a real `alerts.db` in a temporary directory, a ManualClock, the four
+//! The lifecycle harness: a real alert store (`alerts.db` in a temporary directory, or a real
+//! PostgreSQL; see [`super::backend`]), a ManualClock, the four
 //! channels pointed at a closed port (nothing is sent; the outbox is inspected), and findings
 //! shaped as detection's rule engine emits them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mcpwatch_alert::store::{self, Attempt};
+use mcpwatch_alert::store::Attempt;
 use mcpwatch_alert::Alerting;
 use mcpwatch_core::config::Config;
 use mcpwatch_core::{Event, Level, ManualClock, Timestamp};
 use mcpwatch_detect::{Finding, FindingSource, Severity};
 
+use super::backend::StoreHome;
 use super::T0;
 
 pub const CHANNELS: &str = r#"
@@ -37,19 +39,19 @@ url = "http://127.0.0.1:1/hook"
 pub struct Harness {
     pub alerting: Arc<Alerting>,
     pub clock: ManualClock,
-    pub dir: tempfile::TempDir,
+    pub home: StoreHome,
 }
 
 pub fn harness(toml: &str) -> Harness {
     let config = Config::from_toml(toml).expect("valid config");
     let settings = mcpwatch_alert::build(&config, &|_| None).expect("valid alerting config");
     let clock = ManualClock::new(Timestamp::from_micros(T0));
-    let dir = tempfile::tempdir().unwrap();
-    let alerting = Alerting::open(dir.path(), settings, Arc::new(clock.clone())).unwrap();
+    let home = StoreHome::new();
+    let alerting = Alerting::with_store(home.open(), settings, Arc::new(clock.clone()));
     Harness {
         alerting,
         clock,
-        dir,
+        home,
     }
 }
 
@@ -94,11 +96,13 @@ pub fn outbox(h: &Harness, id: &str) -> Vec<String> {
 
 /// Marks every pending row delivered, as the worker would.
 pub fn deliver_all(h: &Harness) {
-    let conn = store::open(h.dir.path()).unwrap();
     let now = h.clock.now();
-    for d in store::due(&conn, now, 1000).unwrap() {
-        store::record_attempt(&conn, d.id, now, Attempt::Delivered("200 ok")).unwrap();
+    let tx = h.alerting.store().begin().unwrap();
+    for d in tx.due(now, 1000).unwrap() {
+        tx.record_attempt(d.id, now, Attempt::Delivered("200 ok"))
+            .unwrap();
     }
+    tx.commit().unwrap();
 }
 
 pub trait Now {

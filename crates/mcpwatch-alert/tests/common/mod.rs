@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[macro_use]
+pub mod backend;
 pub mod lifecycle;
 
 use axum::body::Bytes;

@@ -36,9 +36,11 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a query waits for a free connection.
 const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// How the store reaches its database.
+/// How a store reaches its database: a pool of connections driven by a small runtime of its
+/// own, usable from any thread. The alert store (`mcpwatch-alert`) shares this with the event
+/// store, so both report an unreachable database the same way.
 #[derive(Clone)]
-struct Db {
+pub struct Db {
     pool: Pool,
     rt: Arc<Rt>,
     /// The URL with the password hidden, for messages.
@@ -57,59 +59,9 @@ impl Drop for Rt {
 }
 
 impl Db {
-    /// Runs `f` with a pooled connection on the store's runtime and waits for it.
-    fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        let (pool, shown) = (self.pool.clone(), self.shown.clone());
-        self.block(async move {
-            match pool.get().await {
-                Ok(conn) => f(conn).await,
-                Err(e) => Err(pool_error(&shown, e)),
-            }
-        })
-    }
-
-    /// Runs `fut` on the store's runtime and waits for it.
-    fn block<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let rt = self
-            .rt
-            .0
-            .as_ref()
-            .expect("the runtime lives as long as the store");
-        rt.spawn(async move {
-            let _ = tx.send(fut.await);
-        });
-        rx.recv()
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL store was shut down".into()))?
-    }
-
-    /// A connection of the pool, for a caller that keeps it across several steps.
-    fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        let (pool, shown) = (self.pool.clone(), self.shown.clone());
-        self.block(async move { pool.get().await.map_err(|e| pool_error(&shown, e)) })
-    }
-}
-
-/// PostgreSQL-backed [`Store`].
-pub struct PgStore {
-    db: Db,
-    writer_name: String,
-    reader: Arc<PgReader>,
-}
-
-impl PgStore {
-    /// Connects to `url` (`postgres://user:password@host:port/database`), creating or migrating
-    /// the schema. `writer_name` tells this process's rollup rows from other writers'.
-    pub fn open(url: &str, writer_name: &str) -> Result<Self, StoreError> {
+    /// Connects to `url` (`postgres://user:password@host:port/database`): one clear error
+    /// saying what to do for a bad URL; connections are made when first needed.
+    pub fn connect(url: &str) -> Result<Db, StoreError> {
         let shown = hide_password(url);
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             StoreError::Unavailable(format!(
@@ -143,11 +95,72 @@ impl PgStore {
             .map_err(|e| {
                 StoreError::Unavailable(format!("cannot set up connections to `{shown}`: {e}"))
             })?;
-        let db = Db {
+        Ok(Db {
             pool,
             rt: Arc::new(Rt(Some(rt))),
             shown,
-        };
+        })
+    }
+
+    /// The URL, password hidden.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime and waits for it.
+    pub fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (pool, shown) = (self.pool.clone(), self.shown.clone());
+        self.block(async move {
+            match pool.get().await {
+                Ok(conn) => f(conn).await,
+                Err(e) => Err(pool_error(&shown, e)),
+            }
+        })
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it.
+    pub fn block<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let rt = self
+            .rt
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the store");
+        rt.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv()
+            .map_err(|_| StoreError::Unavailable("the PostgreSQL store was shut down".into()))?
+    }
+
+    /// A connection of the pool, for a caller that keeps it across several steps.
+    pub fn connection(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let (pool, shown) = (self.pool.clone(), self.shown.clone());
+        self.block(async move { pool.get().await.map_err(|e| pool_error(&shown, e)) })
+    }
+}
+
+/// PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    db: Db,
+    writer_name: String,
+    reader: Arc<PgReader>,
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user:password@host:port/database`), creating or migrating
+    /// the schema. `writer_name` tells this process's rollup rows from other writers'.
+    pub fn open(url: &str, writer_name: &str) -> Result<Self, StoreError> {
+        let db = Db::connect(url)?;
         let shown = db.shown.clone();
         db.run(move |mut conn| async move { schema::migrate(&mut conn, &shown).await })?;
         Ok(Self {

@@ -46,7 +46,6 @@ pub struct ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging("info");
-    small_pages();
     let mut config = super::config::load_for_command(args.config.as_deref())?;
     if let Some(l) = args.listen {
         config.server.listen = l;
@@ -75,9 +74,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let collector = Collector::start(config, Arc::new(SystemClock)).await?;
     eprintln!(
-        "mcpwatch collector listening on http://{} (events in {}, alerts and state in {})",
+        "mcpwatch collector listening on http://{} (events in {}, alerts in {}, state in {})",
         collector.addr,
         collector.events_in,
+        collector.alerts_in,
         collector.data_dir.display()
     );
     reload_on_sighup(collector.rules.clone());
@@ -85,19 +85,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!("shutting down: finishing pending writes");
     collector.stop().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The collector is a long-running process whose idle footprint counts (SPEC 11: idle RSS
-/// <= 40 MB). mimalloc asks for transparent huge pages on its arenas, so every 2 MiB region
-/// touched once (start-up builds the detectors' automata, then frees most of it) stays resident
-/// whole: measured with benches/ingest.rs (`BENCH_ONLY=rss`), 70 of 87 MB idle were huge
-/// pages. Turning THP off for this process keeps only the 4 KiB pages in use; ingest
-/// throughput was the same within noise.
-fn small_pages() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        tracing::debug!(error = %e, "could not turn transparent huge pages off");
-    }
 }
 
 /// A running collector.
@@ -108,6 +95,8 @@ pub struct Collector {
     pub data_dir: PathBuf,
     /// Where the events are: the data directory, or the PostgreSQL URL (password hidden).
     pub events_in: String,
+    /// Where the alerts are: `alerts.db`, or the PostgreSQL URL (password hidden).
+    pub alerts_in: String,
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     writer: WriterHandle,
@@ -163,6 +152,7 @@ impl Collector {
             reader: store.reader(),
         };
         let topology = Topology::build(&ctx)?;
+        let alerts_in = topology.alerts_in.clone();
         let (pipeline, writer) = Pipeline::start(
             store.writer()?,
             redactor,
@@ -212,6 +202,7 @@ impl Collector {
             addr,
             data_dir,
             events_in,
+            alerts_in,
             shutdown,
             server,
             writer,

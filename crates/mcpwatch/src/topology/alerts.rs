@@ -1,12 +1,15 @@
 //! The alerting adapter: builds [`mcpwatch_alert::Alerting`] from `[alerting]`, `[channels]`
-//! and `[[routes]]`, registers a [`FindingObserver`] that folds each finding into `alerts.db`
-//! on the stage thread (one SQLite transaction, no network), starts the delivery worker as a
-//! tokio task, and mounts the alerting API.
+//! and `[[routes]]` on the store the config names (the PostgreSQL database of `[store] url`,
+//! shared with other collectors, else `alerts.db` in the data directory), registers a
+//! [`FindingObserver`] that folds each finding into it on the stage thread (one transaction, no
+//! network), starts the delivery worker as a tokio task, and mounts the alerting API.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use mcpwatch_alert::postgres::{claim_for, node_name, PgAlertStore};
+use mcpwatch_alert::store::{AlertStore, SqliteAlertStore};
 use mcpwatch_alert::Alerting;
 use mcpwatch_core::paths::process_env;
 use mcpwatch_core::Timestamp;
@@ -119,8 +122,21 @@ pub(super) fn build(ctx: &Context, routes: &mut Vec<RouteFactory>) -> anyhow::Re
         )
     })?;
     let channels = settings.channels.len();
-    let alerting = Alerting::open(&ctx.data_dir, settings, ctx.clock.clone())
-        .context("cannot open the alert store")?;
+    let url = ctx
+        .config
+        .store
+        .expanded_url(&process_env)
+        .map_err(|e| anyhow::anyhow!("invalid [store]: {e}"))?;
+    let store: Arc<dyn AlertStore> = match url {
+        Some(url) => Arc::new(
+            PgAlertStore::open(&url, &node_name(), claim_for(&settings))
+                .context("cannot open the alert tables in the PostgreSQL store")?,
+        ),
+        None => {
+            Arc::new(SqliteAlertStore::open(&ctx.data_dir).context("cannot open the alert store")?)
+        }
+    };
+    let alerting = Alerting::with_store(store, settings, ctx.clock.clone());
     tracing::debug!(
         channels,
         "alerting ready; pending notifications are delivered now"

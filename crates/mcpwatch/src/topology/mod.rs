@@ -102,6 +102,8 @@ pub struct Topology {
     pub routes: Vec<RouteFactory>,
     /// Reloads the rules (SIGHUP).
     pub rules: RulesHandle,
+    /// Where the alerts are: `alerts.db`'s path or the PostgreSQL URL (password hidden).
+    pub alerts_in: String,
 }
 
 impl Topology {
@@ -119,12 +121,14 @@ impl Topology {
             vec![alert_health],
             &mut routes,
         )?;
+        let alerts_in = alerting.store().location();
         web::build(ctx, alerting, rules.clone(), &mut routes);
         let stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage), metrics_stage];
         Ok(Topology {
             stages,
             routes,
             rules,
+            alerts_in,
         })
     }
 }

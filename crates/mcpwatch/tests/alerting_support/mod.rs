@@ -2,6 +2,11 @@
 //! records every body (Slack, PagerDuty, webhook), a real SMTP server (aiosmtpd, installed by
 //! scripts/install-peers), and polling of the alerts API with deadlines.
 
+#![allow(
+    dead_code,
+    reason = "each test file uses a different part of the harness"
+)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -71,7 +71,11 @@ impl Serve {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut sent = false;
+            let echo = std::env::var_os("MCPWATCH_TEST_SERVE_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("serve: {line}");
+                }
                 if !sent {
                     if let Some(rest) = line.split("listening on ").nth(1) {
                         let url = rest
