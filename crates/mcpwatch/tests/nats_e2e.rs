@@ -238,6 +238,30 @@ fn finish(mut client: Child, release: &Path) -> serde_json::Value {
         .expect("the load scenario reports")
 }
 
+/// Waits up to `limit` for `serve` at `url` to store the load's `calls` calls, lets the client
+/// finish, and checks: every call answered, the stream and the store hold each call once, and
+/// every event in the stream is stored.
+async fn assert_load_stored(
+    cluster: &TempNatsCluster,
+    url: &str,
+    (client, release): (Child, &Path),
+    calls: usize,
+    limit: Duration,
+) {
+    let http = reqwest::Client::new();
+    let got = wait_stored(&http, url, "everything", calls, limit).await;
+    let load = finish(client, release);
+    assert_eq!(load["ok"], calls, "{load}");
+    let stream = stream_ids(&cluster.urls()).await;
+    if got.len() != calls {
+        eprintln!("{}", cluster.logs());
+    }
+    assert_once(&stream, &got, calls);
+    // Everything the stream holds is in the store (session and listing events too).
+    let all = all_stored(&http, url, &stream).await;
+    assert_none_lost(&stream, &all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrap_publishes_to_the_cluster_and_serve_stores_every_event_once() {
     let cluster = TempNatsCluster::start();
@@ -245,22 +269,14 @@ async fn wrap_publishes_to_the_cluster_and_serve_stores_every_event_once() {
     let serve = serve(&cluster, tmp.path());
     let calls = 300;
     let (client, _progress, release) = wrapped_load(&cluster, tmp.path(), calls);
-    let http = reqwest::Client::new();
-    let got = wait_stored(
-        &http,
+    assert_load_stored(
+        &cluster,
         &serve.url,
-        "everything",
+        (client, &release),
         calls,
         Duration::from_secs(90),
     )
     .await;
-    let load = finish(client, &release);
-    assert_eq!(load["ok"], calls, "{load}");
-    let stream = stream_ids(&cluster.urls()).await;
-    assert_once(&stream, &got, calls);
-    // Everything the stream holds is in the store (session and listing events too).
-    let all = all_stored(&http, &serve.url, &stream).await;
-    assert_none_lost(&stream, &all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,24 +332,66 @@ async fn acknowledged_events_survive_a_kill9_of_the_stream_leader_mid_load() {
         .expect("the stream took publishes again within 60s")
         .expect("the failover probe");
     eprintln!("the stream stored publishes again {failover:?} after its leader was killed");
-    let http = reqwest::Client::new();
-    let got = wait_stored(
-        &http,
+    assert_load_stored(
+        &cluster,
         &serve.url,
-        "everything",
+        (client, &release),
         calls,
         Duration::from_secs(120),
     )
     .await;
-    let load = finish(client, &release);
-    assert_eq!(load["ok"], calls, "{load}");
-    let stream = stream_ids(&cluster.urls()).await;
-    if got.len() != calls {
-        eprintln!("{}", cluster.logs());
+}
+
+/// The size of the spool files of the wrapped server `everything` in the edge's data dir.
+fn spooled_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join("edge/spool/everything")) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "ndjson"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_an_edge_publishes_before_the_stream_exists_wait_in_its_spool() {
+    let cluster = TempNatsCluster::start();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    // No serve yet, so no stream: JetStream acknowledges nothing and the edge must keep it all.
+    let calls = 100;
+    let (client, progress, release) = wrapped_load(&cluster, tmp.path(), calls);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered(&progress) < calls || spooled_bytes(tmp.path()) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} calls answered, {} bytes spooled",
+            answered(&progress),
+            spooled_bytes(tmp.path())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_once(&stream, &got, calls);
-    let all = all_stored(&http, &serve.url, &stream).await;
-    assert_none_lost(&stream, &all);
+    let probe = mcpwatch_nats::connect(&cluster.urls(), "test-probe", true)
+        .await
+        .expect("the cluster answers");
+    assert!(
+        async_nats::jetstream::new(probe)
+            .get_stream(STREAM)
+            .await
+            .is_err(),
+        "no stream before serve makes it"
+    );
+    // serve creates the stream; the edge's retries publish the spool to it.
+    let serve = serve(&cluster, tmp.path());
+    assert_load_stored(
+        &cluster,
+        &serve.url,
+        (client, &release),
+        calls,
+        Duration::from_secs(90),
+    )
+    .await;
 }
 
 /// Runs the binary and returns its exit success and stderr.
