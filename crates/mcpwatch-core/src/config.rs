@@ -83,6 +83,8 @@ pub const EXTENSION_SECTIONS: &[&str] = &[
     "gateway",
     "metrics",
     "otlp",
+    "nats",
+    "sink",
 ];
 
 /// `[server]`.

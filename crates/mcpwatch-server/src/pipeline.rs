@@ -167,7 +167,11 @@ impl Pipeline {
             threads.push(thread);
             Some(stage_tx)
         };
+        let settle_interval = writer
+            .settle_interval()
+            .map_or(SETTLE_INTERVAL, |d| d.max(SETTLE_INTERVAL));
         let writer_loop = WriterLoop {
+            settle_interval,
             writer,
             rx,
             clock,
@@ -176,7 +180,7 @@ impl Pipeline {
             published,
             to_stages,
             settled_at: Instant::now()
-                .checked_sub(SETTLE_INTERVAL)
+                .checked_sub(settle_interval)
                 .unwrap_or_else(Instant::now),
             unsettled: false,
         };
@@ -284,6 +288,8 @@ struct WriterLoop {
     health: Arc<PipelineHealth>,
     published: broadcast::Sender<Committed>,
     to_stages: Option<Sender<Committed>>,
+    /// `SETTLE_INTERVAL`, or longer when the store asks (`EventWriter::settle_interval`).
+    settle_interval: Duration,
     /// When the statistics were last settled.
     settled_at: Instant,
     /// Whether batches were committed since.
@@ -302,7 +308,8 @@ impl WriterLoop {
             };
             if self.unsettled {
                 wait = wait.min(
-                    (self.settled_at + SETTLE_INTERVAL).saturating_duration_since(Instant::now()),
+                    (self.settled_at + self.settle_interval)
+                        .saturating_duration_since(Instant::now()),
                 );
             }
             match self.rx.recv_timeout(wait) {
@@ -345,7 +352,7 @@ impl WriterLoop {
         let refs: Vec<&PreparedEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
         // With nothing else waiting, statistics are brought up to date in the same commit, at
         // most every SETTLE_INTERVAL; otherwise the loop settles them that long after.
-        let settle = idle && self.settled_at.elapsed() >= SETTLE_INTERVAL;
+        let settle = idle && self.settled_at.elapsed() >= self.settle_interval;
         let mut fresh = Vec::with_capacity(refs.len());
         let result = self.writer.append_marking(&refs, settle, &mut fresh);
         drop(refs);

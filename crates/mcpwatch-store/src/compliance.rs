@@ -120,6 +120,24 @@ impl Fixture {
     pub(crate) fn crash(&mut self) {
         let old = std::mem::replace(&mut self.writer, Box::new(Nothing));
         std::mem::forget(old);
+        if let Home::Pg(pg, _) = &self.home {
+            // A process that dies loses its connections (and the locks they hold).
+            pg.sql(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'mcpwatch'",
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while pg
+                .sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'mcpwatch'")
+                .trim()
+                != "0"
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the connections of the crashed writer did not end"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.store = open(&self.home);
         self.writer = self.store.writer().unwrap();
     }

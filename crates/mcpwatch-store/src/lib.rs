@@ -128,7 +128,8 @@ pub trait EventWriter: Send {
     /// makes client retries idempotent. Returns how many were new.
     ///
     /// Derived statistics may trail the events by up to a second under load; with `settle` (the
-    /// caller has nothing else waiting) they are brought up to date in the same transaction.
+    /// caller has nothing else waiting) they are brought up to date before this returns (in the
+    /// same transaction on SQLite, in the next one on PostgreSQL).
     fn append(&mut self, batch: &[&PreparedEvent], settle: bool) -> Result<usize, StoreError> {
         self.append_marking(batch, settle, &mut Vec::new())
     }
@@ -145,6 +146,15 @@ pub trait EventWriter: Send {
 
     /// Brings derived statistics up to date with every committed event.
     fn settle(&mut self) -> Result<(), StoreError>;
+
+    /// The least time the caller should leave between two settlements while batches keep
+    /// coming, when settling costs this backend more than the caller's own pace allows
+    /// (PostgreSQL: each settlement upserts every rollup row touched since the last one, so
+    /// settling four times a second writes nearly as many rows as events). `None`: the
+    /// caller's pace.
+    fn settle_interval(&self) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Deletes at most `budget` events that the policy says must go.
     fn retain(

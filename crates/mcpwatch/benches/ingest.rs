@@ -8,7 +8,7 @@
 //! `MCPWATCH_BIN=PATH` runs another build of the binary (e.g. the one before a change).
 //! `BENCH_STORE=postgres` measures the PostgreSQL store instead: a throwaway cluster (the test
 //! harness's), HTTP ingest into `serve --store`, side by side with the raw multi-row UNNEST
-//! insert of the same rows into the same schema.
+//! insert of the same rows into the same schema, and the store's writer alone in between.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -454,13 +454,21 @@ fn ack_latency(bodies: &[String], rate: f64, duration: Duration) -> (f64, f64, f
 fn postgres(bodies: &[String]) {
     let pg = mcpwatch_store::testing::TempPostgres::start();
     let (raw_url, http_url) = (pg.create_database("raw"), pg.create_database("http"));
+    let writer_url = pg.create_database("writer");
     let raw = raw_postgres(bodies, &raw_url);
+    let writer = writer_postgres(bodies, &writer_url);
     let http = http_ingest_with(bodies, &["--store", &http_url]);
     println!();
     println!("{:<52} {:>12}", "path", "events/s");
     println!(
         "{:<52} {:>12.0}",
         "raw PostgreSQL UNNEST insert (same rows, same schema)", raw
+    );
+    println!(
+        "{:<52} {:>12.0} ({:.1} % of raw)",
+        "store writer alone (no HTTP, parse, redact)",
+        writer,
+        writer / raw * 100.0
     );
     println!(
         "{:<52} {:>12.0}",
@@ -472,6 +480,25 @@ fn postgres(bodies: &[String]) {
         ratio * 100.0,
         verdict(ratio >= 0.70)
     );
+}
+
+/// The store's own writer on the batches `serve` would hand it (four requests to a group, as
+/// the pipeline groups what waits), statistics settled at the end: what the store costs without
+/// the HTTP, parsing and redaction in front of it.
+fn writer_postgres(bodies: &[String], url: &str) -> f64 {
+    use mcpwatch_store::Store;
+    let now = mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock);
+    let store = mcpwatch_store::postgres::PgStore::open(url, "bench").unwrap();
+    let mut writer = store.writer().unwrap();
+    let batches = prepared(bodies, &ManualClock::new(now));
+    let started = Instant::now();
+    for group in batches.chunks(4) {
+        let refs: Vec<&PreparedEvent> = group.iter().flatten().collect();
+        writer.append(&refs, false).unwrap();
+    }
+    writer.settle().unwrap();
+    let n: usize = batches.iter().map(Vec::len).sum();
+    n as f64 / started.elapsed().as_secs_f64()
 }
 
 fn raw_postgres(bodies: &[String], url: &str) -> f64 {

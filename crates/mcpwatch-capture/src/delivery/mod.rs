@@ -1,10 +1,12 @@
 //! Delivery: from the session tracker's events to the collector, whatever the collector does.
 //!
 //! The last stage of capture. Events arrive on a bounded channel; the worker batches them (up
-//! to `batch_max`, lingering `linger` for more), posts them through the [`HttpSink`], and when
-//! the collector is unreachable or busy writes them to the [`Spool`] and retries with backoff,
-//! oldest first. Invalid events (400) are logged and dropped, never retried forever; a batch
-//! that is too large (413) is split. A refused token (401/403) costs nothing: the events stay
+//! to `batch_max`, lingering `linger` for more), delivers them to its [`Target`] (the
+//! collector through the [`HttpSink`], a JetStream stream through the [`NatsSink`], or both),
+//! and when the target is unreachable or busy writes them to the [`Spool`] and retries with
+//! backoff, oldest first. A JetStream publish acknowledgement counts as the collector's 202.
+//! Invalid events (400) are logged and dropped, never retried forever; a batch that is too
+//! large (413) is split. A refused token (401/403) costs nothing: the events stay
 //! in the spool, the refusal is said once on stderr and marked in the spool folder for
 //! `mcpwatch spool status`, and they are delivered once a valid token is given (the next
 //! `wrap`, or `mcpwatch spool flush --token`).
@@ -18,7 +20,9 @@
 //! the MCP session nothing.
 
 pub mod http;
+pub mod nats;
 pub mod spool;
+pub mod target;
 #[cfg(test)]
 mod tests;
 
@@ -32,13 +36,22 @@ use tokio::time::Instant;
 
 use crate::health::CaptureHealth;
 pub use http::{HttpSink, PostError, DEFAULT_COLLECTOR};
+pub use nats::NatsSink;
 pub use spool::{Orphans, Spool};
+pub use target::Target;
 
 /// How delivery behaves.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// Collector base URL.
     pub collector: String,
+    /// NATS servers (`nats://host:4222`, several separated by commas) to publish events to a
+    /// JetStream stream; `None` for none.
+    pub nats: Option<String>,
+    /// With `nats` set, whether events also go to the collector over HTTP.
+    pub nats_and_http: bool,
+    /// Most JetStream publishes awaiting their acknowledgement.
+    pub nats_in_flight: usize,
     /// Bearer token for the ingest API.
     pub token: Option<String>,
     /// Spool directory; `None` means events are lost (and counted) while the collector is away.
@@ -63,6 +76,9 @@ impl DeliveryConfig {
     pub fn new(collector: impl Into<String>) -> Self {
         Self {
             collector: collector.into(),
+            nats: None,
+            nats_and_http: false,
+            nats_in_flight: mcpwatch_nats::publish::DEFAULT_MAX_IN_FLIGHT,
             token: None,
             spool_dir: None,
             spool_max_bytes: 64 * 1024 * 1024,
@@ -74,12 +90,28 @@ impl DeliveryConfig {
         }
     }
 
+    /// The targets this config names; a bad URL fails here, before anything runs.
+    pub fn target(&self) -> Result<Target, crate::CaptureError> {
+        let http = || HttpSink::new(&self.collector, self.token.clone());
+        Ok(match &self.nats {
+            None => Target::Http(http()?),
+            Some(urls) => {
+                let nats = NatsSink::new(urls, "mcpwatch-edge", self.nats_in_flight)?;
+                if self.nats_and_http {
+                    Target::Both(nats, http()?)
+                } else {
+                    Target::Nats(nats)
+                }
+            }
+        })
+    }
+
     /// Builds the worker and the sender that feeds it.
     pub fn build(
         &self,
         health: Arc<CaptureHealth>,
     ) -> Result<(mpsc::Sender<Event>, DeliveryWorker), crate::CaptureError> {
-        let sink = HttpSink::new(&self.collector, self.token.clone())?;
+        let sink = self.target()?;
         let spool = match &self.spool_dir {
             Some(dir) => match Spool::open(dir, self.spool_max_bytes) {
                 Ok(s) => Some(s),
@@ -121,7 +153,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// Posts batches, spools what cannot be posted, and drains the spool when it can.
 pub struct DeliveryWorker {
     cfg: DeliveryConfig,
-    sink: HttpSink,
+    sink: Target,
     spool: Option<Spool>,
     rx: mpsc::Receiver<Event>,
     health: Arc<CaptureHealth>,

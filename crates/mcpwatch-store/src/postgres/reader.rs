@@ -170,9 +170,14 @@ async fn store_stats(c: &Client) -> Result<StoreStats, StoreError> {
 /// `hour >= $1 AND hour < $2`, plus optional server/tool filters.
 fn hour_filter(q: &StatsQuery, args: &mut Args) -> String {
     let (since, until) = fold::hour_range(q);
+    range_filter("hour", since, until, q, args)
+}
+
+/// `{col} >= $1 AND {col} < $2`, plus optional server/tool filters.
+fn range_filter(col: &str, since: i64, until: i64, q: &StatsQuery, args: &mut Args) -> String {
     args.push(Box::new(since));
     args.push(Box::new(until));
-    let mut sql = String::from("hour >= $1 AND hour < $2");
+    let mut sql = format!("{col} >= $1 AND {col} < $2");
     for (col, v) in [("server", &q.server), ("tool", &q.tool)] {
         if let Some(v) = v {
             args.push(Box::new(v.clone()));
@@ -202,13 +207,33 @@ async fn tool_stats(c: &Client, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreE
             last_ts: r.get(7),
         });
     }
-    let sql = format!(
-        "SELECT server, tool, bucket, sum(count)::bigint FROM tool_hist WHERE {filter}
-         GROUP BY server, tool, bucket"
-    );
-    for r in c.query(&sql, &refs(&args)).await? {
-        let n: i64 = r.get(3);
-        fold.bucket(r.get(0), r.get(1), r.get(2), n.max(0) as u64);
+    // Latency histograms: whole days from the daily rows, the hours before and after them
+    // from the hourly ones.
+    let (since, until) = fold::hour_range(q);
+    let first_day = since.div_euclid(24) + (since.rem_euclid(24) != 0) as i64;
+    let end_day = until.div_euclid(24);
+    let mut parts = Vec::new();
+    if first_day < end_day {
+        parts.push(("tool_hist_day", "day", first_day, end_day));
+        parts.push(("tool_hist", "hour", since, first_day * 24));
+        parts.push(("tool_hist", "hour", end_day.saturating_mul(24), until));
+    } else {
+        parts.push(("tool_hist", "hour", since, until));
+    }
+    for (table, col, from, to) in parts {
+        if from >= to {
+            continue;
+        }
+        let mut args = Vec::new();
+        let filter = range_filter(col, from, to, q, &mut args);
+        let sql = format!(
+            "SELECT server, tool, bucket, sum(count)::bigint FROM {table} WHERE {filter}
+             GROUP BY server, tool, bucket"
+        );
+        for r in c.query(&sql, &refs(&args)).await? {
+            let n: i64 = r.get(3);
+            fold.bucket(r.get(0), r.get(1), r.get(2), n.max(0) as u64);
+        }
     }
     Ok(fold.finish(q.limit))
 }

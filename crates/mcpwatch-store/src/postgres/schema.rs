@@ -5,7 +5,7 @@ use crate::rollup::HOUR;
 use crate::StoreError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// A day in microseconds: the width of one event partition.
 pub const DAY: i64 = 24 * HOUR;
@@ -75,6 +75,26 @@ CREATE TABLE user_params(
 CREATE TABLE event_count(writer text PRIMARY KEY, value bigint NOT NULL);
 "#;
 
+/// Rollup deltas are written up to a second after their events (see writer.rs): each batch
+/// names the events it added in `rollup_pending`, with its writer's key, until they are.
+/// The latency histograms are also summed per day (`day` = hour div 24), so that per-tool
+/// statistics over days read a day's rows instead of 24 hours' (hourly rows serve the hours at
+/// either end of a range).
+const V2: &str = r#"
+CREATE TABLE rollup_pending(
+    owner bigint NOT NULL, seq bigint NOT NULL, ids text[] NOT NULL, ts bigint[] NOT NULL,
+    PRIMARY KEY (owner, seq)
+);
+CREATE TABLE tool_hist_day(
+    writer text NOT NULL, day bigint NOT NULL, server text NOT NULL, tool text NOT NULL,
+    bucket bigint NOT NULL, count bigint NOT NULL,
+    PRIMARY KEY (day, server, tool, bucket, writer)
+);
+INSERT INTO tool_hist_day(writer, day, server, tool, bucket, count)
+SELECT writer, floor(hour / 24.0)::bigint, server, tool, bucket, sum(count)::bigint FROM tool_hist
+GROUP BY 1, 2, 3, 4, 5;
+"#;
+
 /// Brings the schema up to [`VERSION`]. Several processes may start at once: the migration
 /// runs under an advisory lock, so one applies it and the others find it done.
 pub async fn migrate(client: &mut tokio_postgres::Client, shown: &str) -> Result<(), StoreError> {
@@ -94,7 +114,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client, shown: &str) -> Result
             supported: VERSION,
         });
     }
-    for (version, sql) in [(1, V1)] {
+    for (version, sql) in [(1, V1), (2, V2)] {
         if found < version {
             tx.batch_execute(sql).await?;
             tx.execute(

@@ -209,14 +209,16 @@ fn a_newer_schema_is_refused_and_migrations_run_once() {
     let versions: Vec<i64> = store
         .db
         .run(|c| async move {
-            let rows = c.query("SELECT version FROM mcpwatch_schema", &[]).await?;
+            let rows = c
+                .query("SELECT version FROM mcpwatch_schema ORDER BY 1", &[])
+                .await?;
             let v = rows.iter().map(|r| r.get(0)).collect();
             c.execute("INSERT INTO mcpwatch_schema(version) VALUES (99)", &[])
                 .await?;
             Ok(v)
         })
         .unwrap();
-    assert_eq!(versions, [schema::VERSION]);
+    assert_eq!(versions, (1..=schema::VERSION).collect::<Vec<_>>());
     match PgStore::open(url, "x") {
         Err(StoreError::TooNew { found: 99, .. }) => {}
         Err(e) => panic!("wrong error: {e}"),
@@ -242,4 +244,123 @@ fn passwords_are_hidden_in_messages() {
     );
     assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
     assert_eq!(hide_password("postgres://h/db"), "postgres://h/db");
+}
+
+/// Per-tool percentiles come from daily histogram rows for whole days and hourly ones for the
+/// hours at either end: over any range they are what SQLite (hourly only) answers.
+#[test]
+fn tool_stats_over_days_and_partial_days_agree_with_sqlite() {
+    let mut pg = Fixture::new(Backend::Postgres);
+    let mut lite = Fixture::new(Backend::Sqlite);
+    // Every 7 minutes for three days, latencies spread over many buckets.
+    let batch: Vec<PreparedEvent> = (0..(3 * DAY_SECS / 420))
+        .map(|i| {
+            exec(
+                &format!("e{i}"),
+                i * 420,
+                if i % 3 == 0 { "read" } else { "write" },
+                "u",
+                0.001 * (1 + (i * 37) % 900) as f64,
+                if i % 11 == 0 { "tool_error" } else { "success" },
+            )
+        })
+        .collect();
+    for chunk in batch.chunks(100) {
+        pg.append(chunk);
+        lite.append(chunk);
+    }
+    let at = |h: i64| Some(Timestamp::from_micros(T0 + h * 3_600_000_000));
+    for (since, until) in [
+        (None, None),
+        (at(5), at(53)),
+        (at(-30), at(30)),
+        (at(2), at(7)),
+        (at(30), None),
+    ] {
+        let q = StatsQuery {
+            since,
+            until,
+            ..Default::default()
+        };
+        let (a, b) = (
+            pg.store.reader().tool_stats(&q).unwrap(),
+            lite.store.reader().tool_stats(&q).unwrap(),
+        );
+        assert!(!a.is_empty(), "{since:?}..{until:?}");
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!(
+                (&a.tool, a.count),
+                (&b.tool, b.count),
+                "{since:?}..{until:?}"
+            );
+            assert_eq!(
+                (a.latency.p50, a.latency.p95, a.latency.p99),
+                (b.latency.p50, b.latency.p95, b.latency.p99),
+                "{} {since:?}..{until:?}",
+                a.tool
+            );
+        }
+    }
+}
+
+/// A writer that dies before writing its statistics leaves pending rows; the next writer to
+/// start folds their events once, even when it has the same name (two nodes on one host).
+#[test]
+fn a_dead_writers_pending_statistics_are_folded_once_by_the_next() {
+    let f = Fixture::new(Backend::Postgres);
+    let (pg, url) = f.pg();
+    let url = url.to_owned();
+    let store = PgStore::open(&url, "node").unwrap();
+    let mut dead = store.writer().unwrap();
+    let events: Vec<PreparedEvent> = (0..50)
+        .map(|i| exec(&format!("d{i}"), i, "read", "alice", 0.01, "success"))
+        .collect();
+    dead.append(&events.iter().collect::<Vec<_>>(), false)
+        .unwrap();
+    let started = pg.sql("SELECT clock_timestamp()");
+    // A live writer of the same name must not take them while the first one lives.
+    let live = PgStore::open(&url, "node").unwrap();
+    let mut w = live.writer().unwrap();
+    w.retain(
+        &RetentionPolicy {
+            max_age: Duration::from_secs(3650 * DAY_SECS as u64),
+            max_size: None,
+        },
+        Timestamp::from_micros(T0),
+        100,
+    )
+    .unwrap();
+    let count = |s: &PgStore| {
+        s.reader()
+            .tool_stats(&StatsQuery::default())
+            .unwrap()
+            .first()
+            .map_or(0, |t| t.count)
+    };
+    assert_eq!(count(&live), 0, "folded while its writer lives");
+    // The first writer dies: its connections end.
+    std::mem::forget(dead);
+    std::mem::forget(store);
+    pg.sql(&format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = 'mcpwatch' AND backend_start < '{}'",
+        started.trim()
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while count(&live) != 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead writer's statistics were not folded"
+        );
+        // Retention passes fold what dead writers left.
+        let again = PgStore::open(&url, "node").unwrap();
+        drop(again.writer().unwrap());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(w);
+    // Folding again finds nothing left.
+    let again = PgStore::open(&url, "node").unwrap();
+    drop(again.writer().unwrap());
+    assert_eq!(count(&again), 50);
 }

@@ -1,13 +1,33 @@
-//! The writer of one process: a batch and its rollup deltas in one transaction, so statistics
-//! never trail the events and a crash leaves nothing to recover. Each rollup row carries this
-//! writer's name: writers on other nodes add to rows of their own.
+//! The writer of one process. A batch is one statement, so one implicit transaction: the
+//! events, the number stored, and a `rollup_pending` row naming the events that were new (their
+//! `(id, ts)`). Rollup deltas are summed in memory and written later, with the removal of the
+//! pending rows they include, in one transaction: when the pipeline asks (it does when nothing
+//! else waits, at most every 250 ms), at the latest a second after the last write, or when the
+//! deltas hold many keys. Writing them with every batch upserted more rollup rows than there
+//! were events (a batch of a thousand tool calls touches hundreds of user, pattern and
+//! histogram rows) and cost more than the events themselves; folded over a second, each row is
+//! written once.
+//!
+//! Each writer holds a session advisory lock on its `owner` (a random number, the key of its
+//! pending rows) on a connection of its own. A writer that died lost its lock with its
+//! connection: any writer (on start, and before each retention pass) folds the events of the
+//! pending rows whose owner lock it can take, from the log, and deletes those rows in the same
+//! transaction, so nothing is folded twice. A writer whose flush finds fewer of its rows than it
+//! wrote (another writer took them while its lock connection was down) rolls back and folds
+//! what is left from the log instead.
+//!
+//! Architecture Invariant: rollups plus the events named by `rollup_pending` equal a fold of
+//! the log, and each rollup row carries this writer's name: writers on other nodes add to rows
+//! of their own.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mcpwatch_core::clock::{Clock, SystemClock};
-use mcpwatch_core::Timestamp;
+use mcpwatch_core::{Event, Timestamp};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -18,19 +38,52 @@ use crate::{EventWriter, PreparedEvent, RetentionPolicy, RetentionStep, StoreErr
 
 /// Partitions made ahead of the current day.
 const DAYS_AHEAD: i64 = 2;
+/// Longest time rollup deltas wait in memory while batches keep coming.
+const MAX_ROLLUP_DELAY: Duration = Duration::from_secs(1);
+/// Most distinct rollup keys held in memory before they are written.
+const MAX_ROLLUP_KEYS: usize = 50_000;
+/// Pending rows folded from the log per transaction when recovering.
+const RECOVERY_ROWS: i64 = 20;
 
-const INSERT_EVENTS: &str = r#"INSERT INTO events(id, ts, level, category, event_type, server, tool, "user", session, outcome, body)
-SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-ON CONFLICT DO NOTHING RETURNING id, ts"#;
+/// A batch: its events, its pending row and the count, in one statement (so one transaction
+/// and one round trip); answers how many events were new and, unless all of them were, which.
+const INSERT_BATCH: &str = r#"WITH ins AS (
+  INSERT INTO events(id, ts, level, category, event_type, server, tool, "user", session, outcome, body)
+  SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+  ON CONFLICT DO NOTHING RETURNING id, ts
+), pending AS (
+  INSERT INTO rollup_pending(owner, seq, ids, ts)
+  SELECT $12, $13, array_agg(id), array_agg(ts) FROM ins HAVING count(*) > 0
+), counted AS (
+  INSERT INTO event_count(writer, value) SELECT $14, count(*) FROM ins HAVING count(*) > 0
+  ON CONFLICT (writer) DO UPDATE SET value = event_count.value + excluded.value
+)
+SELECT count(*), CASE WHEN count(*) < $15 THEN array_agg(id) END, CASE WHEN count(*) < $15 THEN array_agg(ts) END
+FROM ins"#;
 
 /// Writes to the PostgreSQL store. Owned by the writer thread.
 pub struct PgWriter {
     db: Db,
     name: String,
+    /// The key of this writer's pending rows and of the advisory lock that says it lives.
+    owner: i64,
+    /// The connection holding that lock, out of the pool (closing it releases the lock).
+    lock: Option<Arc<deadpool_postgres::ClientWrapper>>,
     /// Days known to have a partition.
     days: HashSet<i64>,
-    /// The connection held across the steps of a batch; replaced after an error.
+    /// The connection batches are written on; replaced after an error.
     conn: Option<Arc<deadpool_postgres::Object>>,
+    /// Rollup deltas not yet written, of the pending rows `1..=seq` not yet flushed.
+    deltas: Rollups,
+    /// Pending rows written since the last flush.
+    rows: i64,
+    /// The sequence number of this writer's last pending row.
+    seq: i64,
+    last_flush: Instant,
+    /// Deltas were dropped (a flush failed): the pending rows are folded from the log at the
+    /// next flush, and batches are not folded in memory until then.
+    lost: bool,
+    known: Known,
 }
 
 /// PostgreSQL text cannot hold NUL; such a character in a key column becomes U+FFFD (the body
@@ -47,15 +100,35 @@ fn owned(s: Option<&str>) -> Option<String> {
     s.map(|s| text(s).into_owned())
 }
 
+/// A key no other writer has: random, from the standard library's per-process hash seed, the
+/// process id and the time.
+fn new_owner() -> i64 {
+    use std::hash::Hasher;
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_i64(SystemClock.now().as_micros());
+    h.finish() as i64
+}
+
 impl PgWriter {
     pub(super) fn new(db: Db, name: &str) -> Result<Self, StoreError> {
         let mut w = Self {
             db,
             name: text(name).into_owned(),
+            owner: new_owner(),
+            lock: None,
             days: HashSet::new(),
             conn: None,
+            deltas: Rollups::default(),
+            rows: 0,
+            seq: 0,
+            last_flush: Instant::now(),
+            lost: false,
+            known: Known::default(),
         };
+        w.lock()?;
         w.ensure_ahead(SystemClock.now())?;
+        w.recover_orphans()?;
         Ok(w)
     }
 
@@ -67,6 +140,26 @@ impl PgWriter {
         }
         let c = Arc::new(self.db.connection()?);
         self.conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The connection holding this writer's lock; a new one (locked again) if it was lost.
+    fn lock(&mut self) -> Result<Arc<deadpool_postgres::ClientWrapper>, StoreError> {
+        if let Some(c) = &self.lock {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let c = Arc::new(deadpool_postgres::Object::take(self.db.connection()?));
+        let (l, owner) = (c.clone(), self.owner);
+        // Not taken only while another writer folds this one's rows (it found the lock free
+        // while the connection was down); the flush then notices that they are gone.
+        self.db.block(async move {
+            l.query_one("SELECT pg_try_advisory_lock($1)", &[&owner])
+                .await?;
+            Ok(())
+        })?;
+        self.lock = Some(c.clone());
         Ok(c)
     }
 
@@ -143,51 +236,186 @@ impl PgWriter {
             outcome.push(owned(e.metadata.get("outcome").and_then(Value::as_str)));
             body.push(p.body.clone());
         }
-        let conn = self.conn()?;
-        let c = conn.clone();
-        let inserted: HashSet<(String, i64)> = self.db.block(async move {
-            c.batch_execute("BEGIN").await?;
-            let st = c.prepare_cached(INSERT_EVENTS).await?;
-            let rows = c
-                .query(
+        let c = self.conn()?;
+        let (owner, seq, name) = (self.owner, self.seq + 1, self.name.clone());
+        let (added, some) = self.db.block(async move {
+            let st = c.prepare_cached(INSERT_BATCH).await?;
+            let row = c
+                .query_one(
                     &st,
                     &[
-                        &ids, &ts, &level, &category, &kind, &server, &tool, &user, &session,
-                        &outcome, &body,
+                        &ids,
+                        &ts,
+                        &level,
+                        &category,
+                        &kind,
+                        &server,
+                        &tool,
+                        &user,
+                        &session,
+                        &outcome,
+                        &body,
+                        &owner,
+                        &seq,
+                        &name,
+                        &(n as i64),
                     ],
                 )
                 .await?;
-            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            let added: i64 = row.get(0);
+            let some: Option<(Vec<String>, Vec<i64>)> =
+                row.get::<_, Option<Vec<String>>>(1).zip(row.get(2));
+            Ok((added as usize, some))
         })?;
-        let mut rollups = Rollups::default();
-        let mut seen = HashSet::with_capacity(inserted.len());
-        for p in batch {
-            let e = &p.event;
-            let key = (text(&e.id).into_owned(), e.timestamp.as_micros());
-            let new = inserted.contains(&key) && seen.insert(key);
-            fresh.push(new);
-            if new {
-                rollups.add(e, 0);
+        // Committed: from here on, nothing may fail the batch.
+        if added > 0 {
+            self.seq = seq;
+            self.rows += 1;
+        }
+        match some {
+            // Every event was new (the usual case): nothing to look up.
+            None => {
+                fresh.resize(n, true);
+                if !self.lost {
+                    for p in batch {
+                        self.deltas.add(&p.event, 0);
+                    }
+                }
+            }
+            Some((ids, ts)) => {
+                let inserted: HashSet<(String, i64)> = ids.into_iter().zip(ts).collect();
+                let mut seen = HashSet::with_capacity(inserted.len());
+                for p in batch {
+                    let e = &p.event;
+                    let key = (text(&e.id).into_owned(), e.timestamp.as_micros());
+                    let new = inserted.contains(&key) && seen.insert(key);
+                    fresh.push(new);
+                    if new && !self.lost {
+                        self.deltas.add(e, 0);
+                    }
+                }
             }
         }
-        let added = seen.len();
-        let flush = Flush::new(&rollups, &self.name);
-        let (name, c) = (self.name.clone(), conn);
-        self.db.block(async move {
-            flush.write(&c).await?;
-            if added > 0 {
-                exec(
-                    &c,
-                    "INSERT INTO event_count(writer, value) VALUES ($1, $2)
-                     ON CONFLICT (writer) DO UPDATE SET value = event_count.value + excluded.value",
-                    &[&name, &(added as i64)],
-                )
-                .await?;
-            }
-            c.batch_execute("COMMIT").await?;
-            Ok(())
-        })?;
         Ok(added)
+    }
+
+    /// Writes the deltas if it is time; a failure is logged, the batch stays committed.
+    fn maybe_flush(&mut self, settle: bool) {
+        let due = settle
+            || self.lost
+            || self.last_flush.elapsed() >= MAX_ROLLUP_DELAY
+            || self.deltas.keys() >= MAX_ROLLUP_KEYS;
+        if due {
+            if let Err(e) = self.flush() {
+                tracing::warn!(error = %e, "could not write the statistics; they are folded from the log at the next attempt");
+            }
+        }
+    }
+
+    /// Writes the deltas and removes the pending rows they include, in one transaction. When
+    /// the rows are not all there, or anything fails, the deltas are dropped and the rows that
+    /// are left are folded from the log instead.
+    fn flush(&mut self) -> Result<(), StoreError> {
+        if self.lost {
+            return self.recover_own();
+        }
+        if self.rows == 0 {
+            self.last_flush = Instant::now();
+            return Ok(());
+        }
+        let deltas = std::mem::take(&mut self.deltas);
+        let flush = Flush::new(&deltas, &self.name, &self.known);
+        let (owner, upto, want) = (self.owner, self.seq, self.rows);
+        let result = self.conn().and_then(|c| {
+            self.db.block(async move {
+                c.batch_execute("BEGIN").await?;
+                let stored = flush.write(&c).await?;
+                let st = c
+                    .prepare_cached("DELETE FROM rollup_pending WHERE owner = $1 AND seq <= $2")
+                    .await?;
+                let got = c.execute(&st, &[&owner, &upto]).await?;
+                if got as i64 != want {
+                    c.batch_execute("ROLLBACK").await?;
+                    return Ok(None);
+                }
+                c.batch_execute("COMMIT").await?;
+                Ok(Some(stored))
+            })
+        });
+        match result {
+            Ok(Some(stored)) => {
+                if self.known.len() + stored.len() > MAX_KNOWN {
+                    self.known.clear();
+                }
+                self.known.extend(stored);
+                self.rows = 0;
+                self.last_flush = Instant::now();
+                Ok(())
+            }
+            Ok(None) => {
+                tracing::warn!("another writer folded some of this writer's pending statistics (its lock connection was lost); folding the rest from the log");
+                self.recover_own()
+            }
+            Err(e) => {
+                self.abort();
+                // Whether the commit happened is not known: the log says.
+                self.lost = true;
+                self.rows = 0;
+                Err(e)
+            }
+        }
+    }
+
+    /// Folds this writer's pending rows from the log (after its deltas were dropped).
+    fn recover_own(&mut self) -> Result<(), StoreError> {
+        self.lost = true;
+        self.deltas = Rollups::default();
+        self.rows = 0;
+        let c = self.lock()?;
+        let (name, owner) = (self.name.clone(), self.owner);
+        self.db
+            .block(async move { recover(&c, &name, owner).await.map(drop) })?;
+        self.lost = false;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Folds the pending rows of writers that died (whose lock is free) from the log.
+    fn recover_orphans(&mut self) -> Result<(), StoreError> {
+        let c = self.lock()?;
+        let (name, me) = (self.name.clone(), self.owner);
+        let folded = self.db.block(async move {
+            let owners: Vec<i64> = c
+                .query(
+                    "SELECT DISTINCT owner FROM rollup_pending WHERE owner <> $1",
+                    &[&me],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let mut folded = 0;
+            for owner in owners {
+                let free: bool = c
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&owner])
+                    .await?
+                    .get(0);
+                if free {
+                    let result = recover(&c, &name, owner).await;
+                    c.execute("SELECT pg_advisory_unlock($1)", &[&owner])
+                        .await?;
+                    folded += result?;
+                }
+            }
+            Ok(folded)
+        })?;
+        if folded > 0 {
+            tracing::info!(
+                events = folded,
+                "folded the statistics of events a stopped writer had not written yet"
+            );
+        }
+        Ok(())
     }
 
     /// After a failed step the transaction may be open: roll it back, or drop the connection.
@@ -204,11 +432,78 @@ impl PgWriter {
     }
 }
 
+/// Folds the events of `owner`'s pending rows from the log into rollup rows of `name`,
+/// deleting the rows in the same transactions; answers how many events were folded.
+async fn recover(
+    c: &deadpool_postgres::ClientWrapper,
+    name: &str,
+    owner: i64,
+) -> Result<u64, StoreError> {
+    let mut folded = 0;
+    loop {
+        c.batch_execute("BEGIN").await?;
+        let result = async {
+            let rows = c
+                .query(
+                    "DELETE FROM rollup_pending WHERE (owner, seq) IN
+                       (SELECT owner, seq FROM rollup_pending WHERE owner = $1 ORDER BY seq LIMIT $2)
+                     RETURNING ids, ts",
+                    &[&owner, &RECOVERY_ROWS],
+                )
+                .await?;
+            let (mut ids, mut ts) = (Vec::<String>::new(), Vec::<i64>::new());
+            for r in &rows {
+                ids.extend(r.get::<_, Vec<String>>(0));
+                ts.extend(r.get::<_, Vec<i64>>(1));
+            }
+            let bodies = c
+                .query(
+                    "SELECT e.body FROM events e JOIN UNNEST($1::text[], $2::bigint[]) AS u(id, ts)
+                       ON e.id = u.id AND e.ts = u.ts",
+                    &[&ids, &ts],
+                )
+                .await?;
+            let mut deltas = Rollups::default();
+            for b in &bodies {
+                // A body that does not parse cannot have been written by us; skip it.
+                if let Ok(e) = serde_json::from_str::<Event>(b.get(0)) {
+                    deltas.add(&e, 0);
+                }
+            }
+            Flush::new(&deltas, name, &Known::default()).write(c).await?;
+            Ok::<_, StoreError>((rows.is_empty(), bodies.len() as u64))
+        }
+        .await;
+        match result {
+            Ok((done, n)) => {
+                c.batch_execute("COMMIT").await?;
+                folded += n;
+                if done {
+                    return Ok(folded);
+                }
+            }
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for PgWriter {
+    fn drop(&mut self) {
+        // Best effort: whatever is not written now is folded by the next writer to start.
+        if self.rows > 0 || self.lost {
+            let _ = self.flush();
+        }
+    }
+}
+
 impl EventWriter for PgWriter {
     fn append_marking(
         &mut self,
         batch: &[&PreparedEvent],
-        _settle: bool,
+        settle: bool,
         fresh: &mut Vec<bool>,
     ) -> Result<usize, StoreError> {
         fresh.clear();
@@ -216,13 +511,18 @@ impl EventWriter for PgWriter {
         if result.is_err() {
             fresh.clear();
             self.abort();
+            return result;
         }
+        self.maybe_flush(settle);
         result
     }
 
     fn settle(&mut self) -> Result<(), StoreError> {
-        // Rollups are written with their batch: nothing waits.
-        Ok(())
+        self.flush()
+    }
+
+    fn settle_interval(&self) -> Option<Duration> {
+        Some(MAX_ROLLUP_DELAY)
     }
 
     fn retain(
@@ -231,6 +531,12 @@ impl EventWriter for PgWriter {
         now: Timestamp,
         budget: usize,
     ) -> Result<RetentionStep, StoreError> {
+        // Settle first, so deleted events are never folded into rollups afterwards; and fold
+        // what writers that stopped left pending.
+        self.settle()?;
+        self.recover_orphans()?;
+        // Retention may delete pattern rows: they must pass the cap check again.
+        self.known.clear();
         self.ensure_ahead(now)?;
         let cutoff = now.saturating_sub(policy.max_age).as_micros();
         let conn = self.conn()?;
@@ -297,6 +603,11 @@ impl EventWriter for PgWriter {
                 c.execute(&format!("DELETE FROM {table} WHERE hour < $1"), &[&hour])
                     .await?;
             }
+            c.execute(
+                "DELETE FROM tool_hist_day WHERE day < $1",
+                &[&hour.div_euclid(24)],
+            )
+            .await?;
             for table in ["user_tool", "user_params"] {
                 c.execute(
                     &format!("DELETE FROM {table} WHERE last_ts < $1"),
@@ -342,8 +653,8 @@ pub(super) async fn used_bytes(c: &tokio_postgres::Client) -> Result<u64, StoreE
                                WHERE inhparent = 'events'::regclass), 0)
                     + pg_total_relation_size('rollup_minute') + pg_total_relation_size('rollup_hour')
                     + pg_total_relation_size('security_minute') + pg_total_relation_size('tool_hour')
-                    + pg_total_relation_size('tool_hist') + pg_total_relation_size('user_tool')
-                    + pg_total_relation_size('user_params'))::bigint",
+                    + pg_total_relation_size('tool_hist') + pg_total_relation_size('tool_hist_day') + pg_total_relation_size('user_tool')
+                    + pg_total_relation_size('user_params') + pg_total_relation_size('rollup_pending'))::bigint",
             &[],
         )
         .await?
@@ -375,9 +686,22 @@ struct Flush {
     security: (Ints, Texts, Ints, Ints),
     tool: ToolCols,
     hist: (Ints, Texts, Texts, Ints, Ints),
+    hist_day: (Ints, Texts, Texts, Ints, Ints),
     user: (Texts, Texts, Texts, Ints, Ints, Ints),
+    /// Patterns not known to be stored: added only under the cap.
     params: (Texts, Texts, Texts, Texts, Ints, Ints),
+    /// Patterns this writer stored before: no cap to check.
+    known_params: (Texts, Texts, Texts, Texts, Ints, Ints),
+    /// Hashes the patterns with the writer's known set's hasher.
+    hasher: foldhash::fast::RandomState,
 }
+
+/// Hashes of the `(user, server, tool, keys)` patterns this writer has stored, so that their
+/// rows skip the cap check (two subqueries per row, half the cost of a flush). Bounded: cleared
+/// when full, and by retention, which may delete rows.
+pub(super) type Known = std::collections::HashSet<u64, foldhash::fast::RandomState>;
+/// Most patterns remembered.
+const MAX_KNOWN: usize = 200_000;
 
 #[derive(Default)]
 struct Agg {
@@ -410,7 +734,7 @@ struct ToolCols {
 }
 
 impl Flush {
-    fn new(r: &Rollups, writer: &str) -> Self {
+    fn new(r: &Rollups, writer: &str, known: &Known) -> Self {
         let s = |i: u32| text(r.strings.name(i)).into_owned();
         let mut f = Flush {
             writer: writer.to_owned(),
@@ -419,8 +743,11 @@ impl Flush {
             security: Default::default(),
             tool: Default::default(),
             hist: Default::default(),
+            hist_day: Default::default(),
             user: Default::default(),
             params: Default::default(),
+            known_params: Default::default(),
+            hasher: known.hasher().clone(),
         };
         for (&(minute, cat, level, tool, outcome), a) in &r.minute {
             let m = &mut f.minute;
@@ -458,13 +785,21 @@ impl Flush {
             t.max_time.push(a.max_time);
             t.last_ts.push(a.last_ts);
         }
+        // The same histogram rows by hour, and summed by day.
+        let mut days: crate::rollup::HashMap<(i64, u32, u32, i64), i64> = Default::default();
         for (&(hour, server, tool, bucket), &n) in &r.hist {
-            let h = &mut f.hist;
-            h.0.push(hour);
-            h.1.push(s(server));
-            h.2.push(s(tool));
-            h.3.push(bucket);
-            h.4.push(n);
+            *days
+                .entry((hour.div_euclid(24), server, tool, bucket))
+                .or_default() += n;
+        }
+        for (rows, hist) in [(&mut f.hist, &r.hist), (&mut f.hist_day, &days)] {
+            for (&(at, server, tool, bucket), &n) in hist {
+                rows.0.push(at);
+                rows.1.push(s(server));
+                rows.2.push(s(tool));
+                rows.3.push(bucket);
+                rows.4.push(n);
+            }
         }
         for (&(user, server, tool), a) in &r.user {
             let u = &mut f.user;
@@ -480,23 +815,29 @@ impl Flush {
         // twice the cap, whatever the keys an attacker sends).
         let mut per: crate::rollup::HashMap<(u32, u32, u32), i64> = Default::default();
         for (&(user, server, tool, keys), &(n, last)) in &r.params {
-            let c = per.entry((user, server, tool)).or_default();
-            *c += 1;
-            if *c > MAX_PATTERNS_PER_USER_TOOL {
-                continue;
-            }
-            let p = &mut f.params;
-            p.0.push(s(user));
-            p.1.push(s(server));
-            p.2.push(s(tool));
-            p.3.push(s(keys));
+            let row = (s(user), s(server), s(tool), s(keys));
+            let p = if known.contains(&f.hasher.hash_one(&row)) {
+                &mut f.known_params
+            } else {
+                let c = per.entry((user, server, tool)).or_default();
+                *c += 1;
+                if *c > MAX_PATTERNS_PER_USER_TOOL {
+                    continue;
+                }
+                &mut f.params
+            };
+            p.0.push(row.0);
+            p.1.push(row.1);
+            p.2.push(row.2);
+            p.3.push(row.3);
             p.4.push(n);
             p.5.push(last);
         }
         f
     }
 
-    async fn write(&self, c: &deadpool_postgres::ClientWrapper) -> Result<(), StoreError> {
+    /// Writes the rows; answers the hashes of the patterns now known to be stored.
+    async fn write(&self, c: &deadpool_postgres::ClientWrapper) -> Result<Vec<u64>, StoreError> {
         let w = &self.writer;
         let m = &self.minute;
         if !m.0.is_empty() {
@@ -554,16 +895,23 @@ impl Flush {
             )
             .await?;
         }
-        let h = &self.hist;
-        if !h.0.is_empty() {
-            exec(
-                c,
-                "INSERT INTO tool_hist(writer, hour, server, tool, bucket, count)
-                 SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
-                 ON CONFLICT (hour, server, tool, bucket, writer) DO UPDATE SET count = tool_hist.count + excluded.count",
-                &[w, &h.0, &h.1, &h.2, &h.3, &h.4],
-            )
-            .await?;
+        // Latency histograms by hour and by day: the same rows, the same statement.
+        for (table, col, h) in [
+            ("tool_hist", "hour", &self.hist),
+            ("tool_hist_day", "day", &self.hist_day),
+        ] {
+            if !h.0.is_empty() {
+                exec(
+                    c,
+                    &format!(
+                        "INSERT INTO {table}(writer, {col}, server, tool, bucket, count)
+                         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+                         ON CONFLICT ({col}, server, tool, bucket, writer) DO UPDATE SET count = {table}.count + excluded.count"
+                    ),
+                    &[w, &h.0, &h.1, &h.2, &h.3, &h.4],
+                )
+                .await?;
+            }
         }
         let u = &self.user;
         if !u.0.is_empty() {
@@ -578,11 +926,25 @@ impl Flush {
             )
             .await?;
         }
-        let p = &self.params;
+        let p = &self.known_params;
         if !p.0.is_empty() {
             exec(
                 c,
                 r#"INSERT INTO user_params(writer, "user", server, tool, keys, count, last_ts)
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
+                 ON CONFLICT ("user", server, tool, keys, writer) DO UPDATE SET
+                   count = user_params.count + excluded.count,
+                   last_ts = greatest(user_params.last_ts, excluded.last_ts)"#,
+                &[w, &p.0, &p.1, &p.2, &p.3, &p.4, &p.5],
+            )
+            .await?;
+        }
+        let p = &self.params;
+        let mut stored = Vec::new();
+        if !p.0.is_empty() {
+            let st = c
+                .prepare_cached(
+                    r#"INSERT INTO user_params(writer, "user", server, tool, keys, count, last_ts)
                  SELECT $1, n.* FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[])
                    AS n("user", server, tool, keys, count, last_ts)
                  WHERE EXISTS (SELECT 1 FROM user_params o WHERE o."user" = n."user" AND o.server = n.server
@@ -591,11 +953,34 @@ impl Flush {
                           AND o.server = n.server AND o.tool = n.tool) < $8
                  ON CONFLICT ("user", server, tool, keys, writer) DO UPDATE SET
                    count = user_params.count + excluded.count,
-                   last_ts = greatest(user_params.last_ts, excluded.last_ts)"#,
-                &[w, &p.0, &p.1, &p.2, &p.3, &p.4, &p.5, &MAX_PATTERNS_PER_USER_TOOL],
-            )
-            .await?;
+                   last_ts = greatest(user_params.last_ts, excluded.last_ts)
+                 RETURNING "user", server, tool, keys"#,
+                )
+                .await?;
+            let rows = c
+                .query(
+                    &st,
+                    &[
+                        w,
+                        &p.0,
+                        &p.1,
+                        &p.2,
+                        &p.3,
+                        &p.4,
+                        &p.5,
+                        &MAX_PATTERNS_PER_USER_TOOL,
+                    ],
+                )
+                .await?;
+            stored = rows
+                .iter()
+                .map(|r| {
+                    let row: (String, String, String, String) =
+                        (r.get(0), r.get(1), r.get(2), r.get(3));
+                    self.hasher.hash_one(&row)
+                })
+                .collect();
         }
-        Ok(())
+        Ok(stored)
     }
 }

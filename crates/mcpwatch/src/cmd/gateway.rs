@@ -33,6 +33,9 @@ pub struct GatewayArgs {
     /// Collector URL [default: gateway.collector, $MCPWATCH_COLLECTOR or http://127.0.0.1:7878]. Token: $MCPWATCH_TOKEN.
     #[arg(long)]
     collector: Option<String>,
+    /// Publish events to NATS JetStream at this URL [default: [sink] nats]; see `wrap --nats`.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Where tool pins and the delivery spool live [default: gateway.data_dir, $MCPWATCH_DATA_DIR or the platform data dir].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -75,6 +78,11 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         (None, None) => DEFAULT_LISTEN.to_string(),
     };
     let env = |k: &str| process_env(k);
+    let sink = match file.extra.get("sink") {
+        Some(v) => SinkSection::from_value(v).map_err(|errors| invalid(&shown, &errors))?,
+        None => SinkSection::default(),
+    };
+    let explicit_collector = args.collector.is_some() || cfg.collector.is_some();
     let collector = args
         .collector
         .or(cfg.collector.clone())
@@ -89,6 +97,8 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
         .map_err(|errors| invalid(&shown, &errors))?;
     let mut delivery = DeliveryConfig::new(collector);
     delivery.token = process_env("MCPWATCH_TOKEN");
+    delivery.nats = args.nats.or(sink.nats);
+    delivery.nats_and_http = explicit_collector;
     let names: Vec<String> = built.upstreams.keys().cloned().collect();
     let auth = if built.auth.enabled() {
         "on"
@@ -127,6 +137,48 @@ pub async fn run(args: GatewayArgs) -> anyhow::Result<ExitCode> {
     mcpwatch_capture::gateway::serve(listener, run, Arc::new(SystemClock), shutdown_signal())
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `[sink]`: where the gateway's events go besides (or instead of) the collector.
+#[derive(Default)]
+struct SinkSection {
+    /// NATS servers to publish events to a JetStream stream.
+    nats: Option<String>,
+}
+
+impl SinkSection {
+    fn from_value(v: &toml::Value) -> Result<Self, Vec<mcpwatch_core::config::ConfigError>> {
+        use mcpwatch_core::config::ConfigError;
+        let Some(table) = v.as_table() else {
+            return Err(vec![ConfigError::at(
+                "sink",
+                "must be a table: write [sink]",
+            )]);
+        };
+        let mut out = SinkSection::default();
+        let mut errors = Vec::new();
+        for (key, value) in table {
+            match (key.as_str(), value) {
+                ("nats", toml::Value::String(s)) => match mcpwatch_nats::parse_urls(s) {
+                    Ok(_) => out.nats = Some(s.clone()),
+                    Err(e) => errors.push(ConfigError::at("sink.nats", e.to_string())),
+                },
+                ("nats", _) => errors.push(ConfigError::at(
+                    "sink.nats",
+                    "must be a string such as \"nats://127.0.0.1:4222\"",
+                )),
+                _ => errors.push(ConfigError::at(
+                    format!("sink.{key}"),
+                    "unknown key; expected nats",
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 fn invalid(file: &str, errors: &[mcpwatch_core::config::ConfigError]) -> anyhow::Error {

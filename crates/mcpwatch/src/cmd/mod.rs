@@ -6,6 +6,7 @@ pub mod config;
 pub mod demo;
 pub mod events;
 pub mod gateway;
+pub mod nats;
 pub mod replay;
 pub mod rules;
 pub mod serve;

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     /// directory].
     #[arg(long, value_name = "URL")]
     pub store: Option<String>,
+    /// Read events from NATS JetStream at this URL (several separated by commas), as well as
+    /// from the HTTP ingest API; the stream is created or updated on start [default: [nats] url].
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -54,6 +58,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             bail!("--store takes a PostgreSQL URL (postgres://user:password@host:5432/database); for SQLite pass --data-dir DIR");
         }
         config.store.url = Some(url);
+    }
+    if let Some(url) = args.nats {
+        mcpwatch_nats::parse_urls(&url).map_err(|e| anyhow::anyhow!("--nats: {e}"))?;
+        let section = config
+            .extra
+            .entry("nats")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section.as_table_mut() {
+            Some(t) => {
+                t.insert("url".into(), toml::Value::String(url));
+            }
+            None => bail!("[nats] must be a table"),
+        }
     }
     let collector = Collector::start(config, Arc::new(SystemClock)).await?;
     eprintln!(
@@ -83,6 +100,8 @@ pub struct Collector {
     shutdown: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<()>,
     writer: WriterHandle,
+    /// The JetStream consumer, when `[nats]` names servers.
+    nats: Option<super::nats::Consumer>,
     /// Reloads the rule files.
     pub rules: RulesHandle,
 }
@@ -157,6 +176,7 @@ impl Collector {
         for route in topology.routes {
             app = app.merge(route(&pipeline));
         }
+        let nats = super::nats::Consumer::start(&config, &pipeline, ctx.clock.clone()).await?;
         drop(pipeline);
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen}; is another collector running? Pass --listen 127.0.0.1:PORT to use another port")
@@ -186,6 +206,7 @@ impl Collector {
             shutdown,
             server,
             writer,
+            nats,
             rules: topology.rules,
         })
     }
@@ -193,6 +214,11 @@ impl Collector {
     /// Stops accepting requests, lets open ones finish, commits what is pending.
     pub async fn stop(self) {
         let _ = self.shutdown.send(());
+        // The consumer holds the pipeline: stop it first, leaving what it has not acknowledged
+        // for JetStream to deliver again.
+        if let Some(nats) = self.nats {
+            nats.stop().await;
+        }
         // Open live streams (SSE) never end by themselves: give requests a while, then cut them.
         let mut server = self.server;
         if tokio::time::timeout(Duration::from_secs(5), &mut server)

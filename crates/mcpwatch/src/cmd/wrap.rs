@@ -28,6 +28,11 @@ pub struct WrapArgs {
     /// Collector URL [default: $MCPWATCH_COLLECTOR or http://127.0.0.1:7878]. Token: $MCPWATCH_TOKEN.
     #[arg(long)]
     collector: Option<String>,
+    /// Publish events to NATS JetStream at this URL (several separated by commas), instead of
+    /// posting them to the collector; also to the collector when --collector is given too.
+    /// The stream is made by `mcpwatch serve --nats`.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
     /// Where tool pins and the delivery spool live [default: $MCPWATCH_DATA_DIR or the platform data dir].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -49,12 +54,15 @@ pub async fn run(args: WrapArgs) -> anyhow::Result<ExitCode> {
         .try_init();
     let env = |k: &str| process_env(k);
     let user = resolve_user(args.user, &env);
+    let explicit_collector = args.collector.is_some();
     let mut cfg = WrapConfig::new(
         args.command,
         user,
         collector(args.collector),
         data_dir(args.data_dir),
     );
+    cfg.delivery.nats_and_http = explicit_collector;
+    cfg.delivery.nats = args.nats;
     if let Some(name) = args.name {
         cfg.name = name;
     }

@@ -6,7 +6,8 @@ Runs SCENARIO against the stdio server CMD (or the server SERVER of a Claude Des
 config FILE, started as the client would: its command, args and env read from the file) and prints one JSON line per response, so a run
 directly against the server and a run through `mcpwatch wrap` can be compared byte for byte.
 Environment: FS_DIR (filesystem and detection scenarios: the allowed directory), PHASE
-(detection scenario: `work` or `attack`), WAIT_FOR_FILE (keep the
+(detection scenario: `work` or `attack`), LOAD_CALLS and LOAD_PROGRESS (load scenario: how many
+echo calls, 8 at a time, and a file that holds how many have been answered), WAIT_FOR_FILE (keep the
 session open until this file exists, at most 60 s).
 """
 
@@ -82,6 +83,22 @@ async def dotenv(s):
     await step("copy_env", s.call_tool("write_file", {"path": os.path.join(d, "env.backup"), "content": text}))
 
 
+async def load(s):
+    """LOAD_CALLS echo calls, 8 at a time; LOAD_PROGRESS holds how many were answered so far."""
+    calls = int(os.environ.get("LOAD_CALLS", "1000"))
+    progress = os.environ.get("LOAD_PROGRESS")
+    ok = 0
+    for start in range(0, calls, 8):
+        batch = range(start, min(start + 8, calls))
+        results = await asyncio.gather(*(s.call_tool("echo", {"message": f"load {i}"}) for i in batch))
+        ok += sum(1 for r in results if not getattr(r, "is_error", getattr(r, "isError", False)))
+        if progress:
+            with open(progress + ".tmp", "w") as f:
+                f.write(str(start + len(batch)))
+            os.replace(progress + ".tmp", progress)
+    dump("load", {"calls": calls, "ok": ok})
+
+
 async def main():
     scenario, rest = sys.argv[1], sys.argv[2:]
     if rest and rest[0] == "--":
@@ -99,7 +116,7 @@ async def main():
         async with ClientSession(r, w) as s:
             init = await s.initialize()
             dump("initialize", {"server": init.server_info.name, "protocol": init.protocol_version})
-            await {"everything": everything, "filesystem": filesystem, "dotenv": dotenv, "detection": detection}[scenario](s)
+            await {"everything": everything, "filesystem": filesystem, "dotenv": dotenv, "detection": detection, "load": load}[scenario](s)
             wait = os.environ.get("WAIT_FOR_FILE")
             if wait:
                 deadline = time.monotonic() + 60

@@ -1,0 +1,82 @@
+//! `serve --nats`: the collector's JetStream consumer, wired to the same pipeline as HTTP
+//! ingest (mcpwatch-nats does the reading; this module only starts and stops it).
+//!
+//! On start `serve` connects (a collector that cannot reach its stream says so and exits,
+//! unlike an edge, which spools), creates or updates the stream from `[nats]`, and runs one
+//! durable consumer until `serve` stops.
+
+use std::sync::Arc;
+
+use mcpwatch_core::clock::SharedClock;
+use mcpwatch_core::config::Config;
+use mcpwatch_nats::config::NatsConfig;
+use mcpwatch_nats::consume::{self, ConsumerHealth};
+use mcpwatch_server::Pipeline;
+
+/// A running consumer.
+pub struct Consumer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Consumer {
+    /// Starts the consumer `[nats]` asks for; `None` when it names no servers.
+    pub async fn start(
+        config: &Config,
+        pipeline: &Pipeline,
+        clock: SharedClock,
+    ) -> anyhow::Result<Option<Consumer>> {
+        let nats = match config.extra.get("nats") {
+            None => NatsConfig::default(),
+            Some(toml::Value::Table(t)) => NatsConfig::from_table(t).map_err(|errors| {
+                anyhow::anyhow!(
+                    "invalid [nats]:\n{}",
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            })?,
+            Some(_) => anyhow::bail!("[nats] must be a table"),
+        };
+        let Some(url) = nats.url.clone() else {
+            return Ok(None);
+        };
+        let client = mcpwatch_nats::connect(&url, "mcpwatch-serve", true)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "serve --nats: {e}; check the URL and that nats-server runs there with JetStream on (-js)"
+                )
+            })?;
+        let js = mcpwatch_nats::async_nats::jetstream::new(client);
+        let replicas = mcpwatch_nats::ensure_stream(&js, &nats.stream).await?;
+        let mut settings = nats.consumer.clone();
+        settings.max_clock_skew = config.server.max_clock_skew;
+        eprintln!(
+            "mcpwatch reading events from NATS at {url} (stream {}, {replicas} replica(s), consumer {})",
+            nats.stream.name, settings.durable
+        );
+        let (stop, on_stop) = tokio::sync::oneshot::channel::<()>();
+        let sink: Arc<dyn mcpwatch_core::EventSink> = Arc::new(pipeline.clone());
+        let stream = nats.stream.clone();
+        let task = tokio::spawn(async move {
+            let health = Arc::new(ConsumerHealth::default());
+            let stopped = async {
+                let _ = on_stop.await;
+            };
+            if let Err(e) = consume::run(js, &stream, settings, sink, clock, health, stopped).await
+            {
+                tracing::error!("the NATS consumer stopped: {e}");
+            }
+        });
+        Ok(Some(Consumer { stop, task }))
+    }
+
+    /// Stops reading; what is in hand and unacknowledged is delivered again later.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
