@@ -21,6 +21,7 @@ pub mod config;
 pub mod delivery;
 pub mod error;
 pub mod matcher;
+pub mod migrate;
 pub mod model;
 pub mod postgres;
 pub mod routing;

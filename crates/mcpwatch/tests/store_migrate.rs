@@ -1,7 +1,11 @@
 //! `mcpwatch store migrate` through the real binary: a SQLite history filled by a real `serve`
 //! is copied into a real PostgreSQL; counts, events and statistics agree on both; a second run
-//! copies nothing; an interrupted run resumes; bad input is one clear error.
+//! copies nothing; an interrupted run resumes; bad input is one clear error. The alert side
+//! (alerts fired, silenced, acknowledged and resolved through a real `serve`, with an outbox
+//! row still pending) is copied too, and a `serve` on PostgreSQL shows the same alerts and
+//! silences and sends each pending notification once.
 
+mod alerting_support;
 mod common;
 
 use std::path::Path;
@@ -368,4 +372,276 @@ fn bad_source_destination_or_login_is_one_clear_error() {
     );
     assert!(!err.contains("wrong-password"), "password shown: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one error: {err}");
+}
+
+/// `mcpwatch alerts …` against a collector.
+fn alerts_cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = bin()
+        .arg("alerts")
+        .args(args)
+        .args(["--collector", url])
+        .env_remove("MCPWATCH_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Rows per alert table of a SQLite `alerts.db`, and its pending outbox rows.
+fn sqlite_alert_counts(data: &Path) -> (Vec<(&'static str, i64)>, i64) {
+    let conn = rusqlite::Connection::open(data.join("alerts.db")).unwrap();
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    let tables = [
+        ("silences", "silences"),
+        ("alerts", "alerts"),
+        ("findings", "alert_findings"),
+        ("deliveries", "deliveries"),
+    ]
+    .map(|(name, table)| (name, count(&format!("SELECT count(*) FROM {table}"))));
+    let pending = count("SELECT count(*) FROM deliveries WHERE status = 'pending'");
+    (tables.to_vec(), pending)
+}
+
+/// The parts of an alert that the copy must carry (not the state of the `siem` channel, whose
+/// receiver is down on SQLite and up on PostgreSQL).
+fn alert_state(a: &Value) -> Value {
+    json!({
+        "id": a["id"], "fingerprint": a["fingerprint"], "status": a["status"], "count": a["count"],
+        "severity": a["severity"], "first_seen": a["first_seen"], "last_seen": a["last_seen"],
+        "group": a["group"], "event_ids": a["event_ids"], "acknowledged_at": a["acknowledged_at"],
+        "resolved_at": a["resolved_at"], "oncall": a["channels"]["oncall"],
+    })
+}
+
+async fn wait_until<F, Fut>(what: &str, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_alerts_silences_and_the_outbox_and_pending_rows_are_sent_once() {
+    use alerting_support::{
+        channel_status, failures, free_port, pagerduty, wait_alerts, write_config, Receiver, BRUTE,
+    };
+    let pg = TempPostgres::start();
+    let db = pg.create_database("mcpwatch");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let pd = Receiver::start().await;
+    let config_with = |hook: &str| {
+        format!(
+            "{}[channels.siem]\ntype = \"webhook\"\nurl = \"{hook}\"\n[[routes]]\nchannels = [\"oncall\", \"siem\"]\n",
+            pagerduty(&pd.url("/v2/enqueue"))
+        )
+    };
+    // Nothing listens on the webhook's port: its notifications stay pending on SQLite.
+    let down = format!("http://127.0.0.1:{}/hook", free_port());
+    let config = write_config(dir.path(), &config_with(&down));
+    let serve = Serve::start(&data, &["--config", config.to_str().unwrap()]);
+    let url = serve.url.clone();
+    let http = reqwest::Client::new();
+    let (ok, _, err) = alerts_cli(
+        &url,
+        &[
+            "silence",
+            "-m",
+            "name=brute_force_detection",
+            "-m",
+            "metadata.user_id=alice",
+            "--for",
+            "1h",
+            "--comment",
+            "pen test",
+        ],
+    );
+    assert!(ok, "{err}");
+    for user in ["alice", "bob", "carol"] {
+        failures(&http, &url, user, 5).await;
+    }
+    let alerts = wait_alerts(&http, &url, BRUTE, |a| {
+        a.len() == 3
+            && a.iter()
+                .filter(|a| channel_status(a, "oncall") == "delivered")
+                .count()
+                == 2
+            && a.iter()
+                .filter(|a| a["status"] == "sent")
+                .all(|a| a["channels"]["siem"]["attempts"].as_u64().unwrap_or(0) >= 1)
+    })
+    .await;
+    assert_eq!(alerts.len(), 3, "{alerts:?}");
+    let id_of = |user: &str| {
+        alerts
+            .iter()
+            .find(|a| a["group"]["metadata.user_id"] == user)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (bob, carol) = (id_of("bob"), id_of("carol"));
+    let (ok, _, err) = alerts_cli(&url, &["ack", &bob]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = alerts_cli(&url, &["resolve", &carol]);
+    assert!(ok, "{err}");
+    // Two triggers, bob's acknowledgement and carol's resolution reach PagerDuty.
+    let sent = pd.wait_for(4, Duration::from_secs(20)).await.len();
+    assert_eq!(sent, 4, "{:?}", pd.bodies());
+    let before = wait_alerts(&http, &url, BRUTE, |a| {
+        a.iter()
+            .all(|a| !matches!(channel_status(a, "oncall").as_str(), "pending"))
+    })
+    .await;
+    let silences = get(&http, &format!("{url}/api/v1/silences")).await;
+    serve.stop();
+    let (counts, pending) = sqlite_alert_counts(&data);
+    assert!(pending >= 2, "the webhook's rows are pending: {pending}");
+
+    let (ok, out, err) = migrate(&data, &db, &[]);
+    assert!(ok, "{out}\n{err}");
+    for (table, n) in &counts {
+        assert!(
+            out.contains(&format!("verified: all {n} source {table} are in")),
+            "{table}: {out}"
+        );
+        assert!(
+            err.contains(&format!("{n}/{n} {table} (100.0%), {n} new and 0 updated")),
+            "{table}: {err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{pending} notifications were still pending")),
+        "{err}"
+    );
+
+    // Again, and after rows went missing on the destination: nothing is copied twice, and
+    // only what is missing comes back.
+    let (ok, _, err) = migrate(&data, &db, &[]);
+    assert!(ok, "{err}");
+    for (table, n) in &counts {
+        assert!(
+            err.contains(&format!("{n}/{n} {table} (100.0%), 0 new and 0 updated")),
+            "{table}: {err}"
+        );
+    }
+    let (pgc, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    pgc.batch_execute(
+        "DELETE FROM alert_findings WHERE ctid = (SELECT min(ctid) FROM alert_findings); \
+         DELETE FROM deliveries WHERE id = (SELECT min(id) FROM deliveries WHERE status = 'delivered')",
+    )
+    .await
+    .unwrap();
+    let (ok, out, err) = migrate(&data, &db, &[]);
+    assert!(ok, "{out}\n{err}");
+    for (table, n) in &counts {
+        let new = if matches!(*table, "findings" | "deliveries") {
+            1
+        } else {
+            0
+        };
+        assert!(
+            err.contains(&format!(
+                "{n}/{n} {table} (100.0%), {new} new and 0 updated"
+            )),
+            "{table}: {err}"
+        );
+    }
+    let pg_one = |sql: &'static str| {
+        let pgc = &pgc;
+        async move { pgc.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    let total = counts.iter().find(|(t, _)| *t == "deliveries").unwrap().1;
+    assert_eq!(pg_one("SELECT count(*) FROM deliveries").await, total);
+    assert_eq!(
+        pg_one("SELECT count(*) FROM deliveries WHERE status = 'pending'").await,
+        pending
+    );
+    // The outbox rows kept their ids, so their notification ids.
+    assert_eq!(
+        pg_one("SELECT count(*) FROM deliveries WHERE source_ref NOT LIKE '%#' || id").await,
+        0
+    );
+
+    // A collector on PostgreSQL, with the webhook's receiver up: the same alerts and silences,
+    // and each pending notification sent once.
+    let hook = Receiver::start().await;
+    let pd_before = pd.bodies().len();
+    let other = tempfile::tempdir().unwrap();
+    let config = write_config(other.path(), &config_with(&hook.url("/hook")));
+    let on_pg = Serve::start(
+        &other.path().join("data"),
+        &["--store", &db, "--config", config.to_str().unwrap()],
+    );
+    wait_until("the copied pending notifications to be sent", || async {
+        pg_one("SELECT count(*) FROM deliveries WHERE status = 'pending'").await == 0
+    })
+    .await;
+    let resent = hook.bodies().len() + pd.bodies().len() - pd_before;
+    assert_eq!(resent as i64, pending, "{:?}", hook.bodies());
+    let after = get(&http, &format!("{}/api/v1/alerts?{BRUTE}", on_pg.url)).await;
+    let after = after["alerts"].as_array().unwrap();
+    assert_eq!(
+        before.iter().map(alert_state).collect::<Vec<_>>(),
+        after.iter().map(alert_state).collect::<Vec<_>>(),
+        "alerts differ between SQLite and PostgreSQL"
+    );
+    for a in after {
+        assert_eq!(
+            channel_status(a, "siem"),
+            if a["status"] == "suppressed" {
+                ""
+            } else {
+                "delivered"
+            },
+            "{a}"
+        );
+    }
+    assert_eq!(
+        get(&http, &format!("{}/api/v1/silences", on_pg.url)).await,
+        silences
+    );
+    // The copied alerts live on: more failures of bob fold into his acknowledged alert.
+    let bob_count = before.iter().find(|a| a["id"] == bob.as_str()).unwrap()["count"]
+        .as_u64()
+        .unwrap();
+    failures(&http, &on_pg.url, "bob", 5).await;
+    let now = wait_alerts(&http, &on_pg.url, BRUTE, |a| {
+        a.iter()
+            .any(|a| a["id"] == bob.as_str() && a["count"].as_u64().unwrap_or(0) > bob_count)
+    })
+    .await;
+    assert_eq!(now.len(), 3, "no new alert for bob: {now:?}");
+    let b = now.iter().find(|a| a["id"] == bob.as_str()).unwrap();
+    assert_eq!(b["status"], "acknowledged", "{b}");
+    on_pg.stop();
+
+    // Copying again after the collector on PostgreSQL acted undoes nothing it did.
+    let (ok, _, err) = migrate(&data, &db, &[]);
+    assert!(ok, "{err}");
+    for (table, n) in &counts {
+        assert!(
+            err.contains(&format!("{n}/{n} {table} (100.0%), 0 new and 0 updated")),
+            "{table}: {err}"
+        );
+    }
+    assert_eq!(
+        pg_one("SELECT count(*) FROM deliveries WHERE status = 'pending'").await,
+        0
+    );
 }

@@ -73,6 +73,11 @@ impl PgAlertStore {
     pub fn node(&self) -> &str {
         &self.node
     }
+
+    /// The database, for the copy of a SQLite history (`crate::migrate`).
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
 }
 
 /// How long a node's claim on an outbox row lasts with these settings: the longest a send may

@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::error::AlertError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Any constant (not the event store's): the advisory lock that serialises migrations of
 /// several starting processes.
@@ -78,6 +78,14 @@ CREATE INDEX deliveries_alert ON deliveries(alert_id, channel, id);
 CREATE UNIQUE INDEX deliveries_one_pending ON deliveries(alert_id, channel, kind) WHERE status = 'pending';
 "#;
 
+/// `mcpwatch store migrate`: an outbox row copied from a SQLite `alerts.db` names its source
+/// row (`<source file>#<id>`), so that a copy run again, or resumed after it was killed, never
+/// adds a row twice.
+const V2: &str = r#"
+ALTER TABLE deliveries ADD COLUMN source_ref text;
+CREATE UNIQUE INDEX deliveries_source_ref ON deliveries(source_ref) WHERE source_ref IS NOT NULL;
+"#;
+
 /// Brings the alert tables up to [`VERSION`], under an advisory lock so that one of several
 /// starting processes applies a migration and the others find it done.
 pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError> {
@@ -102,7 +110,7 @@ pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError>
             "the alert tables in {shown} have schema version {found}, newer than this mcpwatch understands ({VERSION}); upgrade mcpwatch"
         )));
     }
-    for (version, sql) in [(1, V1)] {
+    for (version, sql) in [(1, V1), (2, V2)] {
         if found < version {
             tx.batch_execute(sql).await.map_err(db)?;
             tx.execute(

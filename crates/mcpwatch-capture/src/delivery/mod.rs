@@ -456,12 +456,26 @@ impl DeliveryWorker {
     }
 
     async fn shutdown(&mut self) {
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        self.flush_rest(deadline).await;
+        // A short session can end before the worker ever had a turn for other servers'
+        // orphaned spools (its own events went out in the final flush): adopt them now, within
+        // the same grace. Cut short, a batch is sent again by the next process (ids dedup).
+        let _ = tokio::time::timeout_at(deadline, async {
+            while self.orphans_turn() && self.retry_at.is_none() {
+                self.drain_orphans_once().await;
+            }
+        })
+        .await;
         if let Some(orphans) = self.orphans.as_mut() {
             if let Err(e) = orphans.checkpoint() {
                 tracing::warn!("mcpwatch: an orphaned spool may be delivered twice: {e}");
             }
         }
-        let deadline = Instant::now() + self.cfg.shutdown_grace;
+    }
+
+    /// Ships (or spools) what is still queued, by `deadline`.
+    async fn flush_rest(&mut self, deadline: Instant) {
         let mut rest: Vec<Event> = Vec::new();
         while let Ok(ev) = self.rx.try_recv() {
             rest.push(ev);

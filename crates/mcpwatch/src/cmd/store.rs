@@ -1,12 +1,15 @@
 //! `mcpwatch store migrate --from sqlite:DIR --to postgres://…`: copies the event history of a
-//! SQLite data directory into PostgreSQL, with progress on stderr; resumable, and verified by
-//! counts at the end (see `mcpwatch_store::migrate`).
+//! SQLite data directory into PostgreSQL, then its alerts, findings, silences and outbox, with
+//! progress on stderr; resumable, and verified by counts at the end (see
+//! `mcpwatch_store::migrate` and `mcpwatch_alert::migrate`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use mcpwatch_alert::migrate::{migrate_alerts, AlertSource, TableProgress};
+use mcpwatch_alert::postgres::PgAlertStore;
 use mcpwatch_core::config::expand_env;
 use mcpwatch_core::paths::process_env;
 use mcpwatch_store::migrate::{migrate, MigrateOptions, MigrateProgress};
@@ -18,7 +21,8 @@ use crate::term::sanitize;
 /// `mcpwatch store …`.
 #[derive(clap::Subcommand)]
 pub enum StoreCommand {
-    /// Copy the events of a SQLite data directory into PostgreSQL; run it again to resume.
+    /// Copy the events and alerts of a SQLite data directory into PostgreSQL; run it again to
+    /// resume.
     Migrate(MigrateArgs),
 }
 
@@ -42,6 +46,9 @@ pub struct MigrateArgs {
 
 /// The name of the destination's rollup rows written by a migration.
 const WRITER: &str = "migrate";
+
+/// Alert-side rows per transaction.
+const ALERT_BATCH: usize = 500;
 
 pub fn run(c: StoreCommand) -> anyhow::Result<ExitCode> {
     match c {
@@ -120,18 +127,97 @@ fn run_migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    match report.verified {
-        Some(found) if found == report.source => {
-            println!(
-                "verified: all {} source events are in {shown}",
-                report.source
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        found => bail!(
+    let events_ok = report.verified == Some(report.source);
+    if !events_ok {
+        eprintln!(
+            "verification failed: the source has {} events but {} of them are in {shown}",
+            report.source,
+            report.verified.unwrap_or(0)
+        );
+    }
+    let alerts_ok = copy_alerts(&PathBuf::from(dir), &url, &shown)?;
+    if !events_ok {
+        bail!(
             "verification failed: the source has {} events but {} of them are in {shown}; run the command again to copy what is missing, and check that nothing deletes events on the destination (retention) meanwhile",
             report.source,
-            found.unwrap_or(0)
-        ),
+            report.verified.unwrap_or(0)
+        );
     }
+    println!(
+        "verified: all {} source events are in {shown}",
+        report.source
+    );
+    if !alerts_ok {
+        bail!(
+            "verification failed: some alert rows of the source are not in {shown} (see the lines above); run the command again to copy what is missing"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Copies the alert side (`alerts.db`): silences, alerts, findings, the outbox. Whether every
+/// source row is on the destination.
+fn copy_alerts(dir: &std::path::Path, url: &str, shown: &str) -> anyhow::Result<bool> {
+    let Some(from) = AlertSource::open(dir).map_err(|e| anyhow::anyhow!("{e}"))? else {
+        println!("no alerts.db in the source: no alerts to copy");
+        return Ok(true);
+    };
+    let to = PgAlertStore::open(url, "migrate", Duration::from_secs(60))
+        .map_err(|e| anyhow::anyhow!("cannot open the PostgreSQL alert store: {e}"))?;
+    eprintln!(
+        "copying alerts, findings, silences and deliveries from {} to {shown}",
+        sanitize(from.identity())
+    );
+    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let mut report_progress = |p: TableProgress| {
+        if last_line.elapsed() >= Duration::from_millis(500) || p.done == p.total {
+            last_line = Instant::now();
+            let pct = if p.total == 0 {
+                100.0
+            } else {
+                p.done as f64 * 100.0 / p.total as f64
+            };
+            eprintln!(
+                "{}/{} {} ({pct:.1}%), {} new and {} updated in this run",
+                p.done,
+                p.total,
+                p.table.name(),
+                p.inserted,
+                p.updated
+            );
+        }
+    };
+    let report = migrate_alerts(&from, &to, ALERT_BATCH, &mut report_progress).context(
+        "the copy of the alerts stopped; run the same command again to finish it (nothing is copied twice)",
+    )?;
+    let mut ok = true;
+    for t in &report.tables {
+        if t.verified == t.source {
+            println!(
+                "verified: all {} source {} are in {shown}",
+                t.source,
+                t.table.name()
+            );
+        } else {
+            ok = false;
+            eprintln!(
+                "verification failed: the source has {} {} but {} of them are in {shown}",
+                t.source,
+                t.table.name(),
+                t.verified
+            );
+        }
+    }
+    if report.pending > 0 {
+        eprintln!(
+            "{} notifications were still pending in the source: the first collector started on {shown} sends them, once; stop `mcpwatch serve` on the SQLite directory before starting one, or both may send them{}",
+            report.pending,
+            if report.kept_ids {
+                ""
+            } else {
+                " (the destination already had deliveries of its own, so the copied ones got new ids and receivers see new notification ids)"
+            }
+        );
+    }
+    Ok(ok)
 }
