@@ -32,6 +32,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::error::AlertError;
 use crate::postgres::PgAlertStore;
+use mcpwatch_store::postgres::{refs, Args};
 use mcpwatch_store::StoreError;
 
 /// The SQLite alert database of a data directory, opened for reading only.
@@ -266,9 +267,6 @@ impl AlertMigrateReport {
 /// One source row: its position and its columns.
 type SourceRow = (i64, Vec<Sql>);
 
-/// Owned query arguments.
-type Args = Vec<Box<dyn ToSql + Sync + Send>>;
-
 fn read(
     from: &AlertSource,
     table: Table,
@@ -350,12 +348,6 @@ fn advance_args(row: &SourceRow, source: &str) -> Result<Args, AlertError> {
 /// What a copied outbox row on the destination names its source row by.
 fn source_ref(source: &str, id: i64) -> String {
     format!("{source}#{id}")
-}
-
-fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-        .collect()
 }
 
 /// A failed write, saying what to do when it is the one conflict a copy can meet: an open alert

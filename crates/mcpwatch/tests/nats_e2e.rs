@@ -91,34 +91,11 @@ async fn stored(
     server: &str,
 ) -> HashMap<String, usize> {
     let mut ids = HashMap::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut q = vec![
-            ("limit", "10000".to_string()),
-            ("event_type", event_type.to_string()),
-            ("server", server.to_string()),
-        ];
-        if let Some(c) = &cursor {
-            q.push(("cursor", c.clone()));
-        }
-        let page: serde_json::Value = client
-            .get(format!("{url}/api/v1/events"))
-            .query(&q)
-            .send()
-            .await
-            .expect("query")
-            .json()
-            .await
-            .expect("json");
-        for e in page["events"].as_array().expect("events") {
-            *ids.entry(e["id"].as_str().expect("id").to_owned())
-                .or_default() += 1;
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return ids,
-        }
+    let filters = [("event_type", event_type), ("server", server)];
+    for id in common::listed_ids(client, url, &filters).await {
+        *ids.entry(id).or_default() += 1;
     }
+    ids
 }
 
 /// Waits until `serve` holds at least `n` such events.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use deadpool_postgres::Object;
 use mcpwatch_core::Timestamp;
 use mcpwatch_detect::Severity;
-use mcpwatch_store::postgres::Db;
+use mcpwatch_store::postgres::{refs, Args, Db};
 use mcpwatch_store::DbError;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -34,9 +34,6 @@ use crate::store::{
     AlertFilter, AlertStore, AlertTx, Attempt, Columns, ALERT_COLUMNS, DELIVERY_COLUMNS,
     SILENCE_COLUMNS,
 };
-
-/// Query arguments, owned so that a query can move to the store's runtime.
-type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
 macro_rules! args {
     ($($a:expr),* $(,)?) => {
@@ -175,11 +172,7 @@ impl PgTx<'_> {
         let (c, sql) = (self.conn()?, sql.into());
         Ok(self.store.db.block(async move {
             let stmt = c.prepare_cached(&sql).await?;
-            let refs: Vec<&(dyn ToSql + Sync)> = args
-                .iter()
-                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            Ok(c.query(&stmt, &refs).await?)
+            Ok(c.query(&stmt, &refs(&args)).await?)
         })?)
     }
 
@@ -187,11 +180,7 @@ impl PgTx<'_> {
         let (c, sql) = (self.conn()?, sql.into());
         Ok(self.store.db.block(async move {
             let stmt = c.prepare_cached(&sql).await?;
-            let refs: Vec<&(dyn ToSql + Sync)> = args
-                .iter()
-                .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-                .collect();
-            Ok(c.execute(&stmt, &refs).await?)
+            Ok(c.execute(&stmt, &refs(&args)).await?)
         })?)
     }
 

@@ -28,6 +28,16 @@ use crate::{DbError, EventReader, EventWriter, Store, StoreError};
 pub use reader::PgReader;
 pub use writer::PgWriter;
 
+/// Query arguments, owned so that a query can move to the store's runtime.
+pub type Args = Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>;
+
+/// The arguments as tokio-postgres takes them.
+pub fn refs(args: &Args) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    args.iter()
+        .map(|a| a.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
 /// Connections kept by one store (queries and the writer share them).
 const POOL_SIZE: usize = 8;
 

@@ -10,6 +10,7 @@ use tokio_postgres::Client;
 
 use super::writer::used_bytes;
 use super::Db;
+use super::{refs, Args};
 use crate::fold::{
     self, like_escape, raw, SecurityFold, SeriesFold, SeriesRow, ToolFold, ToolRow, UserFold,
 };
@@ -19,15 +20,6 @@ use crate::query::{
 };
 use crate::rollup::{HOUR, MINUTE};
 use crate::{EventReader, StoreError, StoreStats};
-
-/// Query arguments, owned so that a query can move to the store's runtime.
-type Args = Vec<Box<dyn ToSql + Sync + Send>>;
-
-fn refs(args: &Args) -> Vec<&(dyn ToSql + Sync)> {
-    args.iter()
-        .map(|a| a.as_ref() as &(dyn ToSql + Sync))
-        .collect()
-}
 
 /// Reads the PostgreSQL store through the pool.
 pub struct PgReader {

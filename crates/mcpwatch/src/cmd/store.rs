@@ -82,15 +82,9 @@ fn run_migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
         sanitize(&from.identity())
     );
     let started = Instant::now();
-    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let mut lines = ProgressLines::new();
     let mut report_progress = |p: MigrateProgress| {
-        if last_line.elapsed() >= Duration::from_millis(500) || p.done == p.total {
-            last_line = Instant::now();
-            let pct = if p.total == 0 {
-                100.0
-            } else {
-                p.done as f64 * 100.0 / p.total as f64
-            };
+        if let Some(pct) = lines.due(p.done, p.total) {
             eprintln!(
                 "{}/{} events ({pct:.1}%), {} new in this run",
                 p.done, p.total, p.inserted
@@ -155,6 +149,32 @@ fn run_migrate(args: &MigrateArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Progress lines at most every half second, and always the last one.
+struct ProgressLines {
+    last: Instant,
+}
+
+impl ProgressLines {
+    fn new() -> Self {
+        Self {
+            last: Instant::now() - Duration::from_secs(1),
+        }
+    }
+
+    /// The percentage done, when a line is due.
+    fn due(&mut self, done: u64, total: u64) -> Option<f64> {
+        if self.last.elapsed() < Duration::from_millis(500) && done != total {
+            return None;
+        }
+        self.last = Instant::now();
+        Some(if total == 0 {
+            100.0
+        } else {
+            done as f64 * 100.0 / total as f64
+        })
+    }
+}
+
 /// Copies the alert side (`alerts.db`): silences, alerts, findings, the outbox. Whether every
 /// source row is on the destination.
 fn copy_alerts(dir: &std::path::Path, url: &str, shown: &str) -> anyhow::Result<bool> {
@@ -168,15 +188,9 @@ fn copy_alerts(dir: &std::path::Path, url: &str, shown: &str) -> anyhow::Result<
         "copying alerts, findings, silences and deliveries from {} to {shown}",
         sanitize(from.identity())
     );
-    let mut last_line = Instant::now() - Duration::from_secs(1);
+    let mut lines = ProgressLines::new();
     let mut report_progress = |p: TableProgress| {
-        if last_line.elapsed() >= Duration::from_millis(500) || p.done == p.total {
-            last_line = Instant::now();
-            let pct = if p.total == 0 {
-                100.0
-            } else {
-                p.done as f64 * 100.0 / p.total as f64
-            };
+        if let Some(pct) = lines.due(p.done, p.total) {
             eprintln!(
                 "{}/{} {} ({pct:.1}%), {} new and {} updated in this run",
                 p.done,

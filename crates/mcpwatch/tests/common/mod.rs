@@ -202,10 +202,21 @@ pub fn assert_none_lost(acked: &[String], stored: &std::collections::HashSet<Str
 
 /// Every event id in the store, by paging through the API.
 pub async fn all_ids(client: &reqwest::Client, url: &str) -> std::collections::HashSet<String> {
-    let mut ids = std::collections::HashSet::new();
+    listed_ids(client, url, &[]).await.into_iter().collect()
+}
+
+/// The id of every event the API lists with these query filters, paging through all of it;
+/// an event listed twice is there twice.
+pub async fn listed_ids(
+    client: &reqwest::Client,
+    url: &str,
+    filters: &[(&str, &str)],
+) -> Vec<String> {
+    let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut q = vec![("limit", "10000".to_string())];
+        let mut q: Vec<(&str, String)> = vec![("limit", "10000".to_string())];
+        q.extend(filters.iter().map(|&(k, v)| (k, v.to_string())));
         if let Some(c) = &cursor {
             q.push(("cursor", c.clone()));
         }
@@ -219,7 +230,7 @@ pub async fn all_ids(client: &reqwest::Client, url: &str) -> std::collections::H
             .await
             .unwrap();
         for e in page["events"].as_array().unwrap() {
-            ids.insert(e["id"].as_str().unwrap().to_owned());
+            ids.push(e["id"].as_str().unwrap().to_owned());
         }
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
