@@ -113,6 +113,11 @@ async fn get(client: &reqwest::Client, url: &str) -> Value {
     resp.json().await.unwrap()
 }
 
+/// The body of a GET, as served.
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migrate_copies_a_served_history_resumes_and_verifies() {
     let pg = TempPostgres::start();
@@ -177,22 +182,8 @@ async fn migrate_copies_a_served_history_resumes_and_verifies() {
         "{missing} of {n} events not served from PostgreSQL"
     );
     for id in ids.iter().step_by(97) {
-        let a = http
-            .get(format!("{}/api/v1/events/{id}", on_sqlite.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let b = http
-            .get(format!("{}/api/v1/events/{id}", on_pg.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let a = get_text(&http, &format!("{}/api/v1/events/{id}", on_sqlite.url)).await;
+        let b = get_text(&http, &format!("{}/api/v1/events/{id}", on_pg.url)).await;
         assert_eq!(a, b, "event {id}");
     }
     let since = "since=2000-01-01T00:00:00Z";
