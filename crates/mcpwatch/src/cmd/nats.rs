@@ -25,6 +25,7 @@ impl Consumer {
         config: &Config,
         pipeline: &Pipeline,
         clock: SharedClock,
+        relay: mcpwatch_nats::consume::RelayCheck,
     ) -> anyhow::Result<Option<Consumer>> {
         let nats = match config.extra.get("nats") {
             None => NatsConfig::default(),
@@ -54,6 +55,7 @@ impl Consumer {
         let replicas = mcpwatch_nats::ensure_stream(&js, &nats.stream).await?;
         let mut settings = nats.consumer.clone();
         settings.max_clock_skew = config.server.max_clock_skew;
+        settings.relay = relay;
         eprintln!(
             "mcpwatch reading events from NATS at {url} (stream {}, {replicas} replica(s), consumer {})",
             nats.stream.name, settings.durable

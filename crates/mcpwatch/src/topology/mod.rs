@@ -104,16 +104,22 @@ pub struct Topology {
     pub rules: RulesHandle,
     /// Where the alerts are: `alerts.db`'s path or the PostgreSQL URL (password hidden).
     pub alerts_in: String,
+    /// Alerting, for the cluster's tasks.
+    pub alerting: Arc<mcpwatch_alert::Alerting>,
+    /// On PostgreSQL: this node's name and the cluster's leases.
+    pub cluster: Option<(String, mcpwatch_alert::postgres::cluster::PgCluster)>,
 }
 
 impl Topology {
     /// Builds every stage from the configuration. Fails on the first bad section;
-    /// [`check`] (behind `config check`) reports them all.
-    pub fn build(ctx: &Context) -> anyhow::Result<Topology> {
+    /// [`check`] (behind `config check`) reports them all. In a cluster (`serve --cluster`)
+    /// detection runs in the cluster's tasks instead of on what this node stores.
+    pub fn build(ctx: &Context, cluster: bool) -> anyhow::Result<Topology> {
         let mut routes: Vec<RouteFactory> = Vec::new();
         // Detection hands its findings to alerting; metrics runs after detection so it also
         // counts what detection emits, and reports alerting's delivery health.
-        let (alert_observer, alert_health, alerting) = alerts::build(ctx, &mut routes)?;
+        let (alert_observer, alert_health, alerting, pg_cluster) =
+            alerts::build(ctx, &mut routes)?;
         let (detect_stage, rules) = detect::build(ctx, vec![alert_observer], &mut routes)?;
         let metrics_stage = metrics::build(
             ctx,
@@ -122,13 +128,19 @@ impl Topology {
             &mut routes,
         )?;
         let alerts_in = alerting.store().location();
-        web::build(ctx, alerting, rules.clone(), &mut routes);
-        let stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage), metrics_stage];
+        web::build(ctx, alerting.clone(), rules.clone(), &mut routes);
+        let stages: Vec<Box<dyn Stage>> = if cluster {
+            vec![metrics_stage]
+        } else {
+            vec![Box::new(detect_stage), metrics_stage]
+        };
         Ok(Topology {
             stages,
             routes,
             rules,
             alerts_in,
+            alerting,
+            cluster: pg_cluster,
         })
     }
 }
