@@ -13,6 +13,8 @@
 //!   once, and the send happens after, with no lock held. Recording the attempt releases the
 //!   claim; a node killed between send and record leaves a claim that expires, and another node
 //!   sends again (at least once; receivers dedup on the notification id).
+//!
+//! Cluster mode's leases and task checkpoints live on the same database ([`cluster`]).
 
 mod schema;
 
