@@ -476,6 +476,55 @@ fn an_in_flight_fenced_transaction_holds_off_a_takeover_until_it_commits() {
 }
 
 #[test]
+fn a_node_stopped_inside_a_fenced_transaction_does_not_hold_the_task() {
+    let s = Setup::new();
+    let (a, b) = (s.node("a"), s.node("b"));
+    a.cluster.ensure_tasks(&["user/6".to_owned()]).unwrap();
+    let fence = acquire(&a, "user/6", Duration::from_secs(1)).unwrap().fence;
+    a.cluster
+        .checkpoint(&fence, &cp(3, None, Some(b"at3")))
+        .unwrap();
+    // Node a opens its fenced transaction and stops sending (as under SIGSTOP), the row locked.
+    let stopped = a.store.begin().unwrap();
+    stopped.fence(&fence).unwrap();
+    let started = Instant::now();
+    let (took, taken) = mpsc::channel();
+    let cluster = b.cluster.clone();
+    std::thread::spawn(move || loop {
+        // Blocks on the locked row until the database ends the stopped session.
+        match cluster.try_acquire("user/6", "b", Duration::from_secs(30)) {
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            other => break took.send(other).unwrap(),
+        }
+    });
+    let taken = taken
+        .recv_timeout(Duration::from_secs(20))
+        .expect("b takes user/6 from the stopped node within 20 s")
+        .unwrap()
+        .unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(4),
+        "the takeover waited for the stopped transaction to be ended: {waited:?}"
+    );
+    assert_eq!(
+        (taken.fence.epoch, taken.position, taken.snapshot),
+        (2, 3, Some((3, b"at3".to_vec())))
+    );
+    // Node a wakes up: its transaction is gone, and nothing it writes lands.
+    let late = stopped
+        .write_checkpoint(&fence, &cp(50, None, None))
+        .and_then(|()| stopped.commit());
+    assert!(late.is_err(), "{late:?}");
+    let row = task(&b.cluster, "user/6");
+    assert_eq!(
+        (row.owner.as_deref(), row.position),
+        (Some("b"), 3),
+        "{row:?}"
+    );
+}
+
+#[test]
 fn a_finding_folded_by_the_old_owner_and_replayed_by_the_new_one_counts_once() {
     let s = Setup::new();
     let (a, b) = (s.node("a"), s.node("b"));

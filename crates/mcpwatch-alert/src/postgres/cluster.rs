@@ -12,6 +12,9 @@
 //!   nothing;
 //! - a takeover (an `UPDATE` of the same row) waits for a fenced transaction in flight, and
 //!   reads the position and snapshot that transaction committed.
+//! - a fenced transaction whose node stops in the middle (SIGSTOP, a paused VM) does not hold
+//!   the row for long: the database ends a session idle in it for [`FENCED_IDLE_TIMEOUT`],
+//!   rolling it back, and the takeover goes ahead.
 //!
 //! The row also keeps the task's checkpoint: the last stream position whose effects are
 //! committed, how many messages were left in its filter then, and every so often the engine's
@@ -127,6 +130,9 @@ const MAX_TASKS: usize = 10_000;
 pub const MAX_SNAPSHOT_BYTES: usize = 64 << 20;
 /// The longest lease.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a fenced transaction may sit idle between two statements before the database ends
+/// its session (a healthy node sends the next one within milliseconds).
+pub const FENCED_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node row is kept after its heartbeat expired (for `cluster status`).
 const KEEP_DEAD_NODES: &str = "1 day";
 
@@ -201,6 +207,13 @@ fn fenced(fence: &Fence, now: Option<(Option<String>, i64, bool)>) -> AlertError
 /// [`AlertTx::fence`] on PostgreSQL: locks the task's row for the rest of the transaction and
 /// checks it.
 pub(super) fn lock_fence(tx: &PgTx<'_>, fence: &Fence) -> Result<(), AlertError> {
+    // A node stopped (SIGSTOP, a VM pause) in the middle of this transaction would hold the
+    // lease row, and the fingerprints, until it woke: the database ends its session once it
+    // has sat idle that long, which releases them and rolls its writes back.
+    tx.query(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true)",
+        args![format!("{}ms", FENCED_IDLE_TIMEOUT.as_millis())],
+    )?;
     let rows = tx.query(
         "SELECT owner, epoch, coalesce(expires_at > clock_timestamp(), false) FROM cluster_tasks WHERE task = $1 FOR UPDATE",
         args![fence.task.clone()],
