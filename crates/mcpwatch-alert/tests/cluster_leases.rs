@@ -167,6 +167,13 @@ fn two_nodes_racing_for_52_tasks_take_each_once_at_epoch_1() {
     }
     let (_, rows) = a.cluster.status().unwrap();
     assert_eq!(rows.len(), 52);
+    let order: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
+    assert_eq!(
+        (order[0], order[1], order[2], order[17], order[18]),
+        ("global", "ip/0", "ip/1", "ip/_", "server/0"),
+        "by family, then partition as a number: {order:?}"
+    );
+    assert_eq!(order[11], "ip/10");
     for c in won_a.iter().chain(&won_b) {
         let row = rows.iter().find(|r| r.task == c.fence.task).unwrap();
         assert_eq!(
@@ -564,6 +571,41 @@ fn a_finding_folded_by_the_old_owner_and_replayed_by_the_new_one_counts_once() {
         (by_a[0].alert.id.as_str(), 2)
     );
     assert_eq!(alerts(&b).len(), 1);
+}
+
+#[test]
+fn two_tasks_folding_the_same_fingerprints_in_opposite_orders_never_deadlock() {
+    let s = Setup::new();
+    let (a, b) = (s.node("a"), s.node("b"));
+    a.cluster
+        .ensure_tasks(&["user/1".to_owned(), "global".to_owned()])
+        .unwrap();
+    let fa = acquire(&a, "user/1", Duration::from_secs(60))
+        .unwrap()
+        .fence;
+    let fb = acquire(&b, "global", Duration::from_secs(60))
+        .unwrap()
+        .fence;
+    let start = Barrier::new(2);
+    std::thread::scope(|sc| {
+        for (n, fence, users) in [(&a, &fa, ["alice", "bob"]), (&b, &fb, ["bob", "alice"])] {
+            let start = &start;
+            sc.spawn(move || {
+                start.wait();
+                for i in 0..40u64 {
+                    let batch: Vec<_> = users
+                        .iter()
+                        .map(|u| brute(u, &format!("{}-{u}-{i}", n.name)))
+                        .collect();
+                    n.alerting
+                        .on_findings_fenced(&batch, fence, &cp(i + 1, None, None))
+                        .unwrap_or_else(|e| panic!("{}: {e}", n.name));
+                }
+            });
+        }
+    });
+    let counts: Vec<u64> = alerts(&a).iter().map(|r| r.alert.count).collect();
+    assert_eq!(counts, [160 / 2, 160 / 2], "every finding folded once");
 }
 
 #[test]

@@ -136,6 +136,10 @@ pub const FENCED_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a node row is kept after its heartbeat expired (for `cluster status`).
 const KEEP_DEAD_NODES: &str = "1 day";
 
+/// Tasks by family, then partition as a number (`user/2` before `user/10`, `user/_` last).
+const TASK_ORDER: &str = "ORDER BY split_part(task, '/', 1), \
+     CASE WHEN split_part(task, '/', 2) ~ '^[0-9]{1,9}$' THEN split_part(task, '/', 2)::int END NULLS LAST, task";
+
 /// Milliseconds from now to a `timestamptz` column.
 fn ms_until(col: &str) -> String {
     format!("(extract(epoch FROM ({col} - clock_timestamp())) * 1000)::bigint")
@@ -469,8 +473,8 @@ impl PgCluster {
         })
     }
 
-    /// Every node (alive or not, by name) and every task (by name), for `mcpwatch cluster
-    /// status`.
+    /// Every node (alive or not, by name) and every task (by family, then partition number),
+    /// for `mcpwatch cluster status`.
     pub fn status(&self) -> Result<(Vec<NodeRow>, Vec<TaskRow>), AlertError> {
         self.in_tx(|tx| {
             let nodes = tx
@@ -480,7 +484,7 @@ impl PgCluster {
                 .collect::<Result<Vec<_>, _>>()?;
             let sql = format!(
                 "SELECT task, owner, epoch, {}, position, pending, snapshot_position, \
-                 coalesce(octet_length(snapshot), 0)::bigint, {} FROM cluster_tasks ORDER BY task",
+                 coalesce(octet_length(snapshot), 0)::bigint, {} FROM cluster_tasks {TASK_ORDER}",
                 ms_until("expires_at"),
                 micros_of("updated_at")
             );
