@@ -19,6 +19,9 @@ pub mod error;
 pub mod finding;
 pub mod replay;
 pub mod rules;
+pub mod scope;
+#[cfg(test)]
+mod scope_tests;
 mod state;
 pub mod threat;
 pub mod threshold;
@@ -31,3 +34,4 @@ pub use error::{DetectError, RuleError};
 pub use finding::{Finding, FindingSource, Severity};
 pub use replay::{load_events_jsonl, replay, replay_with, ReplaySummary, SummaryRow};
 pub use rules::{check_rule_files, RuleEngine, RuleSet};
+pub use scope::{rule_scope, Scope};

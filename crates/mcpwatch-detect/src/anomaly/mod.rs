@@ -433,4 +433,4 @@ pub(crate) fn learned(s: &AnomalySettings, first: i64, n: u32, ts: i64) -> bool 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -13,7 +13,7 @@
 //!   (a server asking the client's model to generate): `prompt_injection` naming the server.
 //!
 //! The same execution's parameters arrive on both `execution_start` and `execution_complete`;
-//! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
+//! a small memory of recent (server, execution, signature) triples reports each once. A listed tool is
 //! scanned once per definition hash.
 
 mod edge;
@@ -194,7 +194,10 @@ impl ThreatScanner {
         let Some(exec) = event.metadata.get("execution_id").and_then(Value::as_str) else {
             return true;
         };
-        let h = stable_hash(&[exec, name]);
+        // The server is part of the key so that the scanner's state partitions by server
+        // (`crate::scope`); both events of one execution name the same server.
+        let server = event.server().unwrap_or("");
+        let h = stable_hash(&[server, exec, name]);
         if self.recent.contains(&h) {
             return false;
         }
