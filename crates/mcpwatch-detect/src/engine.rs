@@ -10,6 +10,8 @@
 //! [`crate::watermark::MAX_AHEAD`] past the collector's clock ([`crate::watermark`]), so one
 //! far-future event cannot expire every window and baseline.
 
+mod snapshot;
+
 use std::collections::BTreeMap;
 
 use mcpwatch_core::{Event, Timestamp};
@@ -24,6 +26,8 @@ use crate::threat::injection::InjectionDetector;
 use crate::threat::ThreatScanner;
 use crate::threshold::Thresholds;
 use crate::watermark::{TimeGuard, MAX_AHEAD};
+
+pub use snapshot::SNAPSHOT_VERSION;
 
 /// The source of events that detection derives.
 pub const DERIVED_SOURCE: &str = "mcpwatch:detect";

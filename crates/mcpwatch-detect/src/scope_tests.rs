@@ -19,7 +19,7 @@ const PARTITIONS: u64 = 16;
 
 /// The partition of `event` in the family keyed by `field`; `None` is the `_` partition.
 /// A copy of `mcpwatch_nats::subject::event_partition` (detection must not depend on NATS).
-fn partition(event: &Event, field: &str) -> Option<u64> {
+pub(crate) fn partition(event: &Event, field: &str) -> Option<u64> {
     let key = event
         .metadata
         .get(field)?
@@ -34,7 +34,7 @@ fn partition(event: &Event, field: &str) -> Option<u64> {
 }
 
 /// Events as ingest parses them from a client's JSON body.
-fn ingested(values: Vec<Value>) -> Vec<Event> {
+pub(crate) fn ingested(values: Vec<Value>) -> Vec<Event> {
     let ids = IdGenerator::new();
     let clock = ManualClock::new(Timestamp::from_micros(i64::MAX / 2));
     let defaults = Defaults {
@@ -54,7 +54,7 @@ fn at(t: i64) -> Value {
 }
 
 /// An authentication event as the demo's clients and the gateway send it.
-fn auth(t: i64, user: &str, ip: &str, ok: bool) -> Value {
+pub(crate) fn auth(t: i64, user: &str, ip: &str, ok: bool) -> Value {
     let result = if ok { "success" } else { "failure" };
     json!({"timestamp": at(t), "level": "warning", "category": "security",
         "event_type": "authentication", "source": "gateway",
