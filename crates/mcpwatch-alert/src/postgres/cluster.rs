@@ -514,4 +514,32 @@ impl PgCluster {
         })?;
         Ok(())
     }
+
+    /// The key of the MAC on events a node relays from its ingest API to the stream
+    /// (`mcpwatch_nats::relay`), made by the first node that asks from the database's random
+    /// source (`gen_random_uuid`, hashed) and the same for every node after.
+    pub fn relay_key(&self) -> Result<[u8; 32], AlertError> {
+        self.in_tx(|tx| {
+            tx.execute(
+                "INSERT INTO cluster_secrets(name, secret) VALUES ('relay', \
+                 sha256(convert_to(gen_random_uuid()::text || gen_random_uuid()::text || gen_random_uuid()::text, 'UTF8'))) \
+                 ON CONFLICT (name) DO NOTHING",
+                args![],
+            )?;
+            let rows = tx.query(
+                "SELECT secret FROM cluster_secrets WHERE name = 'relay'",
+                args![],
+            )?;
+            let secret: Vec<u8> = rows
+                .first()
+                .and_then(|r| r.try_get(0).ok())
+                .unwrap_or_default();
+            secret.try_into().map_err(|_| {
+                AlertError::Invalid(
+                    "the cluster's relay key in cluster_secrets is not 32 bytes; delete the row and restart the nodes"
+                        .into(),
+                )
+            })
+        })
+    }
 }

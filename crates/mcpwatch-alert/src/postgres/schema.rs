@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::error::AlertError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Any constant (not the event store's): the advisory lock that serialises migrations of
 /// several starting processes.
@@ -114,6 +114,15 @@ CREATE TABLE cluster_tasks(
 CREATE INDEX cluster_tasks_owner ON cluster_tasks(owner) WHERE owner IS NOT NULL;
 "#;
 
+/// Version 4: secrets the cluster's nodes share and nobody else holds; `relay` keys the MAC on
+/// events a node relays from its ingest API to the stream (`mcpwatch_nats::relay`).
+const V4: &str = r#"
+CREATE TABLE cluster_secrets(
+    name text PRIMARY KEY,
+    secret bytea NOT NULL
+);
+"#;
+
 /// Brings the alert tables up to [`VERSION`], under an advisory lock so that one of several
 /// starting processes applies a migration and the others find it done.
 pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError> {
@@ -138,7 +147,7 @@ pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError>
             "the alert tables in {shown} have schema version {found}, newer than this mcpwatch understands ({VERSION}); upgrade mcpwatch"
         )));
     }
-    for (version, sql) in [(1, V1), (2, V2), (3, V3)] {
+    for (version, sql) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
         if found < version {
             tx.batch_execute(sql).await.map_err(db)?;
             tx.execute(

@@ -34,9 +34,9 @@ use mcpwatch_nats::consume::RelayCheck;
 use mcpwatch_nats::subject::Task;
 use mcpwatch_server::Pipeline;
 
-pub use detector::{scope_of, DetectSpec, TaskDetector};
+pub use detector::DetectSpec;
 pub use relay::IngestRelay;
-pub use replay::{export_stream, read_export, replay_export, ExportRecord, StreamReplay};
+pub use replay::{export_stream, read_export, replay_export};
 
 use task::{Control, Exit, TaskDeps};
 
@@ -164,7 +164,7 @@ impl Boot {
             .map_err(|e| anyhow::anyhow!("serve --cluster: {e}"))?;
         let leases = Arc::new(leases);
         let l = leases.clone();
-        let key = tokio::task::spawn_blocking(move || l.relay_key())
+        let key = tokio::task::spawn_blocking(move || l.relay_key().map(mcpwatch_nats::relay::RelayKey::new))
             .await?
             .map_err(|e| anyhow::anyhow!("cannot read the cluster's relay key: {e}"))?;
         let (detect, files) = crate::topology::detection_from_config(config)?;

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use mcpwatch_core::{Event, EventSink, Redactor, SinkError, SinkFuture};
+use mcpwatch_core::sink::SinkFuture;
+use mcpwatch_core::{Event, EventSink, Redactor, SinkError};
 use mcpwatch_nats::publish::PublishError;
 use mcpwatch_nats::Publisher;
 

@@ -119,6 +119,8 @@ pub struct Collector {
     writer: WriterHandle,
     /// The JetStream consumer, when `[nats]` names servers.
     nats: Option<super::nats::Consumer>,
+    /// The cluster node, with `--cluster`.
+    node: Option<crate::cluster::Node>,
     /// Reloads the rule files.
     pub rules: RulesHandle,
 }

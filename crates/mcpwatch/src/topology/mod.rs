@@ -91,6 +91,9 @@ pub fn check(config: &Config) -> Vec<mcpwatch_core::config::ConfigError> {
         }
     }
     errors.extend(metrics::check(config));
+    if let Err(e) = crate::cluster::ClusterSettings::from_config(config) {
+        errors.push(ConfigError::at("cluster", format!("{e:#}")));
+    }
     errors
 }
 
