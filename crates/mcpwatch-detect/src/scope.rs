@@ -39,10 +39,11 @@
 //!   scanner), the scoped one may still remember them;
 //! - idle expiry: anomaly keys idle for `anomaly.idle_us` are swept at each engine's own sweeps
 //!   (every minute of the event time that engine saw), so a key idle for almost exactly the idle
-//!   time may be forgotten at a slightly different moment; rule groups expire only after their
-//!   window and suppression passed, which cannot change a finding for events in time order,
-//!   but an event older than its group's window arriving out of order may be counted by one and
-//!   dropped as late by the other;
+//!   time may be forgotten at a slightly different moment;
+//! - events out of time order: rule groups are swept once the newest event time an engine has
+//!   seen (which differs per engine) is `max(window, suppress)` past their last event. For
+//!   events in time order that cannot change a finding; an event arriving more than that behind
+//!   the newest one seen may find its group's earlier hits in one engine and not in another;
 //! - a key field that is a number (`"user_id": 42`) groups like the string `"42"` in rules but
 //!   partitions to `_`; capture and ingest write these fields as strings.
 

@@ -19,9 +19,9 @@ fn ids(findings: &[crate::Finding]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn check_resumes_exactly(scope: Scope, events: &[Event]) {
-    let (rules, settings) = (RuleSet::defaults(), DetectSettings::default());
-    let mut whole = Engine::with_scope(rules.clone(), &settings, scope);
+fn check_resumes_exactly(scope: Scope, events: &[Event], settings: &DetectSettings) {
+    let rules = RuleSet::defaults();
+    let mut whole = Engine::with_scope(rules.clone(), settings, scope);
     let expected = ids(&run(&mut whole, events));
     let final_state = whole.snapshot();
     assert!(
@@ -30,10 +30,10 @@ fn check_resumes_exactly(scope: Scope, events: &[Event]) {
     );
     let n = events.len();
     for k in [0, 1, n / 5, n / 3, n / 2, 2 * n / 3, n - 1, n] {
-        let mut first = Engine::with_scope(rules.clone(), &settings, scope);
+        let mut first = Engine::with_scope(rules.clone(), settings, scope);
         let mut got = ids(&run(&mut first, &events[..k]));
         let snap = first.snapshot();
-        let mut second = Engine::restore(rules.clone(), &settings, scope, &snap)
+        let mut second = Engine::restore(rules.clone(), settings, scope, &snap)
             .unwrap_or_else(|e| panic!("{scope} at {k}: {e}"));
         assert_eq!(
             second.snapshot(),
@@ -57,7 +57,8 @@ fn check_resumes_exactly(scope: Scope, events: &[Event]) {
 #[test]
 fn a_restored_engine_continues_exactly_where_the_snapshot_was_taken() {
     let events = realistic_events();
-    check_resumes_exactly(Scope::All, &events);
+    let settings = DetectSettings::default();
+    check_resumes_exactly(Scope::All, &events, &settings);
     // A scoped engine over its partition's events, as a task runs it.
     let p = partition(&events[0], "server");
     let server: Vec<Event> = events
@@ -65,9 +66,31 @@ fn a_restored_engine_continues_exactly_where_the_snapshot_was_taken() {
         .filter(|e| partition(e, "server") == p)
         .cloned()
         .collect();
-    check_resumes_exactly(Scope::Server, &server);
-    check_resumes_exactly(Scope::User, &events);
-    check_resumes_exactly(Scope::Global, &events);
+    check_resumes_exactly(Scope::Server, &server, &settings);
+    check_resumes_exactly(Scope::User, &events, &settings);
+    check_resumes_exactly(Scope::Global, &events, &settings);
+}
+
+#[test]
+fn eviction_at_the_caps_is_the_same_after_a_restore() {
+    let d = DetectSettings::default();
+    let settings = DetectSettings {
+        max_keys_per_rule: 4,
+        anomaly: crate::anomaly::AnomalySettings {
+            max_keys: 6,
+            ..d.anomaly.clone()
+        },
+        thresholds: crate::threshold::ThresholdSettings {
+            max_keys: 2,
+            ..d.thresholds.clone()
+        },
+        ..d
+    };
+    let events = realistic_events();
+    let mut probe = Engine::new(RuleSet::defaults(), &settings);
+    run(&mut probe, &events);
+    assert!(probe.health().evicted_keys > 100, "{:?}", probe.health());
+    check_resumes_exactly(Scope::All, &events, &settings);
 }
 
 fn refusal(bytes: &[u8], scope: Scope) -> SnapshotError {

@@ -270,6 +270,31 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_map_keeps_entries_and_counters_and_over_a_smaller_cap_the_newest() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct T(i64);
+        impl Aged for T {
+            fn last_seen(&self) -> i64 {
+                self.0
+            }
+        }
+        let mut m = BoundedMap::new(8);
+        for i in 0..9 {
+            m.entry(&format!("k{i}"), 0, || T(i));
+        }
+        let bytes = serde_json::to_vec(&m).expect("serialises");
+        let snap = || serde_json::from_slice::<MapSnapshot<T>>(&bytes).expect("reads");
+        let same = BoundedMap::restore(8, snap());
+        assert_eq!(serde_json::to_vec(&same).expect("serialises"), bytes);
+        assert_eq!((same.len(), same.evicted), (8, 1));
+        let small = BoundedMap::restore(3, snap());
+        let mut keys: Vec<&str> = small.map.keys().map(|k| &**k).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["k6", "k7", "k8"], "the least recently seen go");
+        assert_eq!(small.evicted, 1 + 5);
+    }
+
+    #[test]
     fn compact_ids_round_trip() {
         for id in [
             "0193a4c2-7d1e-7f00-8a00-0123456789ab",
