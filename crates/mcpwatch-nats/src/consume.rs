@@ -115,7 +115,8 @@ pub async fn run(
                 settings.durable
             ))
         })?;
-    let decoder = Decoder::new(clock, settings.max_clock_skew).with_relay_check(settings.relay.clone());
+    let decoder =
+        Decoder::new(clock, settings.max_clock_skew).with_relay_check(settings.relay.clone());
     let reader = Reader {
         settings,
         sink,
@@ -452,7 +453,12 @@ mod tests {
         Decoder::new(clock, Duration::from_secs(300)).with_relay_check(check)
     }
 
-    fn msg<'a>(body: &'a [u8], subject: &'a str, id: &'a str, mac: Option<&'a str>) -> Received<'a> {
+    fn msg<'a>(
+        body: &'a [u8],
+        subject: &'a str,
+        id: &'a str,
+        mac: Option<&'a str>,
+    ) -> Received<'a> {
         Received {
             payload: body,
             msg_id: Some(id),
@@ -487,7 +493,9 @@ mod tests {
         let bad = RelayKey::new([4; 32]).sign(&id, &body);
         let verify = decoder(RelayCheck::Verify(key));
         assert!(verify.decode(&msg(&body, &subject, &id, None)).is_err());
-        assert!(verify.decode(&msg(&body, &subject, &id, Some(&good))).is_ok());
+        assert!(verify
+            .decode(&msg(&body, &subject, &id, Some(&good)))
+            .is_ok());
         let err = verify
             .decode(&msg(&body, &subject, &id, Some(&bad)))
             .unwrap_err();

@@ -334,7 +334,11 @@ mod tests {
         for t in &tasks {
             assert_eq!(Task::parse(&t.name()), Some(*t), "{}", t.name());
         }
-        for parts in [[Some(3), None, Some(15)], [None, None, None], [Some(0), Some(9), Some(2)]] {
+        for parts in [
+            [Some(3), None, Some(15)],
+            [None, None, None],
+            [Some(0), Some(9), Some(2)],
+        ] {
             for f in Family::ALL {
                 let n = tasks
                     .iter()
@@ -343,7 +347,10 @@ mod tests {
                 assert_eq!(n, 1, "{parts:?} {f:?}");
             }
         }
-        assert_eq!(Task::parse("user/_").map(Task::filter).as_deref(), Some("mcpw.ev.v1._.*.*"));
+        assert_eq!(
+            Task::parse("user/_").map(Task::filter).as_deref(),
+            Some("mcpw.ev.v1._.*.*")
+        );
         assert_eq!(Task::parse("ip/16"), None);
         assert_eq!(Task::parse("tool/1"), None);
     }

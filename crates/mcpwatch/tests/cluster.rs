@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use alerting_support::{get, write_config, BRUTE};
 use common::{bin, Serve};
 use mcpwatch_core::{Event, Timestamp};
-use mcpwatch_nats::async_nats;
 use mcpwatch_nats::testing::TempNatsCluster;
 use mcpwatch_nats::Publisher;
 use mcpwatch_store::testing::TempPostgres;
@@ -81,6 +80,11 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        World::start_with("").await
+    }
+
+    /// With `extra` appended to the nodes' config.
+    async fn start_with(extra: &str) -> World {
         let nats = TempNatsCluster::start();
         let pg = TempPostgres::start();
         let db = pg.create_database("cluster");
@@ -90,7 +94,7 @@ impl World {
             dir.path(),
             &format!(
                 "[nats]\nmax_bytes = \"256MB\"\n[cluster]\nlease_seconds = 3\nsnapshot_seconds = 2\n\
-                 [channels.siem]\ntype = \"webhook\"\nurl = \"http://{}/hook\"\n[[routes]]\nchannels = [\"siem\"]\n",
+                 [channels.siem]\ntype = \"webhook\"\nurl = \"http://{}/hook\"\n[[routes]]\nchannels = [\"siem\"]\n{extra}",
                 rx.addr
             ),
         );
@@ -123,7 +127,8 @@ impl World {
     /// `mcpwatch cluster status --json`.
     fn status(&self) -> Value {
         let out = bin()
-            .args(["cluster", "status", "--json", "--store", &self.db])
+            .args(["cluster", "status", "--json", "--store", &self.db, "--nats"])
+            .arg(self.nats.urls())
             .output()
             .unwrap();
         assert!(
@@ -146,7 +151,10 @@ impl World {
                 .iter()
                 .filter(|n| n["alive"] == true)
                 .collect();
-            let owned: usize = live.iter().map(|n| n["tasks"].as_array().unwrap().len()).sum();
+            let owned: usize = live
+                .iter()
+                .map(|n| n["tasks"].as_array().unwrap().len())
+                .sum();
             let share = TASKS.div_ceil(nodes);
             let fair = live
                 .iter()
@@ -176,13 +184,14 @@ impl World {
             let tasks = s["tasks"].as_array().unwrap();
             let global = tasks.iter().find(|t| t["task"] == "global").unwrap();
             let done = global["position"].as_u64() == Some(last)
-                && tasks.iter().all(|t| t["lag"].as_u64().unwrap_or(0) == 0);
+                && tasks.iter().all(|t| t["lag"]["behind"] == 0);
             if last > 0 && done {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "tasks did not reach the stream's end ({last}) within {within:?}: {s:#}"
+                "tasks did not reach the stream's end ({last}) within {within:?}:\n{}",
+                compact(&s)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -207,18 +216,31 @@ impl World {
     }
 }
 
+/// A status as one line per task: name, owner, epoch, position, lag.
+fn compact(s: &Value) -> String {
+    s["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} e{} @{} lag {} lease {}",
+                t["task"].as_str().unwrap_or("?"),
+                t["owner"].as_str().unwrap_or("-"),
+                t["epoch"],
+                t["position"],
+                t["lag"]["behind"],
+                t["lease_expires_in_ms"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn last_sequence(urls: &str) -> u64 {
-    let Ok(client) = mcpwatch_nats::connect(urls, "test-probe", true).await else {
-        return 0;
-    };
-    let js = async_nats::jetstream::new(client);
-    let Ok(mut stream) = js.get_stream(STREAM).await else {
-        return 0;
-    };
-    match tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
-        Ok(Ok(info)) => info.state.last_sequence,
-        _ => 0,
-    }
+    common::stream_state(urls, STREAM)
+        .await
+        .map_or(0, |state| state.last_sequence)
 }
 
 /// A failed sign-in of `user` as an application reports it.
@@ -239,7 +261,9 @@ fn failed_login(run: &str, user: &str, i: usize, at: Timestamp) -> Event {
 
 /// `n` failures (numbered from `first`) for each of `users`, published and acknowledged.
 async fn publish_failures(urls: &str, run: &str, users: &[String], first: usize, n: usize) {
-    let client = mcpwatch_nats::connect(urls, "test-edge", true).await.unwrap();
+    let client = mcpwatch_nats::connect(urls, "test-edge", true)
+        .await
+        .unwrap();
     let mut publisher = Publisher::new(client, 256);
     let now = mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock);
     let mut events = Vec::new();
@@ -360,7 +384,12 @@ fn replay_findings(world: &World) -> BTreeSet<String> {
     );
     let findings = world.dir.path().join("findings.jsonl");
     let out = bin()
-        .args(["replay", "--config", world.config.to_str().unwrap(), "--stream"])
+        .args([
+            "replay",
+            "--config",
+            world.config.to_str().unwrap(),
+            "--stream",
+        ])
         .arg(&export)
         .arg("--findings-out")
         .arg(&findings)
@@ -396,17 +425,48 @@ async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
     let world = World::start().await;
     let nodes = vec![world.node("a"), world.node("b")];
     let status = world.wait_balanced(2, Duration::from_secs(60)).await;
+    // Each node says on /metrics how many tasks it runs.
+    let mut running = 0.0;
+    for n in &nodes {
+        let text = reqwest::get(format!("{}/metrics", n.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        running += text
+            .lines()
+            .find_map(|l| l.strip_prefix("mcpwatch_cluster_tasks "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no mcpwatch_cluster_tasks in {text}"));
+    }
+    assert_eq!(running, TASKS as f64);
     let run = "kill";
     let who = users(run, 50);
     publish_failures(&world.nats.urls(), run, &who, 0, 3).await;
     world.wait_caught_up(Duration::from_secs(60)).await;
-    // Snapshots are taken every 2 s: wait for one past these events so the take-over loads
-    // state rather than the stream's start.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Snapshots are taken every 2 s: wait for one at every user task's position, so the
+    // take-over loads state rather than reading from the stream's start.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = world.status();
+        let snapped = s["tasks"].as_array().unwrap().iter().all(|t| {
+            !t["task"].as_str().unwrap().starts_with("user/")
+                || t["snapshot_position"] == t["position"]
+        });
+        if snapped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no snapshots:\n{}", compact(&s));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let victim = owner_of_user_tasks(&status, &nodes);
     let victim_pid = victim.child.id();
     let mut nodes = nodes;
-    let idx = nodes.iter().position(|s| s.child.id() == victim_pid).unwrap();
+    let idx = nodes
+        .iter()
+        .position(|s| s.child.id() == victim_pid)
+        .unwrap();
     let killed_at = Instant::now();
     nodes.remove(idx).kill9();
     let survivor = &nodes[0];
@@ -483,7 +543,7 @@ async fn a_paused_owner_is_fenced_when_it_wakes_and_no_alert_is_doubled() {
 fn sign_in(run: &str, n: usize, at: Timestamp) -> Event {
     let user = format!("{run}-u{:03}", n % 1_000);
     let mut e = failed_login(run, &user, n, at);
-    if n % 7 != 0 {
+    if !n.is_multiple_of(7) {
         e.metadata
             .insert("result".into(), Value::String("success".into()));
     }
@@ -594,7 +654,145 @@ async fn no_acknowledged_event_is_lost_or_stored_twice_through_leader_and_node_k
         .map(|r| r.get::<_, String>(0))
         .collect();
     let missing: Vec<&String> = acked.iter().filter(|id| !stored.contains(*id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged but not stored", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged but not stored",
+        missing.len()
+    );
     world.wait_balanced(2, Duration::from_secs(60)).await;
     world.wait_caught_up(Duration::from_secs(240)).await;
+}
+
+/// What a cluster node's ingest API takes goes to the stream, redacted and with the relay MAC:
+/// an application's failed sign-ins (source `api:<token>`) are stored once and detected by the
+/// tasks. The same `api:` source published straight to NATS, without the MAC or with a wrong
+/// one, is neither stored nor detected: an edge cannot pass its events off as a token's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_on_a_node_reaches_the_tasks_and_forged_relays_reach_nothing() {
+    const TOKEN: &str = "app-token-0123456789";
+    let world = World::start_with(&format!(
+        "[[auth.tokens]]\nname = \"app\"\ntoken = \"{TOKEN}\"\nroles = [\"ingest\", \"read\", \"admin\"]\n"
+    ))
+    .await;
+    let nodes = [world.node("a"), world.node("b")];
+    world.wait_balanced(2, Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    // Forged first: straight to the stream as an edge could, claiming the token's source.
+    let forged = |user: &str, i: usize| {
+        let mut e = failed_login(
+            "forged",
+            user,
+            i,
+            mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock),
+        );
+        e.source = "api:app".into();
+        e
+    };
+    let client = mcpwatch_nats::connect(&world.nats.urls(), "test-edge", true)
+        .await
+        .unwrap();
+    let plain: Vec<Event> = (0..5).map(|i| forged("mallory", i)).collect();
+    Publisher::new(client.clone(), 64)
+        .publish(&plain)
+        .await
+        .unwrap();
+    let wrong: Vec<Event> = (0..5).map(|i| forged("trudy", i)).collect();
+    Publisher::new(client, 64)
+        .relaying(mcpwatch_nats::relay::RelayKey::new([9; 32]))
+        .publish(&wrong)
+        .await
+        .unwrap();
+    // Then the application, through node a's API: five failures for each of ten users, one of
+    // them carrying a password the stream must not see.
+    let mut batch = Vec::new();
+    for u in 0..10 {
+        for _ in 0..5 {
+            let mut e = common::auth_event(&format!("app-user{u}"), "failure");
+            e.as_object_mut().unwrap().remove("source");
+            batch.push(e);
+        }
+    }
+    batch[0]["metadata"]["password"] = Value::String("hunter2-correct-horse".into());
+    let resp = http
+        .post(format!("{}/api/v1/events", nodes[0].url))
+        .bearer_auth(TOKEN)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let alerts = loop {
+        let page: Value = http
+            .get(format!("{}/api/v1/alerts?{BRUTE}&limit=1000", nodes[1].url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let alerts = page["alerts"].as_array().cloned().unwrap_or_default();
+        if alerts.len() >= 10 {
+            break alerts;
+        }
+        assert!(Instant::now() < deadline, "{} alert(s)", alerts.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    world.wait_caught_up(Duration::from_secs(60)).await;
+    let users: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| {
+            a["group"]["metadata.user_id"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .collect();
+    let want: BTreeSet<String> = (0..10).map(|u| format!("app-user{u}")).collect();
+    assert_eq!(
+        users, want,
+        "the application's brute forces, and no forged one"
+    );
+    let (pg, conn) = tokio_postgres::connect(&world.db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let rows = pg
+        .query(
+            "SELECT body::jsonb->>'source', body::jsonb->'metadata'->>'user_id', count(*) FROM events \
+             WHERE event_type = 'authentication' GROUP BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let stored: BTreeMap<(String, String), i64> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    for u in &want {
+        assert_eq!(
+            stored.get(&("api:app".to_owned(), u.clone())),
+            Some(&5),
+            "{stored:?}"
+        );
+    }
+    assert_eq!(stored.len(), 10, "nothing forged is stored: {stored:?}");
+    // The stream holds the application's events redacted.
+    let export = world.dir.path().join("relay.jsonl");
+    let out = bin()
+        .args(["cluster", "export", "--nats", &world.nats.urls(), "--out"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        text.contains("app-user0") && text.contains("REDACTED"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2-correct-horse"),
+        "a secret reached the stream"
+    );
 }

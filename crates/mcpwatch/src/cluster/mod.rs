@@ -104,6 +104,23 @@ impl ClusterSettings {
     }
 }
 
+/// What a node's tasks did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterHealth {
+    /// Tasks this node runs now.
+    pub tasks: std::sync::atomic::AtomicU64,
+    /// Tasks taken (at start, from a dead node, or handed over).
+    pub taken: std::sync::atomic::AtomicU64,
+    /// Tasks that stood down because their lease was another node's.
+    pub fenced: std::sync::atomic::AtomicU64,
+    /// Fenced transactions committed.
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Findings committed.
+    pub findings: std::sync::atomic::AtomicU64,
+    /// Messages detected on, over all tasks.
+    pub messages: std::sync::atomic::AtomicU64,
+}
+
 /// What a node runs with.
 pub struct NodeParts {
     /// This node's name in leases (unique per process).
@@ -126,6 +143,8 @@ pub struct NodeParts {
     pub clock: SharedClock,
     /// `[cluster]`.
     pub settings: ClusterSettings,
+    /// Its counters, for `/metrics`.
+    pub health: Arc<ClusterHealth>,
 }
 
 /// A node on its way into the cluster: connected to the stream, with the cluster's relay key,
@@ -140,7 +159,10 @@ pub struct Boot {
 impl Boot {
     /// Connects to `[nats]`, reads the relay key (made by the first node) and loads detection
     /// as `[detection]`, `[rules]` and `[redaction]` say.
-    #[allow(clippy::too_many_arguments, reason = "the parts of a collector a node runs on")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the parts of a collector a node runs on"
+    )]
     pub async fn prepare(
         config: &mcpwatch_core::config::Config,
         settings: ClusterSettings,
@@ -150,6 +172,7 @@ impl Boot {
         redactor: mcpwatch_core::Redactor,
         clock: SharedClock,
         listen: std::net::SocketAddr,
+        health: Arc<ClusterHealth>,
     ) -> anyhow::Result<Boot> {
         let nats = match config.extra.get("nats").and_then(toml::Value::as_table) {
             Some(t) => mcpwatch_nats::config::NatsConfig::from_table(t)
@@ -164,9 +187,11 @@ impl Boot {
             .map_err(|e| anyhow::anyhow!("serve --cluster: {e}"))?;
         let leases = Arc::new(leases);
         let l = leases.clone();
-        let key = tokio::task::spawn_blocking(move || l.relay_key().map(mcpwatch_nats::relay::RelayKey::new))
-            .await?
-            .map_err(|e| anyhow::anyhow!("cannot read the cluster's relay key: {e}"))?;
+        let key = tokio::task::spawn_blocking(move || {
+            l.relay_key().map(mcpwatch_nats::relay::RelayKey::new)
+        })
+        .await?
+        .map_err(|e| anyhow::anyhow!("cannot read the cluster's relay key: {e}"))?;
         let (detect, files) = crate::topology::detection_from_config(config)?;
         let rules = mcpwatch_detect::RuleSet::load(&files, detect.default_rules)
             .map_err(|e| anyhow::anyhow!("cannot load rules: {e}"))?;
@@ -187,6 +212,7 @@ impl Boot {
             pipeline: None,
             clock,
             settings,
+            health,
         };
         Ok(Boot {
             parts,
@@ -274,6 +300,7 @@ async fn run_node(
         pipeline,
         runtime: tokio::runtime::Handle::current(),
         settings: parts.settings.clone(),
+        health: parts.health.clone(),
     });
     let total = Task::all().len();
     let lease = parts.settings.lease;
@@ -327,8 +354,12 @@ async fn reap(parts: &NodeParts, running: &mut BTreeMap<String, Running>) {
         };
         let handed_over = r.ctl.hand_over.load(Ordering::Relaxed);
         let exit = blocking(move || r.thread.join()).await;
+        parts.health.tasks.fetch_sub(1, Ordering::Relaxed);
         match exit {
-            Some(Ok(Exit::Fenced(why))) => tracing::warn!(task = %name, "{why}"),
+            Some(Ok(Exit::Fenced(why))) => {
+                parts.health.fenced.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(task = %name, "{why}");
+            }
             Some(Ok(Exit::Failed(why))) => tracing::error!(task = %name, "task failed: {why}"),
             Some(Ok(Exit::Stopped)) => {}
             _ => tracing::error!(task = %name, "task thread panicked"),
@@ -358,7 +389,9 @@ async fn balance(
     let held = match blocking(move || cluster.heartbeat(&node, &info, lease)).await {
         Some(Ok(h)) => h,
         Some(Err(e)) => {
-            tracing::error!("cluster heartbeat failed (tasks keep running while their leases last): {e}");
+            tracing::error!(
+                "cluster heartbeat failed (tasks keep running while their leases last): {e}"
+            );
             return;
         }
         None => return,
@@ -434,6 +467,8 @@ async fn balance(
             .spawn(move || task::run(&d, claimed, &c));
         match thread {
             Ok(thread) => {
+                parts.health.tasks.fetch_add(1, Ordering::Relaxed);
+                parts.health.taken.fetch_add(1, Ordering::Relaxed);
                 running.insert(t.task.clone(), Running { fence, ctl, thread });
                 want -= 1;
             }

@@ -71,10 +71,15 @@ pub async fn export_stream(
         .get_stream(stream)
         .await
         .with_context(|| format!("cannot open stream {stream}; is this the cluster's NATS?"))?;
-    let last = s.info().await.context("cannot read the stream's state")?.state.last_sequence;
+    let last = s
+        .info()
+        .await
+        .context("cannot read the stream's state")?
+        .state
+        .last_sequence;
     let tmp = out.with_extension("partial");
-    let file = std::fs::File::create(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     let mut w = BufWriter::new(file);
     let mut n = 0;
     if last > 0 {
@@ -85,10 +90,15 @@ pub async fn export_stream(
             })
             .await
             .context("cannot read the stream")?;
-        let mut messages = consumer.messages().await.context("cannot read the stream")?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .context("cannot read the stream")?;
         while let Some(m) = messages.next().await {
             let m = m.context("reading the stream")?;
-            let info = m.info().map_err(|e| anyhow::anyhow!("a message without info: {e}"))?;
+            let info = m
+                .info()
+                .map_err(|e| anyhow::anyhow!("a message without info: {e}"))?;
             let seq = info.stream_sequence;
             let published = published_at(info.published).as_micros();
             let r = Received::from_message(&m);
@@ -127,8 +137,12 @@ pub async fn export_stream(
 
 /// Reads an export; a bad line is an error naming the line.
 pub fn read_export(path: &Path) -> anyhow::Result<Vec<ExportRecord>> {
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot open {} (make one with `mcpwatch cluster export`)", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| {
+        format!(
+            "cannot open {} (make one with `mcpwatch cluster export`)",
+            path.display()
+        )
+    })?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line = line.with_context(|| format!("cannot read {}", path.display()))?;

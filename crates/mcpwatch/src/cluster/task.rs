@@ -34,7 +34,6 @@ use super::ClusterSettings;
 /// One message of a task's filter, owned.
 pub(crate) struct Msg {
     seq: u64,
-    pending: u64,
     subject: String,
     msg_id: Option<String>,
     relay_mac: Option<String>,
@@ -54,6 +53,10 @@ impl Msg {
     }
 }
 
+/// Most findings one fenced transaction folds (the store takes at most
+/// `MAX_FENCED_FINDINGS`, 512; one event gives a few at most).
+const FINDINGS_PER_COMMIT: usize = 256;
+
 /// What a node shares with its tasks.
 pub(crate) struct TaskDeps {
     pub(crate) js: async_nats::jetstream::Context,
@@ -63,6 +66,7 @@ pub(crate) struct TaskDeps {
     pub(crate) pipeline: Pipeline,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) settings: ClusterSettings,
+    pub(crate) health: Arc<super::ClusterHealth>,
 }
 
 /// How a node steers a running task, and what the task tells it.
@@ -123,7 +127,9 @@ pub(crate) fn run(deps: &TaskDeps, claimed: Claimed, ctl: &Control) -> Exit {
     ));
     let _abort = AbortOnDrop(reader);
     let mut last_seq = snap_pos;
-    let mut pending = None;
+    // nats-server 2.9 miscounts a wildcard-filtered consumer's pending messages, so lag is
+    // measured on the stream by `cluster status --nats` instead of reported from here.
+    let pending = None;
     let mut snap_at = Instant::now();
     let mut batch = Vec::with_capacity(deps.settings.batch);
     loop {
@@ -133,7 +139,15 @@ pub(crate) fn run(deps: &TaskDeps, claimed: Claimed, ctl: &Control) -> Exit {
             }
             // Hand over with the state in the same transaction as the last findings.
             let snapshot = (last_seq > snap_pos).then(|| detector.snapshot());
-            return match write(deps, &fence, &mut detector, last_seq, pending, snapshot, ctl) {
+            return match write(
+                deps,
+                &fence,
+                &mut detector,
+                last_seq,
+                pending,
+                snapshot,
+                ctl,
+            ) {
                 Ok(()) => Exit::Stopped,
                 Err(exit) => exit,
             };
@@ -150,20 +164,39 @@ pub(crate) fn run(deps: &TaskDeps, claimed: Claimed, ctl: &Control) -> Exit {
                 }
             }
         });
+        deps.health
+            .messages
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         for m in &batch {
             detector.feed(&m.received());
             last_seq = m.seq;
-            pending = Some(m.pending);
+            // One transaction folds a bounded number of findings (its fingerprint locks live
+            // in PostgreSQL's shared lock table): a burst is committed in parts, each with the
+            // position of the message that ended it.
+            if detector.findings().len() >= FINDINGS_PER_COMMIT {
+                if let Err(exit) = write(deps, &fence, &mut detector, last_seq, pending, None, ctl)
+                {
+                    return exit;
+                }
+                committed = last_seq;
+            }
         }
-        let snapshot_due =
-            snap_at.elapsed() >= deps.settings.snapshot_every && last_seq > snap_pos;
+        let snapshot_due = snap_at.elapsed() >= deps.settings.snapshot_every && last_seq > snap_pos;
         let verify = ctl.verify.swap(false, Ordering::Relaxed);
         if last_seq == committed && !detector.has_findings() && !snapshot_due && !verify {
             continue;
         }
         let snapshot = snapshot_due.then(|| detector.snapshot());
         let with_snapshot = snapshot.is_some();
-        match write(deps, &fence, &mut detector, last_seq, pending, snapshot, ctl) {
+        match write(
+            deps,
+            &fence,
+            &mut detector,
+            last_seq,
+            pending,
+            snapshot,
+            ctl,
+        ) {
             Ok(()) => {
                 committed = last_seq;
                 if with_snapshot {
@@ -188,7 +221,11 @@ fn write(
     snapshot: Option<Vec<u8>>,
     ctl: &Control,
 ) -> Result<(), Exit> {
-    let events: Vec<Event> = detector.findings().iter().map(|f| f.event.clone()).collect();
+    let events: Vec<Event> = detector
+        .findings()
+        .iter()
+        .map(|f| f.event.clone())
+        .collect();
     if !events.is_empty() {
         store_derived(deps, &fence.task, events, ctl)?;
     }
@@ -203,7 +240,13 @@ fn write(
             .alerting
             .on_findings_fenced(detector.findings(), fence, &cp)
         {
-            Ok(_) => break,
+            Ok(_) => {
+                deps.health.commits.fetch_add(1, Ordering::Relaxed);
+                deps.health
+                    .findings
+                    .fetch_add(detector.findings().len() as u64, Ordering::Relaxed);
+                break;
+            }
             Err(AlertError::Fenced { message, .. }) => return Err(Exit::Fenced(message)),
             Err(e) => {
                 tracing::error!(task = %fence.task, "cannot commit detection state, retrying: {e}");
@@ -244,7 +287,11 @@ fn store_derived(
             Err(SinkError::Overloaded { .. }) => {}
             Err(SinkError::Closed) => return Err(Exit::Stopped),
             Err(e) => {
-                tracing::error!(task, "cannot store {} derived event(s), retrying: {e}", events.len());
+                tracing::error!(
+                    task,
+                    "cannot store {} derived event(s), retrying: {e}",
+                    events.len()
+                );
             }
         }
         give_up_if_stopped(ctl)?;
@@ -306,18 +353,13 @@ async fn read(
         while let Some(m) = messages.next().await {
             let Ok(m) = m else { break };
             let Ok(info) = m.info() else { continue };
-            let (seq, pending, published) = (
-                info.stream_sequence,
-                info.pending,
-                published_at(info.published),
-            );
+            let (seq, published) = (info.stream_sequence, published_at(info.published));
             if seq < from {
                 continue;
             }
             let r = Received::from_message(&m);
             let msg = Msg {
                 seq,
-                pending,
                 subject: r.subject.to_owned(),
                 msg_id: r.msg_id.map(str::to_owned),
                 relay_mac: r.relay_mac.map(str::to_owned),

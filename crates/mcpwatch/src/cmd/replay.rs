@@ -29,7 +29,12 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 #[derive(clap::Args)]
 pub struct ReplayArgs {
     /// Recorded events, one JSON event per line (e.g. from `mcpwatch events --json`).
-    #[arg(long, value_name = "FILE.jsonl", required_unless_present = "stream", conflicts_with = "stream")]
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
     pub events: Option<PathBuf>,
     /// An export of a cluster's stream (`mcpwatch cluster export`), replayed as the cluster's
     /// tasks detect: in stream order, each task on its partition, with the config's
@@ -144,7 +149,9 @@ fn run_stream(
     );
     let mut by_name: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
     for f in &out.findings {
-        *by_name.entry((f.source.as_str(), f.name.as_str())).or_default() += 1;
+        *by_name
+            .entry((f.source.as_str(), f.name.as_str()))
+            .or_default() += 1;
     }
     println!("{:<10} {:<40} {:>9}", "SOURCE", "NAME", "FINDINGS");
     for ((source, name), n) in &by_name {
@@ -415,7 +422,11 @@ fn check_writable_dir(out: &Path) -> anyhow::Result<()> {
 
 /// Writes the alerts to a temporary file beside `path`, then renames it over `path`, so a
 /// failure never leaves half a file.
-fn write_atomically(path: &Path, what: &str, items: &[impl serde::Serialize]) -> anyhow::Result<()> {
+fn write_atomically(
+    path: &Path,
+    what: &str,
+    items: &[impl serde::Serialize],
+) -> anyhow::Result<()> {
     let Some(name) = path.file_name() else {
         bail!(
             "{} is not a file name; give a path like alerts.jsonl",

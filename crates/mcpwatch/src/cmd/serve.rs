@@ -154,7 +154,8 @@ impl Collector {
             if config.store.url.is_none() {
                 bail!("--cluster needs the shared PostgreSQL store: pass --store postgres://… (or set [store] url)");
             }
-            if !matches!(config.extra.get("nats"), Some(toml::Value::Table(t)) if t.contains_key("url")) {
+            if !matches!(config.extra.get("nats"), Some(toml::Value::Table(t)) if t.contains_key("url"))
+            {
                 bail!("--cluster needs the stream the nodes share: pass --nats nats://… (or set [nats] url)");
             }
         }
@@ -178,8 +179,10 @@ impl Collector {
             clock: clock.clone(),
             auth: auth.clone(),
             reader: store.reader(),
+            stream_health: nats_named(&config).then(Arc::default),
         };
         let topology = Topology::build(&ctx, cluster.enabled)?;
+        let stream_health = ctx.stream_health.clone().unwrap_or_default();
         let boot = match (cluster.enabled, topology.cluster) {
             (true, Some((node, leases))) => Some(
                 crate::cluster::Boot::prepare(
@@ -191,6 +194,7 @@ impl Collector {
                     redactor.clone(),
                     clock.clone(),
                     listen,
+                    stream_health.cluster.clone(),
                 )
                 .await?,
             ),
@@ -225,8 +229,14 @@ impl Collector {
             mcpwatch_nats::consume::RelayCheck::Refuse,
             crate::cluster::Boot::relay_check,
         );
-        let nats =
-            super::nats::Consumer::start(&config, &pipeline, ctx.clock.clone(), relay).await?;
+        let nats = super::nats::Consumer::start(
+            &config,
+            &pipeline,
+            ctx.clock.clone(),
+            relay,
+            stream_health.consumer.clone(),
+        )
+        .await?;
         let node = match boot {
             Some(boot) => Some(boot.start(&pipeline).await?),
             None => None,
@@ -293,6 +303,11 @@ impl Collector {
 
 /// The event store the config names: PostgreSQL at `[store] url` (or `--store`), else the SQLite
 /// file in the data directory. Also says where the events are, for the start-up line.
+/// Whether `[nats]` names servers (so `serve` reads the stream).
+fn nats_named(config: &Config) -> bool {
+    matches!(config.extra.get("nats"), Some(toml::Value::Table(t)) if t.contains_key("url"))
+}
+
 async fn open_store(
     config: &Config,
     data_dir: &std::path::Path,

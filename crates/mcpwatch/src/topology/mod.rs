@@ -40,6 +40,8 @@ pub struct Context {
     pub auth: Arc<Authenticator>,
     /// Queries over stored events.
     pub reader: Arc<dyn EventReader>,
+    /// The stream consumer's and cluster node's counters, when `[nats]` names servers.
+    pub stream_health: Option<Arc<crate::cmd::nats::StreamHealth>>,
 }
 
 /// Sees every detection finding, on the stage thread (alerting registers one).
@@ -121,15 +123,14 @@ impl Topology {
         let mut routes: Vec<RouteFactory> = Vec::new();
         // Detection hands its findings to alerting; metrics runs after detection so it also
         // counts what detection emits, and reports alerting's delivery health.
-        let (alert_observer, alert_health, alerting, pg_cluster) =
-            alerts::build(ctx, &mut routes)?;
+        let (alert_observer, alert_health, alerting, pg_cluster) = alerts::build(ctx, &mut routes)?;
         let (detect_stage, rules) = detect::build(ctx, vec![alert_observer], &mut routes)?;
-        let metrics_stage = metrics::build(
-            ctx,
-            rules.detector_health.clone(),
-            vec![alert_health],
-            &mut routes,
-        )?;
+        let mut health = vec![alert_health];
+        if let Some(h) = &ctx.stream_health {
+            health.push(h.clone());
+        }
+        let metrics_stage =
+            metrics::build(ctx, rules.detector_health.clone(), health, &mut routes)?;
         let alerts_in = alerting.store().location();
         web::build(ctx, alerting.clone(), rules.clone(), &mut routes);
         let stages: Vec<Box<dyn Stage>> = if cluster {

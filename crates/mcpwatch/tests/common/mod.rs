@@ -270,3 +270,20 @@ pub fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// The state of the stream `name` as the NATS servers at `urls` report it; `None` while they
+/// cannot say (a server down, an election under way, no stream yet).
+pub async fn stream_state(
+    urls: &str,
+    name: &str,
+) -> Option<mcpwatch_nats::async_nats::jetstream::stream::State> {
+    let client = mcpwatch_nats::connect(urls, "test-probe", true)
+        .await
+        .ok()?;
+    let js = mcpwatch_nats::async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(name).await.ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
+        Ok(Ok(info)) => Some(info.state.clone()),
+        _ => None,
+    }
+}
