@@ -30,6 +30,15 @@ pub enum AlertError {
     /// The request is malformed (a bad matcher, a silence that ends before it starts).
     #[error("{0}")]
     Invalid(String),
+    /// A cluster task's write was refused because its lease is no longer this node's (another
+    /// node took it over, or it expired): nothing was written, and the node stands down for it.
+    #[error("{message}")]
+    Fenced {
+        /// The task, e.g. `user/3`.
+        task: String,
+        /// What happened, for the log.
+        message: String,
+    },
 }
 
 impl From<rusqlite::Error> for AlertError {

@@ -29,7 +29,7 @@ use crate::config::Settings;
 use crate::error::AlertError;
 use crate::matcher::Matcher;
 use crate::model::{AlertRecord, NotificationKind, Silence};
-use crate::store::{AlertFilter, AlertStore, AlertTx, SqliteAlertStore};
+use crate::store::{AlertFilter, AlertStore, AlertTx, Checkpoint, Fence, SqliteAlertStore};
 
 /// Counters of alerting's health, for `/metrics`.
 #[derive(Debug, Default)]
@@ -80,6 +80,10 @@ pub struct Alerting {
     /// Until when silence boundaries were applied (micros); see [`crate::silencing`].
     pub(crate) silences_checked: AtomicI64,
 }
+
+/// The most findings one [`Alerting::on_findings_fenced`] folds: each holds a fingerprint lock
+/// until the commit, and PostgreSQL's lock table is shared by every session.
+pub const MAX_FENCED_FINDINGS: usize = 512;
 
 /// Alerts resolved by quiet period per tick.
 const MAX_QUIET_PER_TICK: usize = 500;
@@ -141,15 +145,87 @@ impl Alerting {
     pub fn on_finding(&self, f: &Finding) -> Result<AlertRecord, AlertError> {
         let now = self.clock.now();
         let tx = self.store.begin()?;
-        let fp = fingerprint(f.source, &f.name, &f.group);
-        tx.lock_fingerprint(&fp)?;
-        let key = finding_key(f);
+        tx.lock_fingerprint(&fingerprint(f.source, &f.name, &f.group))?;
         let silences = active_silences(&*tx, now)?;
+        let (rec, queued) = self.fold_finding(&*tx, f, &silences, now)?;
+        tx.commit()?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(rec)
+    }
+
+    /// Cluster mode: folds a task's findings and writes its checkpoint, as ONE transaction
+    /// fenced by the task's lease (see [`crate::postgres::cluster`]). It locks the lease row and
+    /// checks it is still `fence`'s (else [`AlertError::Fenced`], and nothing is written: the
+    /// node stands down for the task), folds every finding as [`Alerting::on_finding`] does
+    /// (a finding folded already, say by the task's previous owner, only returns its alert),
+    /// writes `cp` on the lease row, commits, and wakes the delivery worker if it queued
+    /// anything. At most [`MAX_FENCED_FINDINGS`] findings per call: split a larger batch,
+    /// each part with the checkpoint of its last message.
+    pub fn on_findings_fenced(
+        &self,
+        findings: &[Finding],
+        fence: &Fence,
+        cp: &Checkpoint,
+    ) -> Result<Vec<AlertRecord>, AlertError> {
+        if findings.len() > MAX_FENCED_FINDINGS {
+            return Err(AlertError::Invalid(format!(
+                "{} findings in one fenced fold of task {}, more than {MAX_FENCED_FINDINGS}; split the batch",
+                findings.len(),
+                fence.task
+            )));
+        }
+        let now = self.clock.now();
+        let tx = self.store.begin()?;
+        tx.fence(fence)?;
+        // Every fingerprint up front and in one order, so that two tasks folding overlapping
+        // fingerprints never wait on each other in a circle.
+        let mut fingerprints: Vec<String> = findings
+            .iter()
+            .map(|f| fingerprint(f.source, &f.name, &f.group))
+            .collect();
+        fingerprints.sort_unstable();
+        fingerprints.dedup();
+        for fp in &fingerprints {
+            tx.lock_fingerprint(fp)?;
+        }
+        let silences = if findings.is_empty() {
+            Vec::new()
+        } else {
+            active_silences(&*tx, now)?
+        };
+        let mut out = Vec::with_capacity(findings.len());
+        let mut queued = false;
+        for f in findings {
+            let (rec, q) = self.fold_finding(&*tx, f, &silences, now)?;
+            queued |= q;
+            out.push(rec);
+        }
+        tx.write_checkpoint(fence, cp)?;
+        tx.commit()?;
+        if queued {
+            self.wake.notify_one();
+        }
+        Ok(out)
+    }
+
+    /// Folds one finding into its open alert (or opens one) inside `tx`, which holds the
+    /// finding's fingerprint lock; the alert, and whether a notification was queued.
+    fn fold_finding(
+        &self,
+        tx: &dyn AlertTx,
+        f: &Finding,
+        silences: &[Vec<Matcher>],
+        now: Timestamp,
+    ) -> Result<(AlertRecord, bool), AlertError> {
+        let fp = fingerprint(f.source, &f.name, &f.group);
+        let key = finding_key(f);
         let policy = self.settings.fold_policy();
         let (mut rec, created) = match tx.find_open(&fp)? {
             Some(r) if !tx.record_finding(&r.alert.id, &key, now)? => {
                 // Folded already: another collector on a shared store saw the same events.
-                return Ok(r);
+                return Ok((r, false));
             }
             Some(mut r) if !policy.is_quiet(r.updated_at, now) => {
                 self.fold(&mut r, f, now);
@@ -158,10 +234,10 @@ impl Alerting {
             Some(mut quiet) => {
                 // Quiet long enough to have resolved (the periodic `tick` had not got to it
                 // yet): resolve it now, as replay does, and open a new one.
-                self.resolve_in(&*tx, &mut quiet, now)?;
-                (self.open_alert(&*tx, &fp, f, &key, now)?, true)
+                self.resolve_in(tx, &mut quiet, now)?;
+                (self.open_alert(tx, &fp, f, &key, now)?, true)
             }
-            None => (self.open_alert(&*tx, &fp, f, &key, now)?, true),
+            None => (self.open_alert(tx, &fp, f, &key, now)?, true),
         };
         let silenced = silences.iter().any(|m| m.iter().all(|m| m.matches(&rec)));
         rec.alert.status = match rec.alert.status {
@@ -182,12 +258,8 @@ impl Alerting {
             tx.update(&rec)?;
         }
         let queued = matches!(rec.alert.status, AlertStatus::New | AlertStatus::Sent)
-            && self.maybe_notify(&*tx, &mut rec, now)?;
-        tx.commit()?;
-        if queued {
-            self.wake.notify_one();
-        }
-        Ok(rec)
+            && self.maybe_notify(tx, &mut rec, now)?;
+        Ok((rec, queued))
     }
 
     fn fold(&self, r: &mut AlertRecord, f: &Finding, now: Timestamp) {

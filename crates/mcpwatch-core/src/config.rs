@@ -85,6 +85,7 @@ pub const EXTENSION_SECTIONS: &[&str] = &[
     "otlp",
     "nats",
     "sink",
+    "cluster",
 ];
 
 /// `[server]`.

@@ -24,6 +24,10 @@ pub enum SinkError {
     /// The pipeline is shutting down.
     #[error("the pipeline is shut down")]
     Closed,
+    /// The batch can never be kept as it is (an event larger than the sink takes); nothing of
+    /// it was kept.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// A boxed future, as sinks return.

@@ -10,6 +10,8 @@
 //! [`crate::watermark::MAX_AHEAD`] past the collector's clock ([`crate::watermark`]), so one
 //! far-future event cannot expire every window and baseline.
 
+mod snapshot;
+
 use std::collections::BTreeMap;
 
 use mcpwatch_core::{Event, Timestamp};
@@ -19,10 +21,13 @@ use crate::anomaly::AnomalyDetectors;
 use crate::config::DetectSettings;
 use crate::finding::{Finding, FindingSource};
 use crate::rules::{RuleEngine, RuleSet};
+use crate::scope::{rule_scope, scoped_settings, Scope};
 use crate::threat::injection::InjectionDetector;
 use crate::threat::ThreatScanner;
 use crate::threshold::Thresholds;
 use crate::watermark::{TimeGuard, MAX_AHEAD};
+
+pub use snapshot::SNAPSHOT_VERSION;
 
 /// The source of events that detection derives.
 pub const DERIVED_SOURCE: &str = "mcpwatch:detect";
@@ -60,11 +65,20 @@ pub struct Engine {
     findings: BTreeMap<(FindingSource, String), u64>,
     events: u64,
     time: TimeGuard,
+    scope: Scope,
 }
 
 impl Engine {
     /// An engine running `rules` (load them with [`RuleSet::load`]) under `settings`.
     pub fn new(rules: RuleSet, settings: &DetectSettings) -> Self {
+        Self::with_scope(rules, settings, Scope::All)
+    }
+
+    /// An engine running only the rules, detectors, signatures and thresholds of `scope`
+    /// ([`crate::scope`]): one per partition of a key family finds, over that partition's
+    /// events, what one [`Scope::All`] engine finds over all of them.
+    pub fn with_scope(rules: RuleSet, settings: &DetectSettings, scope: Scope) -> Self {
+        let settings = &scoped_settings(settings, scope);
         let threats = settings.threats.then(|| {
             let pi = &settings.prompt_injection;
             let detector = InjectionDetector::new(pi.threshold, pi.allowed_hosts.clone());
@@ -73,14 +87,20 @@ impl Engine {
             t
         });
         Self {
-            rules: RuleEngine::new(rules, settings.max_keys_per_rule),
+            rules: RuleEngine::new(scoped_rules(rules, scope), settings.max_keys_per_rule),
             anomalies: AnomalyDetectors::new(&settings.anomaly),
             threats,
             thresholds: Thresholds::new(settings.thresholds.clone()),
             findings: BTreeMap::new(),
             events: 0,
             time: TimeGuard::new(MAX_AHEAD),
+            scope,
         }
+    }
+
+    /// The part of detection this engine runs.
+    pub fn scope(&self) -> Scope {
+        self.scope
     }
 
     /// Runs detection on one event; findings (each with its derived event) go to `out`.
@@ -113,9 +133,10 @@ impl Engine {
         }
     }
 
-    /// Replaces the rules, keeping the state of rules whose definition did not change.
+    /// Replaces the rules (those of this engine's scope), keeping the state of rules whose
+    /// definition did not change.
     pub fn reload_rules(&mut self, rules: RuleSet) {
-        self.rules.reload(rules);
+        self.rules.reload(scoped_rules(rules, self.scope));
     }
 
     /// The rule engine (rules in force and their counters).
@@ -151,4 +172,12 @@ impl Engine {
             future_events_moved: self.time.moved,
         }
     }
+}
+
+/// The rules of `rules` that an engine of `scope` runs.
+fn scoped_rules(rules: RuleSet, scope: Scope) -> RuleSet {
+    if scope == Scope::All {
+        return rules;
+    }
+    rules.retain(|r| scope.runs(rule_scope(r)))
 }

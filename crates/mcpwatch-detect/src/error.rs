@@ -58,6 +58,33 @@ pub enum DetectError {
         /// What is wrong.
         message: String,
     },
+    /// An engine snapshot cannot be restored.
+    #[error("cannot restore the detection state: {0}; start without this snapshot (replaying from the stream position before it) or from an older one")]
+    Snapshot(#[from] SnapshotError),
+}
+
+/// Why an engine snapshot cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not a snapshot, or one damaged in storage.
+    #[error("the snapshot is corrupt ({0})")]
+    Corrupt(String),
+    /// Written by another version of mcpwatch.
+    #[error("the snapshot has format version {found}, this build reads version {supported}")]
+    Version {
+        /// The version in the snapshot (`none` when it names none).
+        found: String,
+        /// The version this build reads and writes.
+        supported: u64,
+    },
+    /// Taken of an engine of another scope.
+    #[error("the snapshot is of a {found} engine, not of a {expected} one")]
+    Scope {
+        /// The snapshot's scope.
+        found: crate::Scope,
+        /// The scope asked for.
+        expected: crate::Scope,
+    },
 }
 
 fn render(errors: &[RuleError]) -> String {

@@ -19,6 +19,11 @@ pub mod error;
 pub mod finding;
 pub mod replay;
 pub mod rules;
+pub mod scope;
+#[cfg(test)]
+mod scope_tests;
+#[cfg(test)]
+mod snapshot_tests;
 mod state;
 pub mod threat;
 pub mod threshold;
@@ -26,8 +31,9 @@ pub mod watermark;
 
 pub use alert::{Alert, AlertBook, AlertChange, AlertStatus, FoldPolicy};
 pub use config::{DetectConfig, DetectSettings};
-pub use engine::{Engine, Health};
-pub use error::{DetectError, RuleError};
+pub use engine::{Engine, Health, SNAPSHOT_VERSION};
+pub use error::{DetectError, RuleError, SnapshotError};
 pub use finding::{Finding, FindingSource, Severity};
 pub use replay::{load_events_jsonl, replay, replay_with, ReplaySummary, SummaryRow};
 pub use rules::{check_rule_files, RuleEngine, RuleSet};
+pub use scope::{rule_scope, Scope};

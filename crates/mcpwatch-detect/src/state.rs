@@ -11,6 +11,10 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::mem::size_of;
 
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
 /// Per-key state that knows when it was last touched (event time, µs).
 pub(crate) trait Aged {
     /// Event time of the last update.
@@ -101,11 +105,82 @@ impl<V: Aged> BoundedMap<V> {
         }
     }
 
+    /// A map with `cap` holding what a snapshot of one held. Over the cap (settings changed),
+    /// the least recently seen go first, counted as evicted.
+    pub fn restore(cap: usize, snap: MapSnapshot<V>) -> Self {
+        let mut m = Self::new(cap);
+        m.expired = snap.expired;
+        m.evicted = snap.evicted;
+        let mut entries = snap.entries;
+        if entries.len() > m.cap {
+            entries.sort_by(|a, b| (a.1.last_seen(), &a.0).cmp(&(b.1.last_seen(), &b.0)));
+            let surplus = entries.len() - m.cap;
+            entries.drain(..surplus);
+            m.evicted += surplus as u64;
+        }
+        m.map.reserve(entries.len());
+        m.map.extend(entries);
+        m
+    }
+
+    /// The cap on keys.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
     /// Approximate bytes of memory this map holds, including table overhead.
     pub fn state_bytes(&self) -> usize {
         let slot = size_of::<(Box<str>, V)>() + 1;
         let heap: usize = self.map.iter().map(|(k, v)| k.len() + v.heap_bytes()).sum();
         self.map.capacity() * slot + heap
+    }
+}
+
+/// A [`BoundedMap`] as a snapshot holds it: entries in key order (equal maps give equal bytes)
+/// and its counters; the cap comes from the settings on restore.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MapSnapshot<V> {
+    entries: Vec<(Box<str>, V)>,
+    expired: u64,
+    evicted: u64,
+}
+
+impl<V> MapSnapshot<V> {
+    /// Keeps only the entries `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&V) -> bool) {
+        self.entries.retain(|(_, v)| keep(v));
+    }
+}
+
+impl<V: Serialize> Serialize for BoundedMap<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut entries: Vec<(&str, &V)> = self.map.iter().map(|(k, v)| (&**k, v)).collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut st = s.serialize_struct("BoundedMap", 3)?;
+        st.serialize_field("entries", &entries)?;
+        st.serialize_field("expired", &self.expired)?;
+        st.serialize_field("evicted", &self.evicted)?;
+        st.end()
+    }
+}
+
+/// Detection state as a JSON value, for [`crate::Engine::snapshot`].
+pub(crate) fn to_value(state: &impl Serialize) -> Value {
+    // Every state type serialises (plain numbers, strings, sequences, string-keyed maps).
+    serde_json::to_value(state).unwrap_or_else(|e| unreachable!("detection state serialises: {e}"))
+}
+
+/// `f64` fields kept as their bits, so a restored baseline is bit-for-bit the saved one (and
+/// NaN or infinities survive, which JSON numbers cannot hold).
+pub(crate) mod f64_bits {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(v.to_bits())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        u64::deserialize(d).map(f64::from_bits)
     }
 }
 
@@ -148,6 +223,18 @@ impl CompactId {
     }
 }
 
+impl Serialize for CompactId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CompactId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| CompactId::new(&s))
+    }
+}
+
 impl std::fmt::Display for CompactId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -180,6 +267,31 @@ mod tests {
         assert!(!m.map.contains_key("k0"), "the oldest key goes first");
         assert_eq!(m.expire(5), 4);
         assert_eq!(m.expired, 4);
+    }
+
+    #[test]
+    fn a_restored_map_keeps_entries_and_counters_and_over_a_smaller_cap_the_newest() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct T(i64);
+        impl Aged for T {
+            fn last_seen(&self) -> i64 {
+                self.0
+            }
+        }
+        let mut m = BoundedMap::new(8);
+        for i in 0..9 {
+            m.entry(&format!("k{i}"), 0, || T(i));
+        }
+        let bytes = serde_json::to_vec(&m).expect("serialises");
+        let snap = || serde_json::from_slice::<MapSnapshot<T>>(&bytes).expect("reads");
+        let same = BoundedMap::restore(8, snap());
+        assert_eq!(serde_json::to_vec(&same).expect("serialises"), bytes);
+        assert_eq!((same.len(), same.evicted), (8, 1));
+        let small = BoundedMap::restore(3, snap());
+        let mut keys: Vec<&str> = small.map.keys().map(|k| &**k).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["k6", "k7", "k8"], "the least recently seen go");
+        assert_eq!(small.evicted, 1 + 5);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use mcpwatch_core::{Event, Timestamp};
 use serde_json::{json, Map, Value};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
-use crate::state::{Aged, BoundedMap};
+use crate::state::{to_value, Aged, BoundedMap, MapSnapshot};
 
 /// A warning and a critical level.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,9 +66,28 @@ impl Default for ThresholdSettings {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Fired {
     last: i64,
     level: Severity,
+}
+
+#[derive(serde::Serialize)]
+struct ThresholdsOut<'a> {
+    fired: &'a BoundedMap<Fired>,
+    window_start: Option<i64>,
+    total: u64,
+    failed: u64,
+    last_id: &'a str,
+}
+
+#[derive(serde::Deserialize)]
+struct ThresholdsIn {
+    fired: MapSnapshot<Fired>,
+    window_start: Option<i64>,
+    total: u64,
+    failed: u64,
+    last_id: String,
 }
 
 impl Aged for Fired {
@@ -106,6 +125,28 @@ impl Thresholds {
             failed: 0,
             last_id: String::new(),
         }
+    }
+
+    /// Quiet times and the open window, for a snapshot.
+    pub(crate) fn save(&self) -> Value {
+        to_value(&ThresholdsOut {
+            fired: &self.fired,
+            window_start: self.window_start,
+            total: self.total,
+            failed: self.failed,
+            last_id: &self.last_id,
+        })
+    }
+
+    /// Takes the state [`Thresholds::save`] wrote.
+    pub(crate) fn load(&mut self, state: Value) -> Result<(), serde_json::Error> {
+        let snap: ThresholdsIn = serde_json::from_value(state)?;
+        self.fired = BoundedMap::restore(self.fired.cap(), snap.fired);
+        self.window_start = snap.window_start;
+        self.total = snap.total;
+        self.failed = snap.failed;
+        self.last_id = snap.last_id;
+        Ok(())
     }
 
     /// Groups remembered.

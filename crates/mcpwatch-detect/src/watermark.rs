@@ -20,6 +20,13 @@ use mcpwatch_core::{Event, Timestamp};
 /// kept by NTP are well within it, and windows shorter than it are rare.
 pub const MAX_AHEAD: Duration = Duration::from_secs(30);
 
+/// What a snapshot keeps of a [`TimeGuard`]: the clock (µs) and the moved count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct TimeState {
+    wall: Option<i64>,
+    moved: u64,
+}
+
 /// Bounds event time by the collector's clock.
 #[derive(Debug)]
 pub(crate) struct TimeGuard {
@@ -37,6 +44,20 @@ impl TimeGuard {
             max_ahead,
             moved: 0,
         }
+    }
+
+    /// The clock and the count of moved events, for a snapshot.
+    pub(crate) fn save(&self) -> TimeState {
+        TimeState {
+            wall: self.wall.map(Timestamp::as_micros),
+            moved: self.moved,
+        }
+    }
+
+    /// Takes the state [`TimeGuard::save`] wrote.
+    pub(crate) fn load(&mut self, state: &TimeState) {
+        self.wall = state.wall.map(Timestamp::from_micros);
+        self.moved = state.moved;
     }
 
     /// The collector's clock says `now`.

@@ -8,6 +8,7 @@
 //! - [`connect`]: URL checking and a client that reconnects by itself;
 //! - [`publish`]: the edges' publisher, one acknowledged message per event, `Nats-Msg-Id` = id;
 //! - [`consume`]: `serve`'s durable consumer, acknowledging only what the store committed;
+//! - [`relay`]: the MAC on events a cluster node relays from its ingest API;
 //! - [`config`]: the `[nats]` section of `serve`'s config file;
 //! - `testing` (feature `testing`): a real 3-node nats-server cluster for tests.
 
@@ -17,6 +18,7 @@ pub mod config;
 pub mod connect;
 pub mod consume;
 pub mod publish;
+pub mod relay;
 pub mod stream;
 pub mod subject;
 #[cfg(feature = "testing")]

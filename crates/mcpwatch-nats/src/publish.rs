@@ -20,6 +20,7 @@ use bytes::Bytes;
 use mcpwatch_core::pace::Pacer;
 use mcpwatch_core::Event;
 
+use crate::relay::{RelayKey, RELAY_HEADER};
 use crate::subject::subject_for;
 
 /// Unacknowledged publishes one publisher allows unless told otherwise.
@@ -64,6 +65,7 @@ pub struct Publisher {
     js: Context,
     max_in_flight: usize,
     connected_once: bool,
+    relay: Option<RelayKey>,
 }
 
 impl Publisher {
@@ -80,7 +82,20 @@ impl Publisher {
             js,
             max_in_flight,
             connected_once: false,
+            relay: None,
         }
+    }
+
+    /// A publisher for a cluster node's ingest API: every message carries the relay MAC
+    /// ([`crate::relay`]), so `api:` sources pass the consumer's checks.
+    pub fn relaying(mut self, key: RelayKey) -> Self {
+        self.relay = Some(key);
+        self
+    }
+
+    /// The largest message the server takes (0 while not known).
+    pub fn max_payload(&self) -> usize {
+        self.client.server_info().max_payload
     }
 
     /// The bound on unacknowledged publishes.
@@ -117,9 +132,11 @@ impl Publisher {
                 }
             }
             let subject = subject_for(e);
-            let msg = PublishMessage::build()
-                .payload(Bytes::from(body))
-                .message_id(e.id.as_str());
+            let mut msg = PublishMessage::build().message_id(e.id.as_str());
+            if let Some(key) = &self.relay {
+                msg = msg.header(RELAY_HEADER, key.sign(&e.id, &body).as_str());
+            }
+            let msg = msg.payload(Bytes::from(body));
             let ack = self
                 .js
                 .send_publish(subject.clone(), msg)

@@ -139,6 +139,101 @@ pub fn parse_subject(subject: &str) -> Option<[Option<u32>; 3]> {
     parts.next().is_none().then_some(out)
 }
 
+/// A cluster task (SPEC 10): one partition of one key family, or the one `global` task that
+/// runs what is grouped on no family's key. Each task reads its own subject filter, so every
+/// event reaches one task of each family and the global task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Task {
+    /// A partition of a family; `None` is the partition of events without that key (`_`).
+    Part(FamilyOrd, Option<u32>),
+    /// Everything.
+    Global,
+}
+
+/// [`Family`] with an order, so tasks sort the same way everywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FamilyOrd(u8);
+
+impl FamilyOrd {
+    /// The family.
+    pub fn family(self) -> Family {
+        Family::ALL[usize::from(self.0)]
+    }
+}
+
+impl From<Family> for FamilyOrd {
+    fn from(f: Family) -> Self {
+        Self(u8::try_from(f.position()).unwrap_or(0))
+    }
+}
+
+impl Task {
+    /// Every task: each family's partitions `0`–`15` and `_`, then `global`.
+    pub fn all() -> Vec<Task> {
+        let mut out = Vec::with_capacity(Family::ALL.len() * (PARTITIONS as usize + 1) + 1);
+        for f in Family::ALL {
+            for p in 0..PARTITIONS {
+                out.push(Task::Part(f.into(), Some(p)));
+            }
+            out.push(Task::Part(f.into(), None));
+        }
+        out.push(Task::Global);
+        out
+    }
+
+    /// The family whose partition this is; `None` for `global`.
+    pub fn family(self) -> Option<Family> {
+        match self {
+            Task::Part(f, _) => Some(f.family()),
+            Task::Global => None,
+        }
+    }
+
+    /// Its name: `user/3`, `server/_`, `global`.
+    pub fn name(self) -> String {
+        match self {
+            Task::Part(f, Some(p)) => format!("{}/{p}", f.family().as_str()),
+            Task::Part(f, None) => format!("{}/{NO_KEY}", f.family().as_str()),
+            Task::Global => "global".to_owned(),
+        }
+    }
+
+    /// The task a name names.
+    pub fn parse(name: &str) -> Option<Task> {
+        if name == "global" {
+            return Some(Task::Global);
+        }
+        let (family, part) = name.split_once('/')?;
+        let family = Family::ALL.into_iter().find(|f| f.as_str() == family)?;
+        let part = match part {
+            NO_KEY => None,
+            p => Some(p.parse::<u32>().ok().filter(|p| *p < PARTITIONS)?),
+        };
+        Some(Task::Part(family.into(), part))
+    }
+
+    /// The subject filter it reads.
+    pub fn filter(self) -> String {
+        match self {
+            Task::Global => format!("{PREFIX}.>"),
+            Task::Part(f, Some(p)) => f.family().filter(p),
+            Task::Part(f, None) => {
+                let mut tokens = ["*"; 3];
+                tokens[f.family().position()] = NO_KEY;
+                format!("{PREFIX}.{}", tokens.join("."))
+            }
+        }
+    }
+
+    /// Whether a subject's partitions (from [`parse_subject`]) fall in this task.
+    pub fn covers(self, parts: &[Option<u32>; 3]) -> bool {
+        match self {
+            Task::Global => true,
+            Task::Part(f, p) => parts[f.family().position()] == p,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,5 +325,33 @@ mod tests {
             seen[partition(&format!("user-{i}")) as usize] += 1;
         }
         assert!(seen.iter().all(|&n| n > 30), "{seen:?}");
+    }
+
+    #[test]
+    fn tasks_cover_every_subject_once_per_family() {
+        let tasks = Task::all();
+        assert_eq!(tasks.len(), 3 * 17 + 1);
+        for t in &tasks {
+            assert_eq!(Task::parse(&t.name()), Some(*t), "{}", t.name());
+        }
+        for parts in [
+            [Some(3), None, Some(15)],
+            [None, None, None],
+            [Some(0), Some(9), Some(2)],
+        ] {
+            for f in Family::ALL {
+                let n = tasks
+                    .iter()
+                    .filter(|t| t.family() == Some(f) && t.covers(&parts))
+                    .count();
+                assert_eq!(n, 1, "{parts:?} {f:?}");
+            }
+        }
+        assert_eq!(
+            Task::parse("user/_").map(Task::filter).as_deref(),
+            Some("mcpw.ev.v1._.*.*")
+        );
+        assert_eq!(Task::parse("ip/16"), None);
+        assert_eq!(Task::parse("tool/1"), None);
     }
 }

@@ -163,6 +163,11 @@ impl TempNatsCluster {
         }
     }
 
+    /// Whether node `i` runs (it was not killed, or was restarted since).
+    pub fn is_running(&self, i: usize) -> bool {
+        self.nodes[i].child.is_some()
+    }
+
     /// Starts node `i` again, on its ports and data.
     pub fn restart(&mut self, i: usize) {
         if let Err(e) = self.spawn(i) {

@@ -1,6 +1,7 @@
 //! `mcpwatch`: the one binary. Parses the command line and hands each subcommand to its
 //! module under `cmd/`, which wires the pipeline stages together (like Vector's topology).
 
+mod cluster;
 mod cmd;
 mod demo;
 mod term;
@@ -49,6 +50,9 @@ enum Command {
     Store(cmd::store::StoreCommand),
     /// MCP client configs on this machine: list their servers, `watch` or `unwatch` them.
     Clients(cmd::clients::ClientsArgs),
+    /// A `serve --cluster` deployment: `status` of its nodes and tasks, `export` of its stream.
+    #[command(subcommand)]
+    Cluster(cmd::cluster::ClusterCommand),
     /// Run recorded events through detection offline, deterministically; delivers nothing.
     Replay(cmd::replay::ReplayArgs),
     /// A collector on a temporary data dir fed with realistic traffic and a few attacks.
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
             Command::Store(c) => cmd::store::run(c),
             Command::Clients(args) => cmd::clients::run(args),
             Command::Replay(args) => cmd::replay::run(args),
+            Command::Cluster(c) => cmd::cluster::run(c).await,
             Command::Demo(args) => cmd::demo::run(args).await,
         }
     });

@@ -163,17 +163,9 @@ async fn all_stored(client: &reqwest::Client, url: &str, ids: &[String]) -> Hash
 
 /// How many messages the stream holds, asked of `urls`; 0 while it cannot say.
 async fn stream_messages(urls: &str) -> u64 {
-    let Ok(client) = mcpwatch_nats::connect(urls, "test-probe", true).await else {
-        return 0;
-    };
-    let js = async_nats::jetstream::new(client);
-    let Ok(mut stream) = js.get_stream(STREAM).await else {
-        return 0;
-    };
-    match tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
-        Ok(Ok(info)) => info.state.messages,
-        _ => 0,
-    }
+    common::stream_state(urls, STREAM)
+        .await
+        .map_or(0, |state| state.messages)
 }
 
 /// The stream's messages are exactly `want`'s ids, each once; the store lists each once.
@@ -492,4 +484,52 @@ async fn gateway_with_sink_nats_and_a_collector_delivers_to_both() {
     assert_eq!(a, b, "the same events, by id, through NATS and over HTTP");
     let stream: HashSet<String> = stream_ids(&cluster.urls()).await.into_iter().collect();
     assert!(a.is_subset(&stream));
+}
+
+/// An edge that published to a stream that did not exist yet and then ended leaves its events
+/// in its spool; `mcpwatch spool flush --nats` publishes them once `serve` has made the stream,
+/// each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_flush_publishes_what_a_gone_edge_left_to_the_stream() {
+    let cluster = TempNatsCluster::start();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let calls = 50;
+    let (client, progress, release) = wrapped_load(&cluster, tmp.path(), calls);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered(&progress) < calls || spooled_bytes(tmp.path()) == 0 {
+        assert!(Instant::now() < deadline, "the load did not spool");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let load = finish(client, &release);
+    assert_eq!(load["ok"], calls, "{load}");
+    assert!(spooled_bytes(tmp.path()) > 0, "the gone edge's events wait");
+    let serve = serve(&cluster, tmp.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_mcpwatch"))
+        .args(["spool", "flush", "--nats", &cluster.urls(), "--data-dir"])
+        .arg(tmp.path().join("edge"))
+        .output()
+        .expect("spool flush runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("to NATS at"), "{stdout}");
+    let http = reqwest::Client::new();
+    let got = wait_stored(
+        &http,
+        &serve.url,
+        "everything",
+        calls,
+        Duration::from_secs(60),
+    )
+    .await;
+    let stream = stream_ids(&cluster.urls()).await;
+    assert_once(&stream, &got, calls);
+    assert_eq!(
+        spooled_bytes(tmp.path()),
+        0,
+        "the spool is empty after the flush"
+    );
 }

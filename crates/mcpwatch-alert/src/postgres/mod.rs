@@ -13,6 +13,8 @@
 //!   once, and the send happens after, with no lock held. Recording the attempt releases the
 //!   claim; a node killed between send and record leaves a claim that expires, and another node
 //!   sends again (at least once; receivers dedup on the notification id).
+//!
+//! Cluster mode's leases and task checkpoints live on the same database ([`cluster`]).
 
 mod schema;
 
@@ -31,17 +33,21 @@ use crate::error::AlertError;
 use crate::model::{AlertRecord, Delivery, NotificationKind, Silence};
 use crate::store::{
     alert_from_row, delivery_from_row, json, page, silence_from_row, status_str, with_deliveries,
-    AlertFilter, AlertStore, AlertTx, Attempt, Columns, ALERT_COLUMNS, DELIVERY_COLUMNS,
-    SILENCE_COLUMNS,
+    AlertFilter, AlertStore, AlertTx, Attempt, Checkpoint, Columns, Fence, ALERT_COLUMNS,
+    DELIVERY_COLUMNS, SILENCE_COLUMNS,
 };
 
 macro_rules! args {
     ($($a:expr),* $(,)?) => {
-        vec![$(Box::new($a) as Box<dyn ToSql + Sync + Send>),*]
+        vec![$(Box::new($a) as Box<dyn tokio_postgres::types::ToSql + Sync + Send>),*]
     };
 }
 
+// After `args!`, which it uses.
+pub mod cluster;
+
 /// PostgreSQL-backed [`AlertStore`].
+#[derive(Clone)]
 pub struct PgAlertStore {
     db: Db,
     /// This process, as its claims name it.
@@ -96,18 +102,25 @@ pub fn node_name() -> String {
     format!("{host}:{}:{:08x}", std::process::id(), fastrand::u32(..))
 }
 
-impl AlertStore for PgAlertStore {
-    fn begin(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
+impl PgAlertStore {
+    /// Starts a transaction on a connection of the pool.
+    fn begin_pg(&self) -> Result<PgTx<'_>, AlertError> {
         let conn = Arc::new(self.db.connection()?);
         let c = conn.clone();
         self.db.block(async move {
             c.batch_execute("BEGIN").await?;
             Ok(())
         })?;
-        Ok(Box::new(PgTx {
+        Ok(PgTx {
             store: self,
             conn: Some(conn),
-        }))
+        })
+    }
+}
+
+impl AlertStore for PgAlertStore {
+    fn begin(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
+        Ok(Box::new(self.begin_pg()?))
     }
 
     fn location(&self) -> String {
@@ -210,8 +223,9 @@ fn micros(t: Option<Timestamp>) -> Option<i64> {
     t.map(Timestamp::as_micros)
 }
 
-impl AlertTx for PgTx<'_> {
-    fn commit(mut self: Box<Self>) -> Result<(), AlertError> {
+impl PgTx<'_> {
+    /// Makes the transaction durable (what [`AlertTx::commit`] does, without the box).
+    fn commit_pg(&mut self) -> Result<(), AlertError> {
         let c = self.conn()?;
         self.store.db.block(async move {
             c.batch_execute("COMMIT").await?;
@@ -219,6 +233,20 @@ impl AlertTx for PgTx<'_> {
         })?;
         self.conn = None;
         Ok(())
+    }
+}
+
+impl AlertTx for PgTx<'_> {
+    fn commit(mut self: Box<Self>) -> Result<(), AlertError> {
+        self.commit_pg()
+    }
+
+    fn fence(&self, fence: &Fence) -> Result<(), AlertError> {
+        cluster::lock_fence(self, fence)
+    }
+
+    fn write_checkpoint(&self, fence: &Fence, cp: &Checkpoint) -> Result<(), AlertError> {
+        cluster::write_checkpoint(self, fence, cp)
     }
 
     fn lock_fingerprint(&self, fingerprint: &str) -> Result<(), AlertError> {

@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 use crate::error::AlertError;
 
 /// The schema version this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 4;
 
 /// Any constant (not the event store's): the advisory lock that serialises migrations of
 /// several starting processes.
@@ -86,6 +86,43 @@ ALTER TABLE deliveries ADD COLUMN source_ref text;
 CREATE UNIQUE INDEX deliveries_source_ref ON deliveries(source_ref) WHERE source_ref IS NOT NULL;
 "#;
 
+/// Cluster mode (`serve --cluster`, see [`super::cluster`]): the nodes that are up, and one
+/// lease row per detection task. Every write a task makes locks and checks its row first
+/// (owner, epoch, not expired on the database's clock), and its stream position and engine
+/// snapshot are kept on the same row, in the same transaction as its findings.
+const V3: &str = r#"
+CREATE TABLE cluster_nodes(
+    node text PRIMARY KEY,
+    info text NOT NULL,
+    started_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE cluster_tasks(
+    task text PRIMARY KEY,
+    owner text NULL,
+    epoch bigint NOT NULL DEFAULT 0,
+    expires_at timestamptz,
+    -- The last stream sequence whose effects are committed.
+    position bigint NOT NULL DEFAULT 0,
+    -- Messages left in the task's filter at that checkpoint, as the owner saw.
+    pending bigint NULL,
+    -- The engine's state at snapshot_position.
+    snapshot bytea NULL,
+    snapshot_position bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz
+);
+CREATE INDEX cluster_tasks_owner ON cluster_tasks(owner) WHERE owner IS NOT NULL;
+"#;
+
+/// Version 4: secrets the cluster's nodes share and nobody else holds; `relay` keys the MAC on
+/// events a node relays from its ingest API to the stream (`mcpwatch_nats::relay`).
+const V4: &str = r#"
+CREATE TABLE cluster_secrets(
+    name text PRIMARY KEY,
+    secret bytea NOT NULL
+);
+"#;
+
 /// Brings the alert tables up to [`VERSION`], under an advisory lock so that one of several
 /// starting processes applies a migration and the others find it done.
 pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError> {
@@ -110,7 +147,7 @@ pub async fn migrate(client: &mut Client, shown: &str) -> Result<(), AlertError>
             "the alert tables in {shown} have schema version {found}, newer than this mcpwatch understands ({VERSION}); upgrade mcpwatch"
         )));
     }
-    for (version, sql) in [(1, V1), (2, V2)] {
+    for (version, sql) in [(1, V1), (2, V2), (3, V3), (4, V4)] {
         if found < version {
             tx.batch_execute(sql).await.map_err(db)?;
             tx.execute(

@@ -27,6 +27,7 @@ use crate::error::AlertError;
 use crate::model::{
     AlertRecord, Delivery, DeliveryState, DeliveryStatus, NotificationKind, Silence,
 };
+pub use crate::postgres::cluster::{Checkpoint, Fence};
 
 pub use sqlite::SqliteAlertStore;
 
@@ -124,6 +125,14 @@ pub trait AlertTx {
     fn silence_boundary_between(&self, after: i64, upto: i64) -> Result<bool, AlertError>;
     /// Ends a silence at `now` (kept for the record); whether it exists.
     fn expire_silence(&self, id: &str, now: Timestamp) -> Result<bool, AlertError>;
+
+    /// Cluster mode: locks the task's lease row until the end of this transaction and checks
+    /// that it is still `fence`'s (same owner and epoch, not expired on the database's clock);
+    /// [`AlertError::Fenced`] if not. A takeover waits for this transaction to end.
+    fn fence(&self, fence: &Fence) -> Result<(), AlertError>;
+    /// Cluster mode: writes the task's checkpoint (position, pending count, and the engine
+    /// snapshot at that position when given) on its lease row, if `fence` still holds it.
+    fn write_checkpoint(&self, fence: &Fence, cp: &Checkpoint) -> Result<(), AlertError>;
 }
 
 /// Filters of `GET /alerts`.

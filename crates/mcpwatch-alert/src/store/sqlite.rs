@@ -12,8 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
     alert_from_row, delivery_from_row, json, page, silence_from_row, status_str, with_deliveries,
-    AlertFilter, AlertStore, AlertTx, Attempt, Columns, ALERT_COLUMNS, DELIVERY_COLUMNS,
-    SILENCE_COLUMNS,
+    AlertFilter, AlertStore, AlertTx, Attempt, Checkpoint, Columns, Fence, ALERT_COLUMNS,
+    DELIVERY_COLUMNS, SILENCE_COLUMNS,
 };
 use crate::error::AlertError;
 use crate::model::{AlertRecord, Delivery, NotificationKind, Silence};
@@ -185,11 +185,26 @@ impl SqliteTx<'_> {
     }
 }
 
+/// Leases need a database every node shares.
+fn needs_postgres() -> AlertError {
+    AlertError::Invalid(
+        "cluster mode needs the PostgreSQL store (serve --store postgres://…); alerts.db belongs to one collector".into(),
+    )
+}
+
 impl AlertTx for SqliteTx<'_> {
     fn commit(mut self: Box<Self>) -> Result<(), AlertError> {
         self.conn.execute_batch("COMMIT")?;
         self.open = false;
         Ok(())
+    }
+
+    fn fence(&self, _fence: &Fence) -> Result<(), AlertError> {
+        Err(needs_postgres())
+    }
+
+    fn write_checkpoint(&self, _fence: &Fence, _cp: &Checkpoint) -> Result<(), AlertError> {
+        Err(needs_postgres())
     }
 
     fn lock_fingerprint(&self, _fingerprint: &str) -> Result<(), AlertError> {

@@ -13,7 +13,7 @@ use crate::state::Aged;
 const BUCKET_US: i64 = 60_000_000;
 const ALPHA: f64 = 0.1;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
     base: Ewma,
     bucket: i64,
@@ -112,5 +112,14 @@ impl Detector for CallRate {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.keys]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&self.keys)
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        self.keys.restore(serde_json::from_value(state)?);
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::{shown, Anomaly, AnomalySettings, Call, Detector, DetectorKind};
 use crate::finding::Severity;
 use crate::state::Aged;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Seen(i64);
 
 impl Aged for Seen {
@@ -87,5 +87,14 @@ impl Detector for NewCapabilityUse {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.seen]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&self.seen)
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        self.seen.restore(serde_json::from_value(state)?);
+        Ok(())
     }
 }

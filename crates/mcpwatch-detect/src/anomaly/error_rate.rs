@@ -12,10 +12,13 @@ const BASE: f64 = 0.01;
 const RECENT: f64 = 1.0 / 20.0;
 const COOLDOWN: u32 = 100;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
+    #[serde(with = "crate::state::f64_bits")]
     p0: f64,
+    #[serde(with = "crate::state::f64_bits")]
     recent: f64,
+    #[serde(with = "crate::state::f64_bits")]
     s: f64,
     n: u32,
     cooldown: u32,
@@ -107,5 +110,14 @@ impl Detector for ErrorRate {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.keys]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&self.keys)
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        self.keys.restore(serde_json::from_value(state)?);
+        Ok(())
     }
 }

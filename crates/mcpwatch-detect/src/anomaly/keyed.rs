@@ -2,8 +2,10 @@
 //! server, tool, …) joined into one key without allocating per call, with idle expiry taken
 //! from the settings, and the accounting `AnomalyDetectors` reports ([`KeyedStats`]).
 
+use serde::{Serialize, Serializer};
+
 use super::AnomalySettings;
-use crate::state::{Aged, BoundedMap};
+use crate::state::{Aged, BoundedMap, MapSnapshot};
 
 /// Separates the parts of a key (a control character no name should contain; one that does
 /// only shares a key with another name containing it).
@@ -35,6 +37,11 @@ impl<V: Aged> Keyed<V> {
         }
     }
 
+    /// Takes the keys of a snapshot (the cap stays the settings').
+    pub fn restore(&mut self, snap: MapSnapshot<V>) {
+        self.map = BoundedMap::restore(self.map.cap(), snap);
+    }
+
     /// Whether the key made of `parts` is tracked.
     pub fn contains(&mut self, parts: &[&str]) -> bool {
         self.build(parts);
@@ -46,6 +53,13 @@ impl<V: Aged> Keyed<V> {
         self.build(parts);
         self.map
             .entry(&self.key, ts.saturating_sub(self.idle_us), make)
+    }
+}
+
+/// A snapshot holds the keys and counters; the key buffer and idle time are not state.
+impl<V: Serialize> Serialize for Keyed<V> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.map.serialize(s)
     }
 }
 

@@ -14,9 +14,10 @@ const SLOW: f64 = 0.02;
 const FAST: f64 = 2.0 / 41.0;
 const RECENT_CALLS: u32 = 40;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
     base: Ewma,
+    #[serde(with = "crate::state::f64_bits")]
     recent: f64,
     n: u32,
     first: i64,
@@ -111,6 +112,15 @@ impl Detector for Latency {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.keys]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&self.keys)
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        self.keys.restore(serde_json::from_value(state)?);
+        Ok(())
     }
 }
 

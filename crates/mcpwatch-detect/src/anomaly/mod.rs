@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 
 use mcpwatch_core::params::Params;
 use mcpwatch_core::{Event, Timestamp};
-use serde::Serialize;
-use serde_json::{json, Map};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
 use keyed::KeyedStats;
@@ -244,15 +244,47 @@ pub(crate) trait Detector: Send {
     fn maps_mut(&mut self) -> Vec<&mut dyn KeyedStats>;
     /// Its keyed state, for accounting.
     fn maps(&self) -> Vec<&dyn KeyedStats>;
+    /// Its keyed state, for a snapshot.
+    fn save(&self) -> serde_json::Value;
+    /// Takes the state [`Detector::save`] wrote.
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error>;
 }
 
 /// Counters of one detector.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DetectorStats {
     /// Calls observed.
     pub observed: u64,
     /// Anomalies reported.
     pub fired: u64,
+}
+
+#[derive(Serialize)]
+struct DetectorOut {
+    name: &'static str,
+    stats: DetectorStats,
+    state: Value,
+}
+
+#[derive(Serialize)]
+struct DetectorsOut {
+    watermark: i64,
+    next_sweep: i64,
+    detectors: Vec<DetectorOut>,
+}
+
+#[derive(Deserialize)]
+struct DetectorIn {
+    name: String,
+    stats: DetectorStats,
+    state: Value,
+}
+
+#[derive(Deserialize)]
+struct DetectorsIn {
+    watermark: i64,
+    next_sweep: i64,
+    detectors: Vec<DetectorIn>,
 }
 
 /// All enabled detectors.
@@ -341,6 +373,43 @@ impl AnomalyDetectors {
         for a in self.scratch.drain(..) {
             out.push(to_finding(a, event));
         }
+    }
+
+    /// Every detector's keys and counters, for a snapshot.
+    pub(crate) fn save(&self) -> Value {
+        let detectors = self
+            .detectors
+            .iter()
+            .map(|(kind, d, stats)| DetectorOut {
+                name: kind.as_str(),
+                stats: *stats,
+                state: d.save(),
+            })
+            .collect();
+        crate::state::to_value(&DetectorsOut {
+            watermark: self.watermark,
+            next_sweep: self.next_sweep,
+            detectors,
+        })
+    }
+
+    /// Takes the state [`AnomalyDetectors::save`] wrote; an enabled detector the snapshot does
+    /// not hold starts empty, and state of detectors not enabled is dropped.
+    pub(crate) fn load(&mut self, state: Value) -> Result<(), serde_json::Error> {
+        let snap: DetectorsIn = serde_json::from_value(state)?;
+        self.watermark = snap.watermark;
+        self.next_sweep = snap.next_sweep;
+        for saved in snap.detectors {
+            if let Some((_, d, stats)) = self
+                .detectors
+                .iter_mut()
+                .find(|(k, _, _)| k.as_str() == saved.name)
+            {
+                d.load(saved.state)?;
+                *stats = saved.stats;
+            }
+        }
+        Ok(())
     }
 
     /// Counters per detector.
@@ -433,4 +502,4 @@ pub(crate) fn learned(s: &AnomalySettings, first: i64, n: u32, ts: i64) -> bool 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -9,7 +9,7 @@ use super::{learned, Anomaly, AnomalySettings, Call, Detector, DetectorKind};
 use crate::finding::Severity;
 use crate::state::Aged;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct User {
     first: i64,
     last: i64,
@@ -23,7 +23,7 @@ impl Aged for User {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Pair(i64);
 
 impl Aged for Pair {
@@ -98,5 +98,16 @@ impl Detector for NewTool {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.users, &self.pairs]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&(&self.users, &self.pairs))
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let (users, pairs) = serde_json::from_value(state)?;
+        self.users.restore(users);
+        self.pairs.restore(pairs);
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ const MAX_VALUE_BYTES: usize = 64;
 const MIN_OUTLYING_BYTES: u64 = 256;
 const ALPHA: f64 = 0.02;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Tool {
     sets: [u64; SETS],
     nsets: u8,
@@ -47,7 +47,7 @@ impl Aged for Tool {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Param {
     size: Ewma,
     n: u32,
@@ -231,5 +231,16 @@ impl Detector for Parameters {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.tools, &self.params]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&(&self.tools, &self.params))
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let (tools, params) = serde_json::from_value(state)?;
+        self.tools.restore(tools);
+        self.params.restore(params);
+        Ok(())
     }
 }

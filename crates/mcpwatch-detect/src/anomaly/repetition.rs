@@ -17,7 +17,7 @@ use crate::state::{stable_hash, Aged};
 /// Keys of the arguments named in a description at most.
 const SHOWN_KEYS: usize = 5;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct State {
     /// Hash of server, tool and arguments of the run's call.
     call: u64,
@@ -121,6 +121,19 @@ impl Detector for Repetition {
 
     fn maps(&self) -> Vec<&dyn KeyedStats> {
         vec![&self.keys]
+    }
+
+    fn save(&self) -> serde_json::Value {
+        crate::state::to_value(&self.keys)
+    }
+
+    fn load(&mut self, state: serde_json::Value) -> Result<(), serde_json::Error> {
+        let mut snap: crate::state::MapSnapshot<State> = serde_json::from_value(state)?;
+        // A run's ring has `repetition_count` slots; runs saved under another count restart.
+        let n = self.s.repetition_count.max(2) as usize;
+        snap.retain(|st| st.times.len() == n);
+        self.keys.restore(snap);
+        Ok(())
     }
 }
 

@@ -1,11 +1,13 @@
 //! Online statistics in O(1) memory: an exponentially weighted mean and variance.
 
 /// Exponentially weighted moving mean and variance (West's incremental form).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ewma {
     /// The weighted mean.
+    #[serde(with = "crate::state::f64_bits")]
     pub mean: f64,
     /// The weighted variance.
+    #[serde(with = "crate::state::f64_bits")]
     pub var: f64,
 }
 

@@ -130,6 +130,23 @@ impl Gen {
         self.tracker(user, session, server).session_id().to_owned()
     }
 
+    /// One frame of `user`'s session `session` with `server` at `self.t` (from the client
+    /// when `from_client`); every event the tracker emits.
+    pub fn frame(
+        &mut self,
+        (user, session, server): (&str, &str, &str),
+        from_client: bool,
+        frame: &Value,
+    ) -> Vec<Event> {
+        let (t, clock) = (self.t, self.clock.clone());
+        let tracker = self.tracker(user, session, server);
+        let mut out = Vec::new();
+        clock.set(Timestamp::from_micros(t));
+        let dir = if from_client { C } else { S };
+        tracker.on_frame(dir, frame.to_string().as_bytes(), &mut out);
+        out
+    }
+
     /// One `tools/call` at `self.t` answered `latency_ms` later; every event the tracker emits.
     #[allow(
         clippy::too_many_arguments,

@@ -17,15 +17,16 @@ use std::collections::BTreeMap;
 use std::mem::size_of;
 
 use mcpwatch_core::{Event, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::{Rule, RuleSet};
 use crate::finding::{group_json, Derived, Finding, FindingSource};
-use crate::state::{stable_hash, Aged, BoundedMap, CompactId};
+use crate::state::{stable_hash, to_value, Aged, BoundedMap, CompactId, MapSnapshot};
 
 /// Counters of one rule, for summaries and metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleStats {
     /// Events whose `when` matched.
     pub matched: u64,
@@ -39,14 +40,14 @@ pub struct RuleStats {
     pub ungrouped: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Hit {
     ts: i64,
     distinct: u64,
     id: CompactId,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Group {
     hits: Vec<Hit>,
     last_ts: i64,
@@ -78,6 +79,44 @@ pub struct RuleEngine {
     watermark: i64,
     next_sweep: i64,
     key_buf: String,
+}
+
+/// One rule's state in a snapshot, under its name and a hash of its definition.
+#[derive(Serialize)]
+struct RuleOut<'a> {
+    name: &'a str,
+    definition: String,
+    stats: RuleStats,
+    groups: &'a BoundedMap<Group>,
+}
+
+#[derive(Deserialize)]
+struct RuleIn {
+    name: String,
+    definition: String,
+    stats: RuleStats,
+    groups: MapSnapshot<Group>,
+}
+
+#[derive(Serialize)]
+struct EngineOut<'a> {
+    watermark: i64,
+    next_sweep: i64,
+    rules: Vec<RuleOut<'a>>,
+}
+
+#[derive(Deserialize)]
+struct EngineIn {
+    watermark: i64,
+    next_sweep: i64,
+    rules: Vec<RuleIn>,
+}
+
+/// A short hash of a rule's definition: a snapshot keeps a rule's state only for the same
+/// definition, as [`RuleEngine::reload`] does.
+fn definition_hash(rule: &Rule) -> String {
+    let d = Sha256::digest(rule.definition.as_bytes());
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// How often (event time) idle groups are swept.
@@ -125,6 +164,50 @@ impl RuleEngine {
         }
         self.rules = rules;
         self.states = states;
+    }
+
+    /// Every rule's windows, groups, suppression and counters, for a snapshot.
+    pub(crate) fn save(&self) -> Value {
+        let rules = self
+            .rules
+            .rules()
+            .iter()
+            .zip(&self.states)
+            .map(|(r, s)| RuleOut {
+                name: &r.name,
+                definition: definition_hash(r),
+                stats: s.stats,
+                groups: &s.groups,
+            })
+            .collect();
+        to_value(&EngineOut {
+            watermark: self.watermark,
+            next_sweep: self.next_sweep,
+            rules,
+        })
+    }
+
+    /// Takes the state of [`RuleEngine::save`]: rules in force with the same name and
+    /// definition get theirs back, others (changed, new) start empty; rules no longer in force
+    /// are dropped.
+    pub(crate) fn load(&mut self, state: Value) -> Result<(), serde_json::Error> {
+        let snap: EngineIn = serde_json::from_value(state)?;
+        self.watermark = snap.watermark;
+        self.next_sweep = snap.next_sweep;
+        for saved in snap.rules {
+            let i = self
+                .rules
+                .rules()
+                .iter()
+                .position(|r| r.name == saved.name && definition_hash(r) == saved.definition);
+            if let Some(i) = i {
+                self.states[i] = RuleState {
+                    groups: BoundedMap::restore(self.max_keys, saved.groups),
+                    stats: saved.stats,
+                };
+            }
+        }
+        Ok(())
     }
 
     /// The rules in force.

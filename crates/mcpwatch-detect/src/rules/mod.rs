@@ -156,6 +156,11 @@ impl RuleSet {
         Ok(RuleSet::new(rules))
     }
 
+    /// The rules `keep` accepts, in load order, indexed anew.
+    pub(crate) fn retain(&self, keep: impl Fn(&Rule) -> bool) -> RuleSet {
+        RuleSet::new(self.rules.iter().filter(|r| keep(r)).cloned().collect())
+    }
+
     /// The rules, in load order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules

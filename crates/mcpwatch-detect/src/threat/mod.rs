@@ -13,7 +13,7 @@
 //!   (a server asking the client's model to generate): `prompt_injection` naming the server.
 //!
 //! The same execution's parameters arrive on both `execution_start` and `execution_complete`;
-//! a small memory of recent (execution, signature) pairs reports each once. A listed tool is
+//! a small memory of recent (server, execution, signature) triples reports each once. A listed tool is
 //! scanned once per definition hash.
 
 mod edge;
@@ -30,7 +30,7 @@ use mcpwatch_core::{Event, Level, Timestamp};
 use serde_json::{json, Map, Value};
 
 use crate::finding::{group_json, Derived, Finding, FindingSource, Severity};
-use crate::state::{stable_hash, Aged, BoundedMap};
+use crate::state::{stable_hash, to_value, Aged, BoundedMap, MapSnapshot};
 use edge::{carried, description_hits, parameter_hits};
 pub use edge::{EdgeScanner, EDGE_SCAN_BYTES};
 use exposure::redacted_in_result;
@@ -44,7 +44,20 @@ const MAX_STRINGS: usize = 256;
 /// Recent (execution, signature) pairs remembered to report each once.
 const RECENT: usize = 4096;
 
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Seen(i64);
+
+#[derive(serde::Serialize)]
+struct ThreatsOut<'a> {
+    recent: &'a VecDeque<u64>,
+    listed: &'a BoundedMap<Seen>,
+}
+
+#[derive(serde::Deserialize)]
+struct ThreatsIn {
+    recent: VecDeque<u64>,
+    listed: MapSnapshot<Seen>,
+}
 
 impl Aged for Seen {
     fn last_seen(&self) -> i64 {
@@ -93,6 +106,26 @@ impl ThreatScanner {
             listed: BoundedMap::new(max_tools),
             pass_through_definition_changes: true,
         }
+    }
+
+    /// The recent executions and listed definitions, for a snapshot.
+    pub(crate) fn save(&self) -> Value {
+        to_value(&ThreatsOut {
+            recent: &self.recent,
+            listed: &self.listed,
+        })
+    }
+
+    /// Takes the state [`ThreatScanner::save`] wrote.
+    pub(crate) fn load(&mut self, state: Value) -> Result<(), serde_json::Error> {
+        let mut snap: ThreatsIn = serde_json::from_value(state)?;
+        let surplus = snap.recent.len().saturating_sub(RECENT);
+        snap.recent.drain(..surplus);
+        snap.recent
+            .reserve(RECENT.saturating_sub(snap.recent.len()));
+        self.recent = snap.recent;
+        self.listed = BoundedMap::restore(self.listed.cap(), snap.listed);
+        Ok(())
     }
 
     /// Tool definitions remembered.
@@ -194,7 +227,10 @@ impl ThreatScanner {
         let Some(exec) = event.metadata.get("execution_id").and_then(Value::as_str) else {
             return true;
         };
-        let h = stable_hash(&[exec, name]);
+        // The server is part of the key so that the scanner's state partitions by server
+        // (`crate::scope`); both events of one execution name the same server.
+        let server = event.server().unwrap_or("");
+        let h = stable_hash(&[server, exec, name]);
         if self.recent.contains(&h) {
             return false;
         }

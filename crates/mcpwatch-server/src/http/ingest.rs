@@ -1,4 +1,5 @@
-//! `POST /api/v1/events`: one event, a JSON array, or NDJSON; all or nothing; 202 after commit.
+//! `POST /api/v1/events`: one event, a JSON array, or NDJSON; all or nothing; 202 after commit
+//! (on a cluster node: after the stream acknowledged every event).
 
 use axum::body::Body;
 use axum::extract::State;
@@ -69,7 +70,10 @@ pub(super) async fn post_events(
         )
         .with_details(json!(foreign)));
     }
-    let ids = s.pipeline.submit_events(events).await?;
+    let ids = match &s.ingest_to {
+        Some(sink) => sink.submit(events).await?,
+        None => s.pipeline.submit_events(events).await?,
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": ids.len(), "ids": ids})),

@@ -41,6 +41,9 @@ pub struct IngestLimits {
 pub struct AppState {
     /// Where events go.
     pub pipeline: Pipeline,
+    /// Where ingested events go instead, when not straight into the pipeline: a cluster node
+    /// publishes them to the stream, whose consumers store them and whose tasks detect on them.
+    pub ingest_to: Option<Arc<dyn mcpwatch_core::EventSink>>,
     /// Where queries go.
     pub reader: Arc<dyn EventReader>,
     /// Who may call.
@@ -186,6 +189,9 @@ impl From<SinkError> for ApiError {
                 format!("the store could not commit the batch and kept none of it: {m}"),
             )
             .retry_after(5),
+            SinkError::TooLarge(m) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "event_too_large", m)
+            }
             SinkError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting_down",

@@ -46,6 +46,7 @@ fn api_with(tokens: Vec<TokenConfig>, max_body: usize) -> Api {
     .unwrap();
     let auth = Authenticator::build(&AuthConfig { tokens }, &|_| None).unwrap();
     let state = AppState {
+        ingest_to: None,
         pipeline: pipeline.clone(),
         reader: store.reader(),
         auth: Arc::new(auth),

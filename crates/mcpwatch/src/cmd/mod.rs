@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod clients;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod events;

@@ -25,6 +25,8 @@ impl Consumer {
         config: &Config,
         pipeline: &Pipeline,
         clock: SharedClock,
+        relay: mcpwatch_nats::consume::RelayCheck,
+        health: Arc<ConsumerHealth>,
     ) -> anyhow::Result<Option<Consumer>> {
         let nats = match config.extra.get("nats") {
             None => NatsConfig::default(),
@@ -54,6 +56,7 @@ impl Consumer {
         let replicas = mcpwatch_nats::ensure_stream(&js, &nats.stream).await?;
         let mut settings = nats.consumer.clone();
         settings.max_clock_skew = config.server.max_clock_skew;
+        settings.relay = relay;
         eprintln!(
             "mcpwatch reading events from NATS at {url} (stream {}, {replicas} replica(s), consumer {})",
             nats.stream.name, settings.durable
@@ -62,7 +65,6 @@ impl Consumer {
         let sink: Arc<dyn mcpwatch_core::EventSink> = Arc::new(pipeline.clone());
         let stream = nats.stream.clone();
         let task = tokio::spawn(async move {
-            let health = Arc::new(ConsumerHealth::default());
             let stopped = async {
                 let _ = on_stop.await;
             };
@@ -78,5 +80,84 @@ impl Consumer {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
+    }
+}
+
+/// The stream's consumer and the cluster node on `/metrics`.
+#[derive(Debug, Default)]
+pub struct StreamHealth {
+    /// The storing consumer's counters.
+    pub consumer: Arc<ConsumerHealth>,
+    /// The cluster node's.
+    pub cluster: Arc<crate::cluster::ClusterHealth>,
+}
+
+impl mcpwatch_metrics::HealthSource for StreamHealth {
+    fn report(&self, out: &mut Vec<mcpwatch_metrics::HealthValue>) {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut put = |name, help, value, counter| {
+            out.push(mcpwatch_metrics::HealthValue {
+                name,
+                help,
+                value,
+                counter,
+            })
+        };
+        let (c, k) = (&self.consumer, &self.cluster);
+        put(
+            "mcpwatch_nats_events_stored",
+            "Events from the stream the store committed",
+            v(&c.stored),
+            true,
+        );
+        put(
+            "mcpwatch_nats_messages_invalid",
+            "Stream messages dropped because they can never be stored",
+            v(&c.invalid),
+            true,
+        );
+        put(
+            "mcpwatch_nats_overloaded",
+            "Times the stream consumer waited because the pipeline was full",
+            v(&c.overloaded),
+            true,
+        );
+        put(
+            "mcpwatch_cluster_tasks",
+            "Cluster tasks this node runs",
+            v(&k.tasks),
+            false,
+        );
+        put(
+            "mcpwatch_cluster_tasks_taken",
+            "Cluster tasks this node took (at start, over from a dead node, or handed over)",
+            v(&k.taken),
+            true,
+        );
+        put(
+            "mcpwatch_cluster_tasks_fenced",
+            "Cluster tasks that stood down because their lease was another node's",
+            v(&k.fenced),
+            true,
+        );
+        put(
+            "mcpwatch_cluster_commits",
+            "Fenced detection transactions committed",
+            v(&k.commits),
+            true,
+        );
+        put(
+            "mcpwatch_cluster_findings",
+            "Findings the node's tasks committed",
+            v(&k.findings),
+            true,
+        );
+        put(
+            "mcpwatch_cluster_messages",
+            "Stream messages the node's tasks detected on",
+            v(&k.messages),
+            true,
+        );
     }
 }

@@ -29,8 +29,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 #[derive(clap::Args)]
 pub struct ReplayArgs {
     /// Recorded events, one JSON event per line (e.g. from `mcpwatch events --json`).
+    #[arg(
+        long,
+        value_name = "FILE.jsonl",
+        required_unless_present = "stream",
+        conflicts_with = "stream"
+    )]
+    pub events: Option<PathBuf>,
+    /// An export of a cluster's stream (`mcpwatch cluster export`), replayed as the cluster's
+    /// tasks detect: in stream order, each task on its partition, with the config's
+    /// `[redaction]` and `[server] max_clock_skew` as the collector applies them.
     #[arg(long, value_name = "FILE.jsonl")]
-    pub events: PathBuf,
+    pub stream: Option<PathBuf>,
+    /// With --stream: write every finding's derived event here as JSON lines (replaced
+    /// atomically), to compare with what the cluster stored.
+    #[arg(long, value_name = "FILE", requires = "stream")]
+    pub findings_out: Option<PathBuf>,
     /// Rule files (YAML) to run, after the built-in rules and the config's `[rules] files`.
     #[arg(long = "rules", value_name = "FILE")]
     pub rules: Vec<PathBuf>,
@@ -53,11 +67,17 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let rules = RuleSet::load(&files, with_defaults).map_err(|e| {
         anyhow::anyhow!("cannot load rules:\n{e}\n(check them with `mcpwatch rules check FILE…`)")
     })?;
-    if let Some(out) = &args.alerts_out {
+    for out in args.alerts_out.iter().chain(&args.findings_out) {
         check_writable_dir(out)?;
     }
+    if let Some(stream) = &args.stream {
+        return run_stream(&args, &config, stream, rules, settings);
+    }
+    let Some(events_file) = &args.events else {
+        bail!("give --events FILE.jsonl or --stream FILE.jsonl");
+    };
     let started = Instant::now();
-    let events = read_events(&args.events)?;
+    let events = read_events(events_file)?;
     let read_in = started.elapsed();
     let n = events.len();
     // Fold like live alerting with the same `[alerting]` settings, resolution included.
@@ -73,14 +93,77 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         (total - read_in).as_secs_f64(),
         n as f64 / total.as_secs_f64().max(1e-9)
     );
-    print_summary(&args.events, &summary, &alerts);
+    print_summary(events_file, &summary, &alerts);
+    write_or_print_alerts(&args, &alerts)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_or_print_alerts(args: &ReplayArgs, alerts: &[Alert]) -> anyhow::Result<()> {
     match &args.alerts_out {
         Some(out) => {
-            write_alerts_atomically(out, &alerts)?;
+            write_atomically(out, "alerts", alerts)?;
             println!("alerts written to {}", sanitize(&out.display().to_string()));
         }
-        None => print_alerts(&alerts),
+        None => print_alerts(alerts),
     }
+    Ok(())
+}
+
+/// `replay --stream`: an export of a cluster's stream through the cluster's tasks.
+fn run_stream(
+    args: &ReplayArgs,
+    config: &mcpwatch_core::config::Config,
+    path: &Path,
+    rules: RuleSet,
+    settings: mcpwatch_detect::DetectSettings,
+) -> anyhow::Result<ExitCode> {
+    let policy = mcpwatch_alert::config::fold_policy(config).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("invalid [alerting] configuration:\n{}", lines.join("\n"))
+    })?;
+    let redactor = config
+        .redaction
+        .build()
+        .map_err(|e| anyhow::anyhow!("invalid [redaction]: {e:?}"))?;
+    let spec = crate::cluster::DetectSpec {
+        rules,
+        settings,
+        redactor,
+        max_clock_skew: config.server.max_clock_skew,
+        // The relay key is the cluster's; offline, a relayed message is taken as relayed.
+        relay: mcpwatch_nats::consume::RelayCheck::Trust,
+    };
+    let started = Instant::now();
+    let records = crate::cluster::read_export(path)?;
+    let out = crate::cluster::replay_export(&records, &spec, policy)?;
+    eprintln!(
+        "replay: {} message(s) in {:.2} s, {} without a storable event",
+        out.messages,
+        started.elapsed().as_secs_f64(),
+        out.skipped
+    );
+    println!(
+        "replayed {} message(s) of the stream export {}",
+        out.messages,
+        sanitize(&path.display().to_string())
+    );
+    let mut by_name: std::collections::BTreeMap<(&str, &str), u64> = Default::default();
+    for f in &out.findings {
+        *by_name
+            .entry((f.source.as_str(), f.name.as_str()))
+            .or_default() += 1;
+    }
+    println!("{:<10} {:<40} {:>9}", "SOURCE", "NAME", "FINDINGS");
+    for ((source, name), n) in &by_name {
+        println!("{source:<10} {:<40} {n:>9}", sanitize(name));
+    }
+    println!("{} alert(s){}", out.alerts.len(), by_severity(&out.alerts));
+    if let Some(f) = &args.findings_out {
+        let events: Vec<&Event> = out.findings.iter().map(|f| &f.event).collect();
+        write_atomically(f, "findings", &events)?;
+        println!("findings written to {}", sanitize(&f.display().to_string()));
+    }
+    write_or_print_alerts(args, &out.alerts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -339,10 +422,14 @@ fn check_writable_dir(out: &Path) -> anyhow::Result<()> {
 
 /// Writes the alerts to a temporary file beside `path`, then renames it over `path`, so a
 /// failure never leaves half a file.
-fn write_alerts_atomically(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
+fn write_atomically(
+    path: &Path,
+    what: &str,
+    items: &[impl serde::Serialize],
+) -> anyhow::Result<()> {
     let Some(name) = path.file_name() else {
         bail!(
-            "--alerts-out {} is not a file name; give a path like alerts.jsonl",
+            "{} is not a file name; give a path like alerts.jsonl",
             path.display()
         );
     };
@@ -351,7 +438,7 @@ fn write_alerts_atomically(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> 
         name.to_string_lossy(),
         std::process::id()
     ));
-    let written = write_lines(&tmp, alerts).and_then(|()| {
+    let written = write_lines(&tmp, items).and_then(|()| {
         std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
     });
     if written.is_err() {
@@ -359,16 +446,17 @@ fn write_alerts_atomically(path: &Path, alerts: &[Alert]) -> anyhow::Result<()> 
     }
     written.with_context(|| {
         format!(
-            "alerts not written; {} is unchanged. Check the path and free space",
+            "{} not written; {} is unchanged. Check the path and free space",
+            what,
             path.display()
         )
     })
 }
 
-fn write_lines(tmp: &Path, alerts: &[Alert]) -> anyhow::Result<()> {
+fn write_lines(tmp: &Path, items: &[impl serde::Serialize]) -> anyhow::Result<()> {
     let file = File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let mut w = BufWriter::new(file);
-    for a in alerts {
+    for a in items {
         serde_json::to_writer(&mut w, a)?;
         w.write_all(b"\n")?;
     }

@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// from the HTTP ingest API; the stream is created or updated on start [default: [nats] url].
     #[arg(long, value_name = "URL")]
     pub nats: Option<String>,
+    /// Run as one node of a cluster: with --nats and a PostgreSQL --store, several `serve`
+    /// detect as one, each task (partition of users, servers, IPs) on one node at a time,
+    /// taken over when its node dies [default: [cluster] enabled].
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -70,6 +75,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 t.insert("url".into(), toml::Value::String(url));
             }
             None => bail!("[nats] must be a table"),
+        }
+    }
+    if args.cluster {
+        let section = config
+            .extra
+            .entry("cluster")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section.as_table_mut() {
+            Some(t) => {
+                t.insert("enabled".into(), toml::Value::Boolean(true));
+            }
+            None => bail!("[cluster] must be a table"),
         }
     }
     let collector = Collector::start(config, Arc::new(SystemClock)).await?;
@@ -102,6 +119,8 @@ pub struct Collector {
     writer: WriterHandle,
     /// The JetStream consumer, when `[nats]` names servers.
     nats: Option<super::nats::Consumer>,
+    /// The cluster node, with `--cluster`.
+    node: Option<crate::cluster::Node>,
     /// Reloads the rule files.
     pub rules: RulesHandle,
 }
@@ -130,6 +149,16 @@ impl Collector {
             .data_dir
             .clone()
             .unwrap_or_else(|| default_data_dir(&process_env));
+        let cluster = crate::cluster::ClusterSettings::from_config(&config)?;
+        if cluster.enabled {
+            if config.store.url.is_none() {
+                bail!("--cluster needs the shared PostgreSQL store: pass --store postgres://… (or set [store] url)");
+            }
+            if !matches!(config.extra.get("nats"), Some(toml::Value::Table(t)) if t.contains_key("url"))
+            {
+                bail!("--cluster needs the stream the nodes share: pass --nats nats://… (or set [nats] url)");
+            }
+        }
         let (store, events_in) = open_store(&config, &data_dir).await?;
         let redactor = config
             .redaction
@@ -150,8 +179,27 @@ impl Collector {
             clock: clock.clone(),
             auth: auth.clone(),
             reader: store.reader(),
+            stream_health: nats_named(&config).then(Arc::default),
         };
-        let topology = Topology::build(&ctx)?;
+        let topology = Topology::build(&ctx, cluster.enabled)?;
+        let stream_health = ctx.stream_health.clone().unwrap_or_default();
+        let boot = match (cluster.enabled, topology.cluster) {
+            (true, Some((node, leases))) => Some(
+                crate::cluster::Boot::prepare(
+                    &config,
+                    cluster,
+                    node,
+                    leases,
+                    topology.alerting,
+                    redactor.clone(),
+                    clock.clone(),
+                    listen,
+                    stream_health.cluster.clone(),
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         let alerts_in = topology.alerts_in.clone();
         let (pipeline, writer) = Pipeline::start(
             store.writer()?,
@@ -162,6 +210,7 @@ impl Collector {
         )
         .context("cannot start the writer thread")?;
         let mut app = router(AppState {
+            ingest_to: boot.as_ref().map(crate::cluster::Boot::ingest_relay),
             pipeline: pipeline.clone(),
             reader: store.reader(),
             auth,
@@ -176,7 +225,22 @@ impl Collector {
         for route in topology.routes {
             app = app.merge(route(&pipeline));
         }
-        let nats = super::nats::Consumer::start(&config, &pipeline, ctx.clock.clone()).await?;
+        let relay = boot.as_ref().map_or(
+            mcpwatch_nats::consume::RelayCheck::Refuse,
+            crate::cluster::Boot::relay_check,
+        );
+        let nats = super::nats::Consumer::start(
+            &config,
+            &pipeline,
+            ctx.clock.clone(),
+            relay,
+            stream_health.consumer.clone(),
+        )
+        .await?;
+        let node = match boot {
+            Some(boot) => Some(boot.start(&pipeline).await?),
+            None => None,
+        };
         drop(pipeline);
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen}; is another collector running? Pass --listen 127.0.0.1:PORT to use another port")
@@ -207,12 +271,16 @@ impl Collector {
             server,
             writer,
             nats,
+            node,
             rules: topology.rules,
         })
     }
 
     /// Stops accepting requests, lets open ones finish, commits what is pending.
     pub async fn stop(self) {
+        if let Some(node) = self.node {
+            node.stop().await;
+        }
         let _ = self.shutdown.send(());
         // The consumer holds the pipeline: stop it first, leaving what it has not acknowledged
         // for JetStream to deliver again.
@@ -235,6 +303,11 @@ impl Collector {
 
 /// The event store the config names: PostgreSQL at `[store] url` (or `--store`), else the SQLite
 /// file in the data directory. Also says where the events are, for the start-up line.
+/// Whether `[nats]` names servers (so `serve` reads the stream).
+fn nats_named(config: &Config) -> bool {
+    matches!(config.extra.get("nats"), Some(toml::Value::Table(t)) if t.contains_key("url"))
+}
+
 async fn open_store(
     config: &Config,
     data_dir: &std::path::Path,

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use mcpwatch_capture::delivery::spool::{self, Orphans, SpoolStatus};
-use mcpwatch_capture::delivery::{HttpSink, PostError};
+use mcpwatch_capture::delivery::{HttpSink, NatsSink, PostError, Target};
 use mcpwatch_core::clock::Clock;
 use mcpwatch_core::{Event, SystemClock, Timestamp};
+use mcpwatch_nats::publish::DEFAULT_MAX_IN_FLIGHT;
 
 use crate::cmd::wrap::{collector, data_dir, token};
 use crate::term::sanitize;
@@ -52,6 +53,10 @@ pub struct FlushArgs {
     /// Token with the ingest role [default: $MCPWATCH_TOKEN].
     #[arg(long)]
     token: Option<String>,
+    /// Publish to NATS JetStream at this URL instead, as `wrap --nats` does (with --collector
+    /// too: to both, a batch delivered once both took it).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
 }
 
 pub async fn run(c: SpoolCommand) -> anyhow::Result<ExitCode> {
@@ -185,8 +190,28 @@ struct Tally {
 
 async fn flush(args: FlushArgs) -> anyhow::Result<ExitCode> {
     let root = spool::root(&data_dir(args.data_dir));
-    let url = collector(args.collector);
-    let sink = HttpSink::new(&url, token(args.token))?;
+    let (mut sink, url) = match (&args.nats, args.collector) {
+        (Some(n), c) => {
+            let nats = NatsSink::new(n, "mcpwatch-spool-flush", DEFAULT_MAX_IN_FLIGHT)?;
+            let shown = nats.shown().to_owned();
+            match c {
+                None => (Target::Nats(nats), format!("NATS at {shown}")),
+                Some(c) => {
+                    let url = collector(Some(c));
+                    let http = HttpSink::new(&url, token(args.token))?;
+                    (
+                        Target::Both(nats, http),
+                        format!("NATS at {shown} and the collector at {url}"),
+                    )
+                }
+            }
+        }
+        (None, c) => {
+            let url = collector(c);
+            let http = HttpSink::new(&url, token(args.token))?;
+            (Target::Http(http), format!("the collector at {url}"))
+        }
+    };
     let before = spool::survey(&root)?;
     let running: Vec<&SpoolStatus> = before
         .iter()
@@ -225,7 +250,7 @@ async fn flush(args: FlushArgs) -> anyhow::Result<ExitCode> {
         let (_, tally) = done
             .current
             .get_or_insert_with(|| (server.clone(), Tally::default()));
-        match post_all(&sink, &server, batch, tally).await {
+        match post_all(&mut sink, &server, batch, tally).await {
             Ok(()) => orphans.consume(),
             Err(e) => {
                 // The batch was not acknowledged, so it stays; what was is removed for good.
@@ -315,7 +340,7 @@ fn print_running(running: &[&SpoolStatus]) {
 /// Posts one spooled batch until the collector has acknowledged all of it, splitting what is too
 /// large and dropping only what it rejects as invalid; any other answer stops the flush.
 async fn post_all(
-    sink: &HttpSink,
+    sink: &mut Target,
     server: &str,
     batch: Vec<Event>,
     tally: &mut Tally,
@@ -374,25 +399,30 @@ async fn post_all(
 /// Why the flush stopped, and what to do next.
 fn failure(url: &str, e: &PostError) -> String {
     match e {
+        PostError::Unreachable(why) if url.starts_with("NATS") => format!(
+            "cannot publish to {url}: {}. Check --nats and that nats-server runs there with \
+             JetStream and the stream `mcpwatch serve --nats` creates",
+            sanitize(why)
+        ),
         PostError::Unreachable(why) => format!(
-            "cannot reach the collector at {url}: {}. Start it (`mcpwatch serve`) or point \
+            "cannot reach {url}: {}. Start it (`mcpwatch serve`) or point \
              --collector / $MCPWATCH_COLLECTOR at it",
             sanitize(why)
         ),
-        PostError::Busy(_) => format!(
-            "the collector at {url} stayed busy (429/503) after {BUSY_RETRIES} retries; try again later"
-        ),
+        PostError::Busy(_) => {
+            format!("{url} stayed busy (429/503) after {BUSY_RETRIES} retries; try again later")
+        }
         PostError::Unauthorized(code) => format!(
-            "the collector at {url} refused the token (HTTP {code}): pass --token or set \
+            "{url} refused the token (HTTP {code}): pass --token or set \
              $MCPWATCH_TOKEN to a token with the ingest role"
         ),
         PostError::Status(code, body) => format!(
-            "the collector at {url} answered HTTP {code}: {}; check that --collector points at \
+            "{url} answered HTTP {code}: {}; check that --collector points at \
              `mcpwatch serve`",
             sanitize(body)
         ),
         other => format!(
-            "the collector at {url} refused a batch: {}; check that the collector and mcpwatch \
+            "{url} refused a batch: {}; check that the collector and mcpwatch \
              versions match",
             sanitize(&other.to_string())
         ),

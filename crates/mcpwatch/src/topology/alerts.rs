@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use mcpwatch_alert::postgres::cluster::PgCluster;
 use mcpwatch_alert::postgres::{claim_for, node_name, PgAlertStore};
 use mcpwatch_alert::store::{AlertStore, SqliteAlertStore};
 use mcpwatch_alert::Alerting;
@@ -102,11 +103,13 @@ impl HealthSource for AlertHealthSource {
     }
 }
 
-/// What [`build`] hands back: the observer, alerting's health and the service itself.
+/// What [`build`] hands back: the observer, alerting's health, the service itself and, on
+/// PostgreSQL, this node's name and the cluster's leases there.
 pub(super) type Built = (
     Box<dyn FindingObserver>,
     Arc<dyn HealthSource>,
     Arc<Alerting>,
+    Option<(String, PgCluster)>,
 );
 
 /// Builds the alerting observer, its routes and the delivery worker; returns the observer and
@@ -127,11 +130,14 @@ pub(super) fn build(ctx: &Context, routes: &mut Vec<RouteFactory>) -> anyhow::Re
         .store
         .expanded_url(&process_env)
         .map_err(|e| anyhow::anyhow!("invalid [store]: {e}"))?;
+    let mut cluster = None;
     let store: Arc<dyn AlertStore> = match url {
-        Some(url) => Arc::new(
-            PgAlertStore::open(&url, &node_name(), claim_for(&settings))
-                .context("cannot open the alert tables in the PostgreSQL store")?,
-        ),
+        Some(url) => {
+            let pg = PgAlertStore::open(&url, &node_name(), claim_for(&settings))
+                .context("cannot open the alert tables in the PostgreSQL store")?;
+            cluster = Some((pg.node().to_owned(), pg.cluster()));
+            Arc::new(pg)
+        }
         None => {
             Arc::new(SqliteAlertStore::open(&ctx.data_dir).context("cannot open the alert store")?)
         }
@@ -153,5 +159,6 @@ pub(super) fn build(ctx: &Context, routes: &mut Vec<RouteFactory>) -> anyhow::Re
         }),
         health,
         alerting,
+        cluster,
     ))
 }

@@ -40,6 +40,8 @@ pub struct Context {
     pub auth: Arc<Authenticator>,
     /// Queries over stored events.
     pub reader: Arc<dyn EventReader>,
+    /// The stream consumer's and cluster node's counters, when `[nats]` names servers.
+    pub stream_health: Option<Arc<crate::cmd::nats::StreamHealth>>,
 }
 
 /// Sees every detection finding, on the stage thread (alerting registers one).
@@ -91,6 +93,9 @@ pub fn check(config: &Config) -> Vec<mcpwatch_core::config::ConfigError> {
         }
     }
     errors.extend(metrics::check(config));
+    if let Err(e) = crate::cluster::ClusterSettings::from_config(config) {
+        errors.push(ConfigError::at("cluster", format!("{e:#}")));
+    }
     errors
 }
 
@@ -104,31 +109,42 @@ pub struct Topology {
     pub rules: RulesHandle,
     /// Where the alerts are: `alerts.db`'s path or the PostgreSQL URL (password hidden).
     pub alerts_in: String,
+    /// Alerting, for the cluster's tasks.
+    pub alerting: Arc<mcpwatch_alert::Alerting>,
+    /// On PostgreSQL: this node's name and the cluster's leases.
+    pub cluster: Option<(String, mcpwatch_alert::postgres::cluster::PgCluster)>,
 }
 
 impl Topology {
     /// Builds every stage from the configuration. Fails on the first bad section;
-    /// [`check`] (behind `config check`) reports them all.
-    pub fn build(ctx: &Context) -> anyhow::Result<Topology> {
+    /// [`check`] (behind `config check`) reports them all. In a cluster (`serve --cluster`)
+    /// detection runs in the cluster's tasks instead of on what this node stores.
+    pub fn build(ctx: &Context, cluster: bool) -> anyhow::Result<Topology> {
         let mut routes: Vec<RouteFactory> = Vec::new();
         // Detection hands its findings to alerting; metrics runs after detection so it also
         // counts what detection emits, and reports alerting's delivery health.
-        let (alert_observer, alert_health, alerting) = alerts::build(ctx, &mut routes)?;
+        let (alert_observer, alert_health, alerting, pg_cluster) = alerts::build(ctx, &mut routes)?;
         let (detect_stage, rules) = detect::build(ctx, vec![alert_observer], &mut routes)?;
-        let metrics_stage = metrics::build(
-            ctx,
-            rules.detector_health.clone(),
-            vec![alert_health],
-            &mut routes,
-        )?;
+        let mut health = vec![alert_health];
+        if let Some(h) = &ctx.stream_health {
+            health.push(h.clone());
+        }
+        let metrics_stage =
+            metrics::build(ctx, rules.detector_health.clone(), health, &mut routes)?;
         let alerts_in = alerting.store().location();
-        web::build(ctx, alerting, rules.clone(), &mut routes);
-        let stages: Vec<Box<dyn Stage>> = vec![Box::new(detect_stage), metrics_stage];
+        web::build(ctx, alerting.clone(), rules.clone(), &mut routes);
+        let stages: Vec<Box<dyn Stage>> = if cluster {
+            vec![metrics_stage]
+        } else {
+            vec![Box::new(detect_stage), metrics_stage]
+        };
         Ok(Topology {
             stages,
             routes,
             rules,
             alerts_in,
+            alerting,
+            cluster: pg_cluster,
         })
     }
 }

@@ -38,7 +38,12 @@ pub fn peer(relative: &str) -> String {
 pub struct Serve {
     pub child: Child,
     pub url: String,
+    /// Its last stderr lines.
+    pub log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Lines of a `serve`'s stderr kept for [`Serve::log_has`].
+const KEPT_LOG_LINES: usize = 5_000;
 
 impl Serve {
     /// Starts `serve` on `data_dir` and waits until it listens.
@@ -69,12 +74,21 @@ impl Serve {
             .expect("spawn mcpwatch serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let kept = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             let echo = std::env::var_os("MCPWATCH_TEST_SERVE_LOG").is_some();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if echo {
                     eprintln!("serve: {line}");
+                }
+                {
+                    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+                    if kept.len() == KEPT_LOG_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
                 }
                 if !sent {
                     if let Some(rest) = line.split("listening on ").nth(1) {
@@ -92,7 +106,16 @@ impl Serve {
         let url = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("serve did not report its address within 30s");
-        Serve { child, url }
+        Serve { child, url, log }
+    }
+
+    /// Whether a line of its stderr so far contains `text`.
+    pub fn log_has(&self, text: &str) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|l| l.contains(text))
     }
 
     /// SIGKILL: no chance to flush anything.
@@ -246,4 +269,21 @@ pub fn edge_gauge(metrics: &str, name: &str, edge: &str) -> Option<f64> {
         .lines()
         .find_map(|l| l.strip_prefix(&series))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// The state of the stream `name` as the NATS servers at `urls` report it; `None` while they
+/// cannot say (a server down, an election under way, no stream yet).
+pub async fn stream_state(
+    urls: &str,
+    name: &str,
+) -> Option<mcpwatch_nats::async_nats::jetstream::stream::State> {
+    let client = mcpwatch_nats::connect(urls, "test-probe", true)
+        .await
+        .ok()?;
+    let js = mcpwatch_nats::async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(name).await.ok()?;
+    match tokio::time::timeout(Duration::from_secs(2), stream.info()).await {
+        Ok(Ok(info)) => Some(info.state.clone()),
+        _ => None,
+    }
 }
