@@ -109,10 +109,18 @@ pub async fn ensure_stream(js: &Context, settings: &StreamSettings) -> Result<us
             js.create_stream(want).await.map_err(|e| {
                 NatsError::Stream(format!(
                     "cannot create stream {name} with {replicas} replica(s): {e}{}",
-                    if replicas > 1 {
+                    if e.to_string().contains("10065") {
+                        // JetStream's "subjects overlap with an existing stream".
+                        format!(
+                            "; another stream already takes {}.>: point [nats] stream at that \
+                             stream's name, or delete it (nats stream rm NAME)",
+                            crate::subject::PREFIX
+                        )
+                    } else if replicas > 1 {
                         "; a cluster needs at least as many JetStream servers as replicas ([nats] replicas)"
+                            .to_owned()
                     } else {
-                        ""
+                        String::new()
                     }
                 ))
             })?;

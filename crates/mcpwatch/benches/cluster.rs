@@ -72,18 +72,26 @@ fn start_node(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut said = Vec::new();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if !sent {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                    let _ = tx.send(Ok(rest.split_whitespace().next().unwrap_or("").to_owned()));
                     sent = true;
+                } else {
+                    said.push(line);
                 }
             }
         }
+        if !sent {
+            let _ = tx.send(Err(said.join("\n")));
+        }
     });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("serve reports its address");
+    let url = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(url)) => url,
+        Ok(Err(said)) => panic!("serve {name} exited before listening:\n{said}"),
+        Err(e) => panic!("serve {name} did not report its address: {e}"),
+    };
     Node { child, url }
 }
 
@@ -178,7 +186,7 @@ fn events(n: usize, run: &str) -> Vec<Event> {
                 _ => json!({
                     "id": format!("{run}-{i}"), "category": "security", "event_type": "data_access", "source": format!("wrap:{server}"),
                     "message": "resource read",
-                    "metadata": {"user_id": user, "operation": "read", "data_classification": "internal",
+                    "metadata": {"user_id": user, "data_type": "resource", "operation": "read", "data_classification": "internal",
                                  "uri": format!("file:///srv/data/{}.csv", r % 300), "server": server}}),
             }
         })
@@ -386,5 +394,15 @@ fn main() {
             failover.map_or_else(|| "-".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
         );
         drop(nodes);
+        // Streams may not share subjects: the next node count gets a stream of its own.
+        rt.block_on(async {
+            let client = mcpwatch_nats::connect(&urls, "bench-cleanup", true)
+                .await
+                .expect("nats");
+            mcpwatch_nats::async_nats::jetstream::new(client)
+                .delete_stream(&stream)
+                .await
+                .expect("delete the stream");
+        });
     }
 }
