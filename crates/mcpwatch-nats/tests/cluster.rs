@@ -124,6 +124,16 @@ async fn the_stream_gets_three_replicas_and_is_updated_in_place() {
         .await
         .expect_err("5 replicas on 3 servers");
     assert!(err.to_string().contains("EV_REPLICAS"), "{err}");
+    // A second stream cannot take the same subjects: the error names the way out.
+    let err = ensure_stream(&js, &settings("EV_OTHER"))
+        .await
+        .expect_err("overlapping subjects");
+    let said = err.to_string();
+    assert!(
+        said.contains("another stream already takes mcpw.ev.v1.>")
+            && said.contains("[nats] stream"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
