@@ -286,8 +286,20 @@ fn users(run: &str, n: usize) -> Vec<String> {
 
 /// Every brute-force alert, from the API of a node.
 async fn brute_alerts(base: &str) -> Vec<Value> {
+    brute_alerts_as(base, None).await
+}
+
+/// The brute-force alerts `base` lists, asked with `token` when the node requires one.
+async fn brute_alerts_as(base: &str, token: Option<&str>) -> Vec<Value> {
     let client = reqwest::Client::new();
-    let page = get(&client, &format!("{base}/api/v1/alerts?{BRUTE}&limit=1000")).await;
+    let url = format!("{base}/api/v1/alerts?{BRUTE}&limit=1000");
+    let page = match token {
+        Some(token) => {
+            let req = client.get(url).bearer_auth(token);
+            req.send().await.unwrap().json().await.unwrap()
+        }
+        None => get(&client, &url).await,
+    };
     page["alerts"].as_array().cloned().unwrap_or_default()
 }
 
@@ -723,16 +735,7 @@ async fn ingest_on_a_node_reaches_the_tasks_and_forged_relays_reach_nothing() {
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
     let deadline = Instant::now() + Duration::from_secs(60);
     let alerts = loop {
-        let page: Value = http
-            .get(format!("{}/api/v1/alerts?{BRUTE}&limit=1000", nodes[1].url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let alerts = page["alerts"].as_array().cloned().unwrap_or_default();
+        let alerts = brute_alerts_as(&nodes[1].url, Some(TOKEN)).await;
         if alerts.len() >= 10 {
             break alerts;
         }
