@@ -143,6 +143,8 @@ pub struct AnomalyConfig {
     pub latency_ratio: f64,
     /// latency: and this many standard errors above it.
     pub latency_z: f64,
+    /// latency: and at least this much slower than it, e.g. "100ms".
+    pub latency_min_increase: String,
     /// error_rate: CUSUM decision threshold (higher is less sensitive).
     pub error_cusum_h: f64,
     /// call_rate: deviations above the user's baseline per minute.
@@ -168,6 +170,7 @@ impl Default for AnomalyConfig {
             max_keys: d.max_keys,
             latency_ratio: d.latency_ratio,
             latency_z: d.latency_z,
+            latency_min_increase: format!("{}ms", d.latency_min_increase_ms),
             error_cusum_h: d.error_cusum_h,
             call_rate_z: d.call_rate_z,
             call_rate_min_calls: d.call_rate_min_calls,
@@ -371,6 +374,11 @@ impl DetectConfig {
             enabled,
             latency_ratio: e.positive("detection.anomaly.latency_ratio", a.latency_ratio),
             latency_z: e.positive("detection.anomaly.latency_z", a.latency_z),
+            latency_min_increase_ms: e.duration(
+                "detection.anomaly.latency_min_increase",
+                &a.latency_min_increase,
+            ) as f64
+                / 1000.0,
             error_cusum_h: e.positive("detection.anomaly.error_cusum_h", a.error_cusum_h),
             call_rate_z: e.positive("detection.anomaly.call_rate_z", a.call_rate_z),
             call_rate_min_calls: a.call_rate_min_calls,

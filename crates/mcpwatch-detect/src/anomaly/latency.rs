@@ -1,6 +1,8 @@
 //! `latency`: per server and tool, a slow EWMA of log latency is the baseline and a fast one
 //! (about the last 40 calls) the recent median; it fires when the recent median is both
-//! `latency_ratio` times the baseline and `latency_z` standard errors above it. It fires once
+//! `latency_ratio` times the baseline, `latency_z` standard errors above it and at least
+//! `latency_min_increase_ms` slower than it (a busy host turning 1 ms into 20 ms is no incident;
+//! a tool going from 12 ms to 800 ms is). It fires once
 //! per episode and re-arms when the recent median falls back to half the trigger distance.
 
 use super::keyed::{Keyed, KeyedStats};
@@ -66,9 +68,10 @@ impl Detector for Latency {
         let dev = st.recent - st.base.mean;
         let z = dev / se;
         let trigger = self.s.latency_ratio.ln();
-        if ready && !st.alarmed && dev >= trigger && z >= self.s.latency_z {
+        let (now_ms, base_ms) = (st.recent.exp(), st.base.mean.exp());
+        let slower = now_ms - base_ms >= self.s.latency_min_increase_ms;
+        if ready && !st.alarmed && dev >= trigger && z >= self.s.latency_z && slower {
             st.alarmed = true;
-            let (now_ms, base_ms) = (st.recent.exp(), st.base.mean.exp());
             out.push(Anomaly {
                 kind: DetectorKind::Latency,
                 score: z,

@@ -45,6 +45,9 @@ pub struct AnomalySettings {
     pub latency_ratio: f64,
     /// `latency`: minimum z-score of the recent mean against the baseline.
     pub latency_z: f64,
+    /// `latency`: minimum rise of the recent p50 over the baseline, in milliseconds, so that a
+    /// 1 ms tool taking 20 ms on a busy host is not an incident.
+    pub latency_min_increase_ms: f64,
     /// `error_rate`: CUSUM decision threshold.
     pub error_cusum_h: f64,
     /// `call_rate`: minimum z-score of a minute's calls against the user's baseline.
@@ -119,6 +122,7 @@ impl Default for AnomalySettings {
             enabled: DetectorKind::ALL.to_vec(),
             latency_ratio: 3.0,
             latency_z: 5.0,
+            latency_min_increase_ms: 100.0,
             error_cusum_h: 5.0,
             call_rate_z: 6.0,
             call_rate_min_calls: 20,

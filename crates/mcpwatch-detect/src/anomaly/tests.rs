@@ -277,6 +277,50 @@ fn latency_fires_on_a_slow_tool() {
     });
 }
 
+/// The shape of the CI failure this guards against: a 1 ms tool at 20 ms on a loaded host is
+/// fifteen times slower and many standard errors out, but no one should be paged for it; the
+/// same tool at 400 ms is an incident.
+#[test]
+fn latency_needs_a_rise_someone_would_notice() {
+    let mut g = Gen::new(5);
+    let calls = |g: &mut Gen, n: usize, ms: f64| -> Vec<Event> {
+        (0..n)
+            .flat_map(|i| {
+                g.t += 5_000_000;
+                let jitter = (0.2 * ((i % 5) as f64 - 2.0) / 2.0).exp();
+                g.call(
+                    "u0",
+                    "s0",
+                    "cache",
+                    "get",
+                    ms * jitter,
+                    false,
+                    json!({"key": "k"}),
+                )
+            })
+            .collect()
+    };
+    let mut events = calls(&mut g, 600, 1.3);
+    events.extend(calls(&mut g, 120, 20.0));
+    let busy = run(events.clone());
+    assert!(
+        busy.iter().all(|f| f.name != "latency"),
+        "a 20 ms p50 on a 1.3 ms tool fired: {:?}",
+        busy.iter().map(|f| &f.description).collect::<Vec<_>>()
+    );
+    events.extend(calls(&mut g, 120, 400.0));
+    let slow: Vec<Finding> = run(events)
+        .into_iter()
+        .filter(|f| f.name == "latency")
+        .collect();
+    assert_eq!(slow.len(), 1, "{slow:#?}");
+    assert!(
+        slow[0].description.contains("cache/get p50 latency"),
+        "{}",
+        slow[0].description
+    );
+}
+
 #[test]
 fn error_rate_fires_on_a_failing_tool() {
     check("error_rate", "db/query error rate", 3, |g| {
