@@ -143,13 +143,64 @@ fn json_error(e: &serde_json::Error, what: &str) -> BatchError {
 }
 
 fn split_json(text: &str) -> Result<Vec<Value>, BatchError> {
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(obj @ Value::Object(_)) => Ok(vec![obj]),
-        Ok(_) => Err(BatchError::Body(
+    use serde::Deserializer as _;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = de
+        .deserialize_any(PacedBatch)
+        .and_then(|items| de.end().map(|()| items));
+    match parsed {
+        Ok(Some(items)) => Ok(items),
+        Ok(None) => Err(BatchError::Body(
             "expected an event object or an array of event objects".into(),
         )),
         Err(e) => Err(json_error(&e, "body")),
+    }
+}
+
+/// Reads the body's top level: an array of values, paced element by element (a thousand-event
+/// body is milliseconds of parsing, see `crate::pace`), or one object; `None` for anything else.
+struct PacedBatch;
+
+impl<'de> serde::de::Visitor<'de> for PacedBatch {
+    type Value = Option<Vec<Value>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object or an array of event objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut pacer = crate::pace::Pacer::new();
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element::<Value>()? {
+            items.push(v);
+            pacer.step();
+        }
+        Ok(Some(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        use serde::Deserialize as _;
+        let obj = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(Some(vec![obj]))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 

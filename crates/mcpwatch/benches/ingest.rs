@@ -79,9 +79,11 @@ fn main() {
         verdict(ratio >= 0.70)
     );
 
+    let refused_before = REFUSED.load(std::sync::atomic::Ordering::Relaxed);
     let (p50, p99, max, achieved) = ack_latency(&bodies, 50_000.0, Duration::from_secs(8));
+    let refused = REFUSED.load(std::sync::atomic::Ordering::Relaxed) - refused_before;
     println!();
-    println!("ack latency at a paced {achieved:.0} events/s (target rate 50,000): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (target p99 <= 50 ms) {}", verdict(p99 <= 50.0));
+    println!("ack latency at a paced {achieved:.0} events/s (target rate 50,000), from each batch's first attempt: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms, {refused} attempts told to retry (target p99 <= 50 ms) {}", verdict(p99 <= 50.0 && achieved >= 45_000.0));
     println!();
     idle_rss();
 }
@@ -361,19 +363,46 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Posts told to come back later (503 while starting, 429 when the collector sheds load, a
+/// connection over the listener's limit).
+static REFUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Posts `body` until it is acknowledged, backing off when told to; the time from the first
+/// attempt to the acknowledgement.
 async fn post(client: &reqwest::Client, url: &str, body: String) -> Duration {
+    let t = Instant::now();
     loop {
-        let t = Instant::now();
-        let resp = client
+        let sent = client
             .post(format!("{url}/api/v1/events"))
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
-            .await
-            .unwrap();
+            .await;
+        // The listener answers a connection over its limit at once and closes it (hyper sees
+        // an unexpected message): that too is "come back later".
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) if e.is_request() || e.is_connect() => {
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Err(e) => panic!("post failed: {e}"),
+        };
         match resp.status().as_u16() {
             202 => return t.elapsed(),
-            503 => tokio::time::sleep(Duration::from_millis(5)).await,
+            429 | 503 => {
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let wait = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map_or(Duration::from_millis(5), |s| {
+                        Duration::from_secs(s).min(Duration::from_secs(1))
+                    });
+                tokio::time::sleep(wait).await;
+            }
             s => panic!(
                 "unexpected status {s}: {}",
                 resp.text().await.unwrap_or_default()

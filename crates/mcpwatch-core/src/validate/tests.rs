@@ -191,7 +191,13 @@ fn bad_bodies() {
     assert!(body_err(b"{not json", BodyFormat::Json).contains("not valid JSON"));
     assert!(body_err(b"[]", BodyFormat::Json).contains("empty"));
     assert!(body_err(b"\n\n", BodyFormat::Ndjson).contains("empty"));
-    assert!(body_err(b"42", BodyFormat::Json).contains("expected an event object"));
+    for scalar in [&b"42"[..], b"\"x\"", b"null", b"true", b"-1.5"] {
+        assert!(body_err(scalar, BodyFormat::Json).contains("expected an event object"));
+    }
+    // Whatever follows the array or the object is refused, not ignored.
+    assert!(body_err(b"[{}] {}", BodyFormat::Json).contains("not valid JSON"));
+    assert!(body_err(b"{} x", BodyFormat::Json).contains("not valid JSON"));
+    assert!(body_err(b"[{},", BodyFormat::Json).contains("not valid JSON"));
     assert!(body_err(b"{\"category\":\"\xff\xfe\"}", BodyFormat::Json).contains("UTF-8"));
     let deep = "[".repeat(200) + &"]".repeat(200);
     assert!(body_err(deep.as_bytes(), BodyFormat::Json).contains("nesting is too deep"));
