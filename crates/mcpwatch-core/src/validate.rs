@@ -149,8 +149,9 @@ fn split_json(text: &str) -> Result<Vec<Value>, BatchError> {
         .deserialize_any(PacedBatch)
         .and_then(|items| de.end().map(|()| items));
     match parsed {
-        Ok(Some(items)) => Ok(items),
-        Ok(None) => Err(BatchError::Body(
+        Ok(items) => Ok(items),
+        // Valid JSON of another type at the top level (every value below it is accepted).
+        Err(e) if e.classify() == serde_json::error::Category::Data => Err(BatchError::Body(
             "expected an event object or an array of event objects".into(),
         )),
         Err(e) => Err(json_error(&e, "body")),
@@ -158,11 +159,11 @@ fn split_json(text: &str) -> Result<Vec<Value>, BatchError> {
 }
 
 /// Reads the body's top level: an array of values, paced element by element (a thousand-event
-/// body is milliseconds of parsing, see `crate::pace`), or one object; `None` for anything else.
+/// body is milliseconds of parsing, see `crate::pace`), or one object.
 struct PacedBatch;
 
 impl<'de> serde::de::Visitor<'de> for PacedBatch {
-    type Value = Option<Vec<Value>>;
+    type Value = Vec<Value>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an event object or an array of event objects")
@@ -170,37 +171,18 @@ impl<'de> serde::de::Visitor<'de> for PacedBatch {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut pacer = crate::pace::Pacer::new();
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        let mut items = Vec::new();
         while let Some(v) = seq.next_element::<Value>()? {
             items.push(v);
             pacer.step();
         }
-        Ok(Some(items))
+        Ok(items)
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
         use serde::Deserialize as _;
         let obj = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        Ok(Some(vec![obj]))
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+        Ok(vec![obj])
     }
 }
 
