@@ -78,6 +78,23 @@ struct World {
     rx: Receiver,
 }
 
+/// The last warnings and errors each node logged.
+fn warnings(nodes: &[Serve]) -> String {
+    let mut out = String::new();
+    for n in nodes {
+        let log = n.log.lock().unwrap_or_else(|p| p.into_inner());
+        let said: Vec<&String> = log
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        out += &format!("node {} warned {} time(s); the last:\n", n.url, said.len());
+        for l in said.iter().rev().take(20).rev() {
+            out += &format!("  {l}\n");
+        }
+    }
+    out
+}
+
 impl World {
     async fn start() -> World {
         World::start_with("").await
@@ -175,8 +192,9 @@ impl World {
         }
     }
 
-    /// Waits until every task has read its subjects to the stream's end.
-    async fn wait_caught_up(&self, within: Duration) {
+    /// Waits until every task has read its subjects to the stream's end; says what the
+    /// `nodes` warned of if they do not.
+    async fn wait_caught_up(&self, nodes: &[Serve], within: Duration) {
         let deadline = Instant::now() + within;
         loop {
             let last = last_sequence(&self.nats.urls()).await;
@@ -190,8 +208,9 @@ impl World {
             }
             assert!(
                 Instant::now() < deadline,
-                "tasks did not reach the stream's end ({last}) within {within:?}:\n{}",
-                compact(&s)
+                "tasks did not reach the stream's end ({last}) within {within:?}:\n{}\n{}",
+                compact(&s),
+                warnings(nodes)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -456,7 +475,7 @@ async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
     let run = "kill";
     let who = users(run, 50);
     publish_failures(&world.nats.urls(), run, &who, 0, 3).await;
-    world.wait_caught_up(Duration::from_secs(60)).await;
+    world.wait_caught_up(&nodes, Duration::from_secs(60)).await;
     // Snapshots are taken every 2 s: wait for one at every user task's position, so the
     // take-over loads state rather than reading from the stream's start.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -496,7 +515,7 @@ async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
     let alerts = wait_notified(&world, &survivor.url, 50, Duration::from_secs(60)).await;
     assert_eq!(alerts.len(), 50);
     world.wait_balanced(1, Duration::from_secs(30)).await;
-    world.wait_caught_up(Duration::from_secs(60)).await;
+    world.wait_caught_up(&nodes, Duration::from_secs(60)).await;
     assert_notified_once(&world, &alerts);
     // Determinism: what the cluster derived is what replay over the stream derives.
     let live = world.derived_ids().await;
@@ -547,7 +566,7 @@ async fn a_paused_owner_is_fenced_when_it_wakes_and_no_alert_is_doubled() {
     publish_failures(&world.nats.urls(), "pause2", &more, 0, 5).await;
     let all = wait_notified(&world, &other.url, 40, Duration::from_secs(60)).await;
     assert!(alerts.len() == 20 && all.len() == 40, "{}", all.len());
-    world.wait_caught_up(Duration::from_secs(60)).await;
+    world.wait_caught_up(&nodes, Duration::from_secs(60)).await;
     assert_notified_once(&world, &all);
 }
 
@@ -678,7 +697,7 @@ async fn no_acknowledged_event_is_lost_or_stored_twice_through_leader_and_node_k
         missing.len()
     );
     world.wait_balanced(2, Duration::from_secs(60)).await;
-    world.wait_caught_up(Duration::from_secs(240)).await;
+    world.wait_caught_up(&nodes, Duration::from_secs(240)).await;
 }
 
 /// What a cluster node's ingest API takes goes to the stream, redacted and with the relay MAC:
@@ -748,7 +767,7 @@ async fn ingest_on_a_node_reaches_the_tasks_and_forged_relays_reach_nothing() {
         assert!(Instant::now() < deadline, "{} alert(s)", alerts.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    world.wait_caught_up(Duration::from_secs(60)).await;
+    world.wait_caught_up(&nodes, Duration::from_secs(60)).await;
     let users: BTreeSet<String> = alerts
         .iter()
         .map(|a| {

@@ -119,6 +119,8 @@ pub struct ClusterHealth {
     pub findings: std::sync::atomic::AtomicU64,
     /// Messages detected on, over all tasks.
     pub messages: std::sync::atomic::AtomicU64,
+    /// Task consumers made again because they delivered nothing while a message waited.
+    pub stalled: std::sync::atomic::AtomicU64,
 }
 
 /// What a node runs with.

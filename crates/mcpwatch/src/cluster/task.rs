@@ -124,6 +124,7 @@ pub(crate) fn run(deps: &TaskDeps, claimed: Claimed, ctl: &Control) -> Exit {
         task.filter(),
         snap_pos + 1,
         tx,
+        deps.health.clone(),
     ));
     let _abort = AbortOnDrop(reader);
     let mut last_seq = snap_pos;
@@ -308,14 +309,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// How long a task's consumer may deliver nothing before the task looks on the stream for a
+/// message it should have had.
+const STALL_CHECK: Duration = Duration::from_secs(10);
+
 /// Reads `filter` from stream sequence `from` in stream order into `tx`, forever; a consumer
 /// that fails is made again from the next sequence.
+///
+/// A consumer that goes quiet is checked, not trusted: after [`STALL_CHECK`] without a message
+/// the task looks the next message of its filter up on the stream, and if one waits that was
+/// published longer ago than that, it makes the consumer again from `from`. Seen here: after a
+/// stream leader was killed, an ordered consumer delivered nothing for minutes while its lease
+/// was renewed, so its users went undetected with nothing in the logs. (A task busy detecting
+/// is not waiting here: the timer runs only while the task waits for the consumer.)
 async fn read(
     js: async_nats::jetstream::Context,
     stream: String,
     filter: String,
     mut from: u64,
     tx: tokio::sync::mpsc::Sender<Msg>,
+    health: Arc<super::ClusterHealth>,
 ) {
     let mut said = false;
     loop {
@@ -350,7 +363,23 @@ async fn read(
             }
         };
         said = false;
-        while let Some(m) = messages.next().await {
+        loop {
+            let m =
+                match next_unless_stalled(&mut messages, STALL_CHECK, &js, &stream, &filter, from)
+                    .await
+                {
+                    Next::Item(m) => m,
+                    Next::Ended => break,
+                    Next::Stalled(seq) => {
+                        tracing::warn!(
+                        "the consumer of {filter} delivered nothing for {}s while message {seq} \
+                         waits on stream {stream}; making it again from {from}",
+                        STALL_CHECK.as_secs()
+                    );
+                        health.stalled.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                };
             let Ok(m) = m else { break };
             let Ok(info) = m.info() else { continue };
             let (seq, published) = (info.stream_sequence, published_at(info.published));
@@ -372,5 +401,154 @@ async fn read(
             from = seq + 1;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a task's consumer gave.
+#[derive(Debug)]
+enum Next<T> {
+    Item(T),
+    /// The consumer ended.
+    Ended,
+    /// Quiet for `quiet` while this message of the filter, published longer ago, waits.
+    Stalled(u64),
+}
+
+/// The consumer's next item, unless it stays quiet for `quiet` while a message of `filter`
+/// at or after `from`, published more than `quiet` ago, waits on the stream (a consumer that
+/// works would have delivered it). When the stream cannot say (it is being failed over), the
+/// consumer's own recovery is given the benefit of the doubt and the wait goes on.
+async fn next_unless_stalled<S: futures_util::Stream + Unpin>(
+    messages: &mut S,
+    quiet: Duration,
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+    from: u64,
+) -> Next<S::Item> {
+    loop {
+        match tokio::time::timeout(quiet, messages.next()).await {
+            Ok(Some(m)) => return Next::Item(m),
+            Ok(None) => return Next::Ended,
+            Err(_) => {
+                if let Some(seq) = waiting(js, stream, filter, from, quiet).await {
+                    return Next::Stalled(seq);
+                }
+            }
+        }
+    }
+}
+
+/// The first message of `filter` at or after `from`, if it was published more than `older`
+/// ago; `None` when there is none or the stream cannot say now.
+async fn waiting(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    filter: &str,
+    from: u64,
+    older: Duration,
+) -> Option<u64> {
+    let s = js.get_stream(stream).await.ok()?;
+    let m = s
+        .raw_message_builder()
+        .sequence(from.max(1))
+        .next_by_subject(filter)
+        .send()
+        .await
+        .ok()?;
+    let now = mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock);
+    let age_us = now.as_micros() - published_at(m.time).as_micros();
+    (age_us > older.as_micros() as i64).then_some(m.sequence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mcpwatch_nats::testing::TempNatsCluster;
+    use mcpwatch_nats::{ensure_stream, Publisher, StreamSettings};
+
+    /// A sign-in failure as an application sends it to the ingest API.
+    fn sign_in(user: &str) -> Event {
+        let body = serde_json::json!([{"category": "security", "event_type": "authentication",
+            "source": "app", "metadata": {"user_id": user, "result": "failure",
+            "ip_address": "10.0.0.1"}}]);
+        let ids = mcpwatch_core::ids::IdGenerator::new();
+        let defaults = mcpwatch_core::validate::Defaults {
+            ids: &ids,
+            clock: &mcpwatch_core::SystemClock,
+            source: "api",
+            max_events: 10,
+            max_future_skew: Duration::from_secs(300),
+        };
+        mcpwatch_core::validate::parse_batch(
+            &serde_json::to_vec(&body).unwrap(),
+            mcpwatch_core::validate::BodyFormat::Json,
+            &defaults,
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    /// On a real cluster: a consumer that delivers nothing while the task's message waits is
+    /// found stalled; the real ordered consumer over the same message is not (it delivers), and
+    /// a quiet consumer with nothing waiting for it is left to wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_consumer_is_stalled_only_while_its_message_waits() {
+        let nats = TempNatsCluster::start();
+        let client = mcpwatch_nats::connect(&nats.urls(), "test", true)
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client.clone());
+        let settings = StreamSettings {
+            name: "STALL".into(),
+            max_bytes: 64 * 1024 * 1024,
+            ..StreamSettings::default()
+        };
+        ensure_stream(&js, &settings).await.unwrap();
+        let event = sign_in("dana");
+        let parts =
+            mcpwatch_nats::subject::parse_subject(&mcpwatch_nats::subject::subject_for(&event))
+                .unwrap();
+        let task = Task::all()
+            .into_iter()
+            .find(|t| t.name().starts_with("user/") && t.covers(&parts))
+            .expect("the user's task");
+        let mut publisher = Publisher::new(client, 8);
+        publisher.publish(&[event]).await.unwrap();
+        let quiet = Duration::from_millis(300);
+        tokio::time::sleep(quiet * 2).await;
+
+        let mut dead = futures_util::stream::pending::<()>();
+        let found = tokio::time::timeout(
+            Duration::from_secs(10),
+            next_unless_stalled(&mut dead, quiet, &js, "STALL", &task.filter(), 1),
+        )
+        .await
+        .expect("a stall is found within seconds");
+        assert!(matches!(found, Next::Stalled(1)), "{found:?}");
+
+        let s = js.get_stream("STALL").await.unwrap();
+        let mut live = s
+            .create_consumer(OrderedConfig {
+                filter_subject: task.filter(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .messages()
+            .await
+            .unwrap();
+        let got = next_unless_stalled(&mut live, quiet, &js, "STALL", &task.filter(), 1).await;
+        let Next::Item(Ok(m)) = got else {
+            panic!("the ordered consumer delivers the message: {got:?}")
+        };
+        assert_eq!(m.info().unwrap().stream_sequence, 1);
+
+        let waited = tokio::time::timeout(
+            quiet * 4,
+            next_unless_stalled(&mut dead, quiet, &js, "STALL", &task.filter(), 2),
+        )
+        .await;
+        assert!(waited.is_err(), "nothing waits past 1, yet: {waited:?}");
     }
 }

@@ -159,5 +159,11 @@ impl mcpwatch_metrics::HealthSource for StreamHealth {
             v(&k.messages),
             true,
         );
+        put(
+            "mcpwatch_cluster_consumers_stalled",
+            "Task consumers made again because they delivered nothing while a message of theirs waited",
+            v(&k.stalled),
+            true,
+        );
     }
 }
