@@ -159,6 +159,11 @@ impl World {
     /// Waits until every task has a live owner among exactly `nodes` nodes, none above its
     /// share; returns the status.
     async fn wait_balanced(&self, nodes: usize, within: Duration) -> Value {
+        self.wait_balanced_said(&[], nodes, within).await
+    }
+
+    /// [`World::wait_balanced`], saying what the `serves` warned of if it does not settle.
+    async fn wait_balanced_said(&self, serves: &[Serve], nodes: usize, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let s = self.status();
@@ -186,7 +191,8 @@ impl World {
             }
             assert!(
                 Instant::now() < deadline,
-                "the cluster did not settle on {nodes} node(s) within {within:?}: {s:#}"
+                "the cluster did not settle on {nodes} node(s) within {within:?}: {s:#}\n{}",
+                warnings(serves)
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -696,7 +702,9 @@ async fn no_acknowledged_event_is_lost_or_stored_twice_through_leader_and_node_k
         "{} acknowledged but not stored",
         missing.len()
     );
-    world.wait_balanced(2, Duration::from_secs(60)).await;
+    world
+        .wait_balanced_said(&nodes, 2, Duration::from_secs(60))
+        .await;
     world.wait_caught_up(&nodes, Duration::from_secs(240)).await;
 }
 

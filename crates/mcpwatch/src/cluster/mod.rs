@@ -121,6 +121,8 @@ pub struct ClusterHealth {
     pub messages: std::sync::atomic::AtomicU64,
     /// Task consumers made again because they delivered nothing while a message waited.
     pub stalled: std::sync::atomic::AtomicU64,
+    /// Leases this node held without running their task, released.
+    pub orphans: std::sync::atomic::AtomicU64,
 }
 
 /// What a node runs with.
@@ -398,6 +400,27 @@ async fn balance(
         }
         None => return,
     };
+    // A lease this node renews but runs no task for would be held, and its partition left
+    // undetected, for as long as the node lives: give it back so it is taken again (by this
+    // node or another) from its checkpoint. `running` has every task this node started that
+    // has not been reaped, and every reaped one released or lost its lease, so this is only
+    // ever a fault somewhere else; it is said loudly.
+    for f in held.iter().filter(|f| !running.contains_key(&f.task)) {
+        tracing::warn!(
+            task = %f.task,
+            epoch = f.epoch,
+            "this node holds the lease of a task it does not run; releasing it so it is taken again"
+        );
+        parts.health.orphans.fetch_add(1, Ordering::Relaxed);
+        let (cluster, fence) = (parts.cluster.clone(), f.clone());
+        if let Some(Err(e)) = blocking(move || cluster.release(&fence)).await {
+            tracing::warn!(task = %f.task, "cannot release (its lease expires instead): {e}");
+        }
+    }
+    let held: Vec<_> = held
+        .into_iter()
+        .filter(|f| running.contains_key(&f.task))
+        .collect();
     let mut unsure = 0;
     for (name, r) in running.iter() {
         if !held.iter().any(|f| f == &r.fence) && !r.ctl.hand_over.load(Ordering::Relaxed) {

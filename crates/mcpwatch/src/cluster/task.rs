@@ -282,10 +282,23 @@ fn store_derived(
     ctl: &Control,
 ) -> Result<(), Exit> {
     let mut wait = Duration::from_millis(100);
+    let (since, mut said) = (Instant::now(), false);
     loop {
         match deps.runtime.block_on(deps.pipeline.submit(events.clone())) {
             Ok(_) => return Ok(()),
-            Err(SinkError::Overloaded { .. }) => {}
+            Err(SinkError::Overloaded { .. }) => {
+                // Overload is normal for a moment; for this long it holds the task up unseen.
+                if !said && since.elapsed() >= STALL_CHECK * 3 {
+                    tracing::warn!(
+                        task,
+                        "the store has refused {} derived event(s) as overloaded for {}s; \
+                         the task waits (its position does not move)",
+                        events.len(),
+                        since.elapsed().as_secs()
+                    );
+                    said = true;
+                }
+            }
             Err(SinkError::Closed) => return Err(Exit::Stopped),
             Err(e) => {
                 tracing::error!(

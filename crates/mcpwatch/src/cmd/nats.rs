@@ -165,5 +165,11 @@ impl mcpwatch_metrics::HealthSource for StreamHealth {
             v(&k.stalled),
             true,
         );
+        put(
+            "mcpwatch_cluster_leases_orphaned",
+            "Leases this node held without running their task, released to be taken again",
+            v(&k.orphans),
+            true,
+        );
     }
 }
