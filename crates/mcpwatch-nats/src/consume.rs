@@ -306,6 +306,28 @@ impl<'a> Received<'a> {
     }
 }
 
+/// The first message of `filter` at or after sequence `from` on `stream`: its sequence and
+/// publish time, `None` when there is none (a direct look-up, no consumer). How `cluster status`
+/// measures a task's lag and how a task finds out that its consumer went quiet.
+pub async fn next_message<I>(
+    stream: &async_nats::jetstream::stream::Stream<I>,
+    filter: &str,
+    from: u64,
+) -> Result<Option<(u64, Timestamp)>, async_nats::jetstream::stream::RawMessageError> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    match stream
+        .raw_message_builder()
+        .sequence(from.max(1))
+        .next_by_subject(filter)
+        .send()
+        .await
+    {
+        Ok(m) => Ok(Some((m.sequence, published_at(m.time)))),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// A JetStream publish time as a [`Timestamp`].
 pub fn published_at(t: time::OffsetDateTime) -> Timestamp {
     Timestamp::from_micros(i64::try_from(t.unix_timestamp_nanos() / 1_000).unwrap_or(i64::MAX))

@@ -157,13 +157,8 @@ impl World {
     }
 
     /// Waits until every task has a live owner among exactly `nodes` nodes, none above its
-    /// share; returns the status.
-    async fn wait_balanced(&self, nodes: usize, within: Duration) -> Value {
-        self.wait_balanced_said(&[], nodes, within).await
-    }
-
-    /// [`World::wait_balanced`], saying what the `serves` warned of if it does not settle.
-    async fn wait_balanced_said(&self, serves: &[Serve], nodes: usize, within: Duration) -> Value {
+    /// share; returns the status, or fails with what the `serves` warned of.
+    async fn wait_balanced(&self, serves: &[Serve], nodes: usize, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let s = self.status();
@@ -461,7 +456,9 @@ fn read_ids(path: &Path) -> BTreeSet<String> {
 async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
     let world = World::start().await;
     let nodes = vec![world.node("a"), world.node("b")];
-    let status = world.wait_balanced(2, Duration::from_secs(60)).await;
+    let status = world
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
+        .await;
     // Each node says on /metrics how many tasks it runs.
     let mut running = 0.0;
     for n in &nodes {
@@ -520,7 +517,9 @@ async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
     );
     let alerts = wait_notified(&world, &survivor.url, 50, Duration::from_secs(60)).await;
     assert_eq!(alerts.len(), 50);
-    world.wait_balanced(1, Duration::from_secs(30)).await;
+    world
+        .wait_balanced(&nodes, 1, Duration::from_secs(30))
+        .await;
     world.wait_caught_up(&nodes, Duration::from_secs(60)).await;
     assert_notified_once(&world, &alerts);
     // Determinism: what the cluster derived is what replay over the stream derives.
@@ -537,7 +536,9 @@ async fn a_killed_owner_s_tasks_are_taken_over_and_each_alert_fires_once() {
 async fn a_paused_owner_is_fenced_when_it_wakes_and_no_alert_is_doubled() {
     let world = World::start().await;
     let nodes = [world.node("a"), world.node("b")];
-    world.wait_balanced(2, Duration::from_secs(60)).await;
+    world
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
+        .await;
     let (paused, other) = (&nodes[0], &nodes[1]);
     let pid = paused.child.id().to_string();
     let signal = |sig: &str| {
@@ -554,7 +555,9 @@ async fn a_paused_owner_is_fenced_when_it_wakes_and_no_alert_is_doubled() {
     let run = "pause";
     let who = users(run, 20);
     publish_failures(&world.nats.urls(), run, &who, 0, 5).await;
-    world.wait_balanced(1, Duration::from_secs(30)).await;
+    world
+        .wait_balanced(&nodes, 1, Duration::from_secs(30))
+        .await;
     let alerts = wait_notified(&world, &other.url, 20, Duration::from_secs(60)).await;
     signal("-CONT");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -567,7 +570,9 @@ async fn a_paused_owner_is_fenced_when_it_wakes_and_no_alert_is_doubled() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // It rejoins and gets its share again; what it detects from then on is new.
-    world.wait_balanced(2, Duration::from_secs(60)).await;
+    world
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
+        .await;
     let more = users("pause2", 20);
     publish_failures(&world.nats.urls(), "pause2", &more, 0, 5).await;
     let all = wait_notified(&world, &other.url, 40, Duration::from_secs(60)).await;
@@ -597,7 +602,9 @@ async fn no_acknowledged_event_is_lost_or_stored_twice_through_leader_and_node_k
     const PER_SECOND: f64 = 6_000.0;
     let mut world = World::start().await;
     let mut nodes = vec![world.node("a"), world.node("b")];
-    world.wait_balanced(2, Duration::from_secs(60)).await;
+    world
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
+        .await;
     let client = mcpwatch_nats::connect(&world.nats.urls(), "test-edge", true)
         .await
         .unwrap();
@@ -703,7 +710,7 @@ async fn no_acknowledged_event_is_lost_or_stored_twice_through_leader_and_node_k
         missing.len()
     );
     world
-        .wait_balanced_said(&nodes, 2, Duration::from_secs(60))
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
         .await;
     world.wait_caught_up(&nodes, Duration::from_secs(240)).await;
 }
@@ -720,7 +727,9 @@ async fn ingest_on_a_node_reaches_the_tasks_and_forged_relays_reach_nothing() {
     ))
     .await;
     let nodes = [world.node("a"), world.node("b")];
-    world.wait_balanced(2, Duration::from_secs(60)).await;
+    world
+        .wait_balanced(&nodes, 2, Duration::from_secs(60))
+        .await;
     let http = reqwest::Client::new();
     // Forged first: straight to the stream as an edge could, claiming the token's source.
     let forged = |user: &str, i: usize| {

@@ -68,14 +68,12 @@ impl Detector for Latency {
         let dev = st.recent - st.base.mean;
         let z = dev / se;
         let trigger = self.s.latency_ratio.ln();
-        // Checked last: it costs two `exp` and matters only when the rest already holds.
-        let slower =
-            |recent: f64, base: f64| recent.exp() - base.exp() >= self.s.latency_min_increase_ms;
+        // The absolute rise is checked last: two `exp`, needed only when the rest holds.
         if ready
             && !st.alarmed
             && dev >= trigger
             && z >= self.s.latency_z
-            && slower(st.recent, st.base.mean)
+            && st.recent.exp() - st.base.mean.exp() >= self.s.latency_min_increase_ms
         {
             st.alarmed = true;
             let (now_ms, base_ms) = (st.recent.exp(), st.base.mean.exp());

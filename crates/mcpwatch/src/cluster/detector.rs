@@ -185,7 +185,7 @@ impl TaskDetector {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use mcpwatch_core::ids::IdGenerator;
     use mcpwatch_core::validate::{parse_batch, BodyFormat, Defaults};
@@ -193,7 +193,7 @@ mod tests {
     use mcpwatch_nats::subject::subject_for;
 
     /// Failed sign-ins of `user` as an application posts them, through ingest's parsing.
-    fn failures(user: &str, n: usize, first: usize) -> Vec<Event> {
+    pub(crate) fn failures(user: &str, n: usize, first: usize) -> Vec<Event> {
         let body: Vec<serde_json::Value> = (first..first + n)
             .map(|i| {
                 serde_json::json!({"id": format!("{user}-{i}"), "timestamp": 1_790_000_000.0 + i as f64,

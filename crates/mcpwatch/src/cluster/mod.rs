@@ -417,10 +417,6 @@ async fn balance(
             tracing::warn!(task = %f.task, "cannot release (its lease expires instead): {e}");
         }
     }
-    let held: Vec<_> = held
-        .into_iter()
-        .filter(|f| running.contains_key(&f.task))
-        .collect();
     let mut unsure = 0;
     for (name, r) in running.iter() {
         if !held.iter().any(|f| f == &r.fence) && !r.ctl.hand_over.load(Ordering::Relaxed) {

@@ -24,7 +24,7 @@ use mcpwatch_alert::postgres::cluster::{Checkpoint, Claimed, Fence};
 use mcpwatch_alert::{AlertError, Alerting};
 use mcpwatch_core::{Event, EventSink, SinkError, Timestamp};
 use mcpwatch_nats::async_nats;
-use mcpwatch_nats::consume::{published_at, Received};
+use mcpwatch_nats::consume::{next_message, published_at, Received};
 use mcpwatch_nats::subject::Task;
 use mcpwatch_server::Pipeline;
 
@@ -52,6 +52,9 @@ impl Msg {
         }
     }
 }
+
+/// How long a task waits on an overloaded store before it says so.
+const SAY_HELD_UP_AFTER: Duration = Duration::from_secs(30);
 
 /// Most findings one fenced transaction folds (the store takes at most
 /// `MAX_FENCED_FINDINGS`, 512; one event gives a few at most).
@@ -288,7 +291,7 @@ fn store_derived(
             Ok(_) => return Ok(()),
             Err(SinkError::Overloaded { .. }) => {
                 // Overload is normal for a moment; for this long it holds the task up unseen.
-                if !said && since.elapsed() >= STALL_CHECK * 3 {
+                if !said && since.elapsed() >= SAY_HELD_UP_AFTER {
                     tracing::warn!(
                         task,
                         "the store has refused {} derived event(s) as overloaded for {}s; \
@@ -377,22 +380,21 @@ async fn read(
         };
         said = false;
         loop {
-            let m =
-                match next_unless_stalled(&mut messages, STALL_CHECK, &js, &stream, &filter, from)
-                    .await
-                {
-                    Next::Item(m) => m,
-                    Next::Ended => break,
-                    Next::Stalled(seq) => {
-                        tracing::warn!(
+            let next =
+                next_unless_stalled(&mut messages, STALL_CHECK, &js, &stream, &filter, from).await;
+            let m = match next {
+                Next::Item(m) => m,
+                Next::Ended => break,
+                Next::Stalled(seq) => {
+                    tracing::warn!(
                         "the consumer of {filter} delivered nothing for {}s while message {seq} \
                          waits on stream {stream}; making it again from {from}",
                         STALL_CHECK.as_secs()
                     );
-                        health.stalled.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                };
+                    health.stalled.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            };
             let Ok(m) = m else { break };
             let Ok(info) = m.info() else { continue };
             let (seq, published) = (info.stream_sequence, published_at(info.published));
@@ -462,16 +464,9 @@ async fn waiting(
     older: Duration,
 ) -> Option<u64> {
     let s = js.get_stream(stream).await.ok()?;
-    let m = s
-        .raw_message_builder()
-        .sequence(from.max(1))
-        .next_by_subject(filter)
-        .send()
-        .await
-        .ok()?;
+    let (seq, published) = next_message(&s, filter, from).await.ok()??;
     let now = mcpwatch_core::clock::Clock::now(&mcpwatch_core::SystemClock);
-    let age_us = now.as_micros() - published_at(m.time).as_micros();
-    (age_us > older.as_micros() as i64).then_some(m.sequence)
+    (now.as_micros() - published.as_micros() > older.as_micros() as i64).then_some(seq)
 }
 
 #[cfg(test)]
@@ -479,28 +474,6 @@ mod tests {
     use super::*;
     use mcpwatch_nats::testing::TempNatsCluster;
     use mcpwatch_nats::{ensure_stream, Publisher, StreamSettings};
-
-    /// A sign-in failure as an application sends it to the ingest API.
-    fn sign_in(user: &str) -> Event {
-        let body = serde_json::json!([{"category": "security", "event_type": "authentication",
-            "source": "app", "metadata": {"user_id": user, "result": "failure",
-            "ip_address": "10.0.0.1"}}]);
-        let ids = mcpwatch_core::ids::IdGenerator::new();
-        let defaults = mcpwatch_core::validate::Defaults {
-            ids: &ids,
-            clock: &mcpwatch_core::SystemClock,
-            source: "api",
-            max_events: 10,
-            max_future_skew: Duration::from_secs(300),
-        };
-        mcpwatch_core::validate::parse_batch(
-            &serde_json::to_vec(&body).unwrap(),
-            mcpwatch_core::validate::BodyFormat::Json,
-            &defaults,
-        )
-        .unwrap()
-        .remove(0)
-    }
 
     /// On a real cluster: a consumer that delivers nothing while the task's message waits is
     /// found stalled; the real ordered consumer over the same message is not (it delivers), and
@@ -518,7 +491,7 @@ mod tests {
             ..StreamSettings::default()
         };
         ensure_stream(&js, &settings).await.unwrap();
-        let event = sign_in("dana");
+        let event = crate::cluster::detector::tests::failures("dana", 1, 0).remove(0);
         let parts =
             mcpwatch_nats::subject::parse_subject(&mcpwatch_nats::subject::subject_for(&event))
                 .unwrap();

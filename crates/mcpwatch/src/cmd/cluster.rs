@@ -109,7 +109,6 @@ async fn measure_lags(
     stream: &str,
     tasks: &[TaskRow],
 ) -> anyhow::Result<std::collections::BTreeMap<String, Lag>> {
-    use mcpwatch_nats::async_nats::jetstream::stream::RawMessageErrorKind;
     mcpwatch_nats::parse_urls(url).map_err(|e| anyhow::anyhow!("--nats: {e}"))?;
     let client = mcpwatch_nats::connect(url, "mcpwatch-cluster-status", true)
         .await
@@ -131,22 +130,14 @@ async fn measure_lags(
         let Some(task) = mcpwatch_nats::subject::Task::parse(&t.task) else {
             continue;
         };
-        let next = s
-            .raw_message_builder()
-            .sequence(t.position + 1)
-            .next_by_subject(task.filter())
-            .send()
-            .await;
+        let next = mcpwatch_nats::consume::next_message(&s, &task.filter(), t.position + 1).await;
         let lag = match next {
-            Ok(m) => Lag {
+            Ok(Some((seq, published))) => Lag {
                 last,
-                next: Some(m.sequence),
-                age_ms: Some(
-                    (now.as_micros() - mcpwatch_nats::consume::published_at(m.time).as_micros())
-                        / 1_000,
-                ),
+                next: Some(seq),
+                age_ms: Some((now.as_micros() - published.as_micros()) / 1_000),
             },
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Lag {
+            Ok(None) => Lag {
                 last,
                 next: None,
                 age_ms: None,
