@@ -24,6 +24,8 @@ struct Mock {
     mode: Arc<Mutex<Mode>>,
     received: Arc<Mutex<Vec<String>>>,
     auth: Arc<Mutex<Vec<String>>>,
+    /// The number of events in each accepted batch, in arrival order.
+    sizes: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Mock {
@@ -32,6 +34,7 @@ impl Mock {
             mode: Arc::new(Mutex::new(mode)),
             received: Arc::default(),
             auth: Arc::default(),
+            sizes: Arc::default(),
         };
         let m = mock.clone();
         tokio::spawn(async move {
@@ -88,6 +91,9 @@ impl Mock {
                     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
                     if let Ok(mut r) = self.received.lock() {
                         r.extend(ids.iter().cloned());
+                    }
+                    if let Ok(mut z) = self.sizes.lock() {
+                        z.push(ids.len());
                     }
                     ("202 Accepted", serde_json::json!({"accepted": ids.len(), "ids": ids}).to_string())
                 }
@@ -161,13 +167,24 @@ async fn wait_for(mock: &Mock, n: usize) -> Vec<String> {
     mock.ids()
 }
 
-#[tokio::test]
-async fn batches_arrive_in_order_with_the_token() {
+/// A worker without a spool, delivering to a mock collector that accepts everything.
+async fn accepting_worker() -> (
+    Mock,
+    Arc<CaptureHealth>,
+    tokio::sync::mpsc::Sender<Event>,
+    super::DeliveryWorker,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = listener.local_addr().expect("has an address");
     let mock = Mock::start(listener, Mode::Accept).await;
     let health = Arc::new(CaptureHealth::default());
     let (tx, worker) = config(addr, None).build(health.clone()).expect("builds");
+    (mock, health, tx, worker)
+}
+
+#[tokio::test]
+async fn batches_arrive_in_order_with_the_token() {
+    let (mock, health, tx, worker) = accepting_worker().await;
     let done = tokio::spawn(worker.run());
     for i in 0..30 {
         tx.send(ev(i)).await.expect("worker running");
@@ -179,6 +196,33 @@ async fn batches_arrive_in_order_with_the_token() {
     assert_eq!(CaptureHealth::get(&health.delivered_events), 30);
     let auth = mock.auth.lock().map(|a| a.clone()).unwrap_or_default();
     assert!(auth.iter().all(|a| a == "bearer s3cret"), "{auth:?}");
+}
+
+#[tokio::test]
+async fn batches_hold_at_most_batch_max_and_a_lone_event_leaves_after_the_linger() {
+    let (mock, health, tx, worker) = accepting_worker().await;
+    // Queued before the worker runs: its first look finds 30 waiting.
+    for i in 0..30 {
+        tx.send(ev(i)).await.expect("queue has room");
+    }
+    let done = tokio::spawn(worker.run());
+    assert_eq!(wait_for(&mock, 30).await.len(), 30);
+    let sizes = mock.sizes.lock().map(|z| z.clone()).unwrap_or_default();
+    assert!(
+        sizes.iter().all(|n| (1..=7).contains(n)),
+        "batch sizes {sizes:?}, batch_max 7"
+    );
+    assert_eq!(sizes.iter().sum::<usize>(), 30, "{sizes:?}");
+    // One more with the sender kept open: only the linger timer can send it.
+    tx.send(ev(30)).await.expect("worker running");
+    assert_eq!(
+        wait_for(&mock, 31).await.len(),
+        31,
+        "the lone event was not delivered"
+    );
+    drop(tx);
+    done.await.expect("worker ends");
+    assert_eq!(CaptureHealth::get(&health.delivered_events), 31);
 }
 
 #[tokio::test]
