@@ -243,6 +243,12 @@ fn main() {
         (g99 - d99) / 1e3,
         verdict(g99 - d99 <= 1_000.0)
     );
+    // A gateway that keeps its throughput by dropping copies is not monitoring.
+    let lost = dropped.load(Ordering::Relaxed);
+    println!(
+        "  every call inspected:        {lost} copies dropped  {}",
+        verdict(lost == 0)
+    );
 }
 
 /// Thread-name prefixes (as the kernel truncates them) and what they are.
