@@ -18,7 +18,10 @@
 //! request path that waited more than 1 ms waited behind this thread (runs of 2.4-2.6 ms); at
 //! `SCHED_IDLE` it was one of 48. A thread that wakes preempts an idle-class one at its next
 //! return to user space. If other work keeps the cores busy, checkpoints starve, and the writer
-//! takes them over at the limit: nothing is lost and no queue grows.
+//! takes them over at the limit: nothing is lost and no queue grows. Past the limit the thread
+//! starts no checkpoint of its own: SQLite runs one checkpoint at a time, and a starved
+//! idle-class thread in the middle of one would hold the lock the writer's checkpoint needs, so
+//! the WAL could grow for as long as a flood kept the cores busy.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -50,11 +53,19 @@ impl Checkpointer {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let (poke, pokes) = sync_channel::<()>(1);
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = PathBuf::from(wal);
+        let thread_wal = wal.clone();
         let spawned = std::thread::Builder::new()
             .name("mcpwatch-checkpoint".into())
             .spawn(move || {
                 run_idle();
                 while pokes.recv().is_ok() {
+                    // Past the limit the checkpoint is the writer's (see the module docs).
+                    if wal_len(&thread_wal) > WAL_LIMIT {
+                        continue;
+                    }
                     if let Err(e) = checkpoint(&conn) {
                         tracing::debug!(error = %e, "background checkpoint failed; the writer checkpoints when the WAL grows");
                     }
@@ -67,12 +78,10 @@ impl Checkpointer {
                 (None, None)
             }
         };
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
         Ok(Self {
             poke,
             thread,
-            wal: wal.into(),
+            wal,
             since_poke: 0,
         })
     }
@@ -92,7 +101,7 @@ impl Checkpointer {
                 Err(TrySendError::Disconnected(())) => self.poke = None,
             }
         }
-        let wal = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let wal = wal_len(&self.wal);
         if self.poke.is_none() || wal > WAL_LIMIT {
             if let Err(e) = checkpoint(conn) {
                 tracing::warn!(error = %e, wal_bytes = wal, "checkpoint failed; the WAL keeps growing until one succeeds");
@@ -131,6 +140,10 @@ fn run_idle() {
     }
 }
 
+fn wal_len(wal: &Path) -> u64 {
+    std::fs::metadata(wal).map_or(0, |m| m.len())
+}
+
 fn checkpoint(conn: &Connection) -> Result<(), StoreError> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
     Ok(())
@@ -163,11 +176,9 @@ mod tests {
         out
     }
 
-    #[test]
-    fn the_checkpoint_thread_runs_in_the_idle_class() {
-        const SCHED_IDLE: u32 = 5;
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("events.db");
+    /// A database in WAL mode without automatic checkpoints, and its writing connection.
+    fn wal_database(dir: &Path) -> (PathBuf, Connection) {
+        let path = dir.join("events.db");
         let writer = Connection::open(&path).expect("open");
         writer
             .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
@@ -175,6 +186,47 @@ mod tests {
         writer
             .execute_batch("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x BLOB);")
             .expect("schema");
+        (path, writer)
+    }
+
+    #[test]
+    fn past_the_limit_the_thread_leaves_the_checkpoint_to_the_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, writer) = wal_database(dir.path());
+        let mut ck = Checkpointer::start(&path).expect("start");
+        // Written without telling the checkpointer, so that nothing checkpoints on the way.
+        let blob = vec![7u8; 1 << 20];
+        while wal_len(&ck.wal) <= WAL_LIMIT {
+            writer
+                .execute("INSERT INTO t VALUES (?1)", [&blob])
+                .expect("insert");
+        }
+        let db_before = wal_len(&path);
+        // The channel holds one poke: when the third send returns, the thread has finished
+        // with the first.
+        let poke = ck.poke.clone().expect("the thread runs");
+        for _ in 0..3 {
+            poke.send(()).expect("the thread takes pokes");
+        }
+        assert_eq!(
+            wal_len(&path),
+            db_before,
+            "the checkpoint thread checkpointed a WAL past the limit"
+        );
+        // The next commit's check finds the WAL past the limit and checkpoints on the writer.
+        ck.committed(&writer, POKE_BYTES);
+        assert!(
+            wal_len(&path) > WAL_LIMIT,
+            "the writer did not checkpoint: the database file is {} bytes",
+            wal_len(&path)
+        );
+    }
+
+    #[test]
+    fn the_checkpoint_thread_runs_in_the_idle_class() {
+        const SCHED_IDLE: u32 = 5;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, _writer) = wal_database(dir.path());
         let _ck = Checkpointer::start(&path).expect("start");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
