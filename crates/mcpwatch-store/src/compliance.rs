@@ -318,9 +318,21 @@ fn duplicate_ids_are_stored_once_and_counted_once(b: Backend) {
         ]),
         1
     );
+    // A resend in which every event is already stored adds nothing, and nothing of it is
+    // counted when the next batch's statistics are written.
+    assert_eq!(
+        f.append(&[
+            exec("a", 1, "t", "u", 0.1, "success"),
+            exec("b", 2, "t", "u", 0.1, "success")
+        ]),
+        0
+    );
+    assert_eq!(f.append(&[exec("c", 3, "t", "u", 0.1, "success")]), 1);
     let r = f.store.reader();
-    assert_eq!(r.stats().unwrap().events, 2);
-    assert_eq!(r.tool_stats(&StatsQuery::default()).unwrap()[0].count, 2);
+    assert_eq!(r.stats().unwrap().events, 3);
+    assert_eq!(r.tool_stats(&StatsQuery::default()).unwrap()[0].count, 3);
+    let users = r.users(&StatsQuery::default()).unwrap();
+    assert_eq!(users[0].count, 3);
     assert!(r.event("a").unwrap().is_some());
     assert!(r.event("zzz").unwrap().is_none());
 }
