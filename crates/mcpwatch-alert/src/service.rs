@@ -395,7 +395,7 @@ impl Alerting {
         &self,
         filter: &AlertFilter,
     ) -> Result<(Vec<AlertRecord>, Option<i64>), AlertError> {
-        self.store.begin()?.list(filter)
+        self.store.read()?.list(filter)
     }
 
     /// One alert with its deliveries.

@@ -160,6 +160,51 @@ fn an_outbox_row_is_one_nodes_until_its_claim_expires() {
 }
 
 #[test]
+fn a_read_sees_one_snapshot_while_a_delivery_commits_beside_it() {
+    let pg = TempPostgres::start();
+    let url = pg.create_database("alerts");
+    let clock = ManualClock::new(Timestamp::from_micros(T0));
+    let store = node(&url, "a", Duration::from_secs(30));
+    let a = alerting(store.clone(), &clock);
+    let rec = a.on_finding(&brute("alice", "e1")).unwrap();
+    let now = Timestamp::from_micros(T0);
+    let filter = AlertFilter {
+        limit: 10,
+        ..AlertFilter::default()
+    };
+    let status = |(alerts, _): &(Vec<mcpwatch_alert::AlertRecord>, Option<i64>)| {
+        let r = &alerts[0];
+        let delivered = r
+            .channels
+            .values()
+            .filter(|c| c.status.as_str() == "delivered")
+            .count();
+        (r.alert.status, delivered)
+    };
+    let read = store.read().unwrap();
+    let before = read.list(&filter).unwrap();
+    assert_eq!(status(&before), (AlertStatus::New, 0));
+    // A worker delivers every row and marks the alert sent, in one transaction, between two
+    // statements of the read (a page's alerts, then its deliveries, are two statements).
+    let tx = store.begin().unwrap();
+    for d in tx.due(now, 100).unwrap() {
+        tx.record_attempt(d.id, now, Attempt::Delivered("200 ok"))
+            .unwrap();
+    }
+    tx.mark_sent(&rec.alert.id).unwrap();
+    tx.commit().unwrap();
+    assert_eq!(
+        status(&read.list(&filter).unwrap()),
+        (AlertStatus::New, 0),
+        "the read still sees the state it started with, alerts and deliveries alike"
+    );
+    drop(read);
+    assert_eq!(status(&a.list(&filter).unwrap()), (AlertStatus::Sent, 3));
+    // Locking reads belong in `begin`, not in a read.
+    assert!(store.read().unwrap().get(&rec.alert.id, false).is_err());
+}
+
+#[test]
 fn a_wrong_database_is_one_clear_error() {
     let pg = TempPostgres::start();
     let err = PgAlertStore::open(&pg.url("nosuch"), "a", Duration::from_secs(5))

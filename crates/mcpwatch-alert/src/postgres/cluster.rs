@@ -318,7 +318,7 @@ impl PgCluster {
         &self,
         f: impl FnOnce(&PgTx<'_>) -> Result<T, AlertError>,
     ) -> Result<T, AlertError> {
-        let mut tx = self.store.begin_pg()?;
+        let mut tx = self.store.begin_pg("BEGIN")?;
         let out = f(&tx)?;
         tx.commit_pg()?;
         Ok(out)

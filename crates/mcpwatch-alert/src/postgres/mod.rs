@@ -103,12 +103,13 @@ pub fn node_name() -> String {
 }
 
 impl PgAlertStore {
-    /// Starts a transaction on a connection of the pool.
-    fn begin_pg(&self) -> Result<PgTx<'_>, AlertError> {
+    /// Starts a transaction on a connection of the pool (`BEGIN`, or another opening such as
+    /// a snapshot read's).
+    fn begin_pg(&self, begin: &'static str) -> Result<PgTx<'_>, AlertError> {
         let conn = Arc::new(self.db.connection()?);
         let c = conn.clone();
         self.db.block(async move {
-            c.batch_execute("BEGIN").await?;
+            c.batch_execute(begin).await?;
             Ok(())
         })?;
         Ok(PgTx {
@@ -120,7 +121,16 @@ impl PgAlertStore {
 
 impl AlertStore for PgAlertStore {
     fn begin(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
-        Ok(Box::new(self.begin_pg()?))
+        Ok(Box::new(self.begin_pg("BEGIN")?))
+    }
+
+    /// Read committed, the default, takes a snapshot per statement: a list read its alerts
+    /// before a delivery committed and their deliveries after, and showed an alert `new` with
+    /// its notification delivered.
+    fn read(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
+        Ok(Box::new(self.begin_pg(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+        )?))
     }
 
     fn location(&self) -> String {

@@ -35,6 +35,12 @@ pub use sqlite::SqliteAlertStore;
 pub trait AlertStore: Send + Sync + 'static {
     /// Starts a transaction.
     fn begin(&self) -> Result<Box<dyn AlertTx + '_>, AlertError>;
+    /// Starts a transaction that only reads, and sees one snapshot however many statements it
+    /// runs (a page of alerts and their deliveries, read apart, must not show an alert as it
+    /// was before a delivery next to that delivery). Locking reads are not allowed in it.
+    fn read(&self) -> Result<Box<dyn AlertTx + '_>, AlertError> {
+        self.begin()
+    }
     /// Where the alerts are, for the start-up line (a path, or a URL without its password).
     fn location(&self) -> String;
 }
