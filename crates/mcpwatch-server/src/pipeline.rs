@@ -167,9 +167,7 @@ impl Pipeline {
             threads.push(thread);
             Some(stage_tx)
         };
-        let settle_interval = writer
-            .settle_interval()
-            .map_or(SETTLE_INTERVAL, |d| d.max(SETTLE_INTERVAL));
+        let settle_interval = settle_interval(writer.as_ref());
         let writer_loop = WriterLoop {
             settle_interval,
             writer,
@@ -280,6 +278,13 @@ impl EventSink for Pipeline {
     }
 }
 
+/// How long to leave between settlements: `SETTLE_INTERVAL`, or longer when the store asks.
+fn settle_interval(writer: &dyn EventWriter) -> Duration {
+    writer
+        .settle_interval()
+        .map_or(SETTLE_INTERVAL, |d| d.max(SETTLE_INTERVAL))
+}
+
 struct WriterLoop {
     writer: Box<dyn EventWriter>,
     rx: Receiver<WriteRequest>,
@@ -359,6 +364,7 @@ impl WriterLoop {
         if settle && result.is_ok() {
             self.settled_at = Instant::now();
             self.unsettled = false;
+            self.settle_interval = settle_interval(self.writer.as_ref());
         } else {
             self.unsettled = true;
         }
@@ -436,6 +442,7 @@ impl WriterLoop {
                     self.settled_at = Instant::now();
                 }
                 self.unsettled = false;
+                self.settle_interval = settle_interval(self.writer.as_ref());
                 self.health.statistics_behind.store(false, Ordering::SeqCst);
             }
             Err(e) => {

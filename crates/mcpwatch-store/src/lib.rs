@@ -151,7 +151,8 @@ pub trait EventWriter: Send {
     /// coming, when settling costs this backend more than the caller's own pace allows
     /// (PostgreSQL: each settlement upserts every rollup row touched since the last one, so
     /// settling four times a second writes nearly as many rows as events). `None`: the
-    /// caller's pace.
+    /// caller's pace. It may change as the writer learns what settling costs: the caller asks
+    /// again after each settlement.
     fn settle_interval(&self) -> Option<std::time::Duration> {
         None
     }

@@ -8,7 +8,8 @@
 //! `MCPWATCH_BIN=PATH` runs another build of the binary (e.g. the one before a change).
 //! `BENCH_STORE=postgres` measures the PostgreSQL store instead: a throwaway cluster (the test
 //! harness's), HTTP ingest into `serve --store`, side by side with the raw multi-row UNNEST
-//! insert of the same rows into the same schema, and the store's writer alone in between.
+//! insert of the same rows into the same schema, and the store's writer alone in between
+//! (`BENCH_ONLY=writer` or `http` for that one alone, e.g. under a profiler).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -484,8 +485,23 @@ fn postgres(bodies: &[String]) {
     let pg = mcpwatch_store::testing::TempPostgres::start();
     let (raw_url, http_url) = (pg.create_database("raw"), pg.create_database("http"));
     let writer_url = pg.create_database("writer");
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("writer") {
+        let w = writer_postgres(bodies, &writer_url);
+        println!("store writer alone: {w:.0} events/s");
+        return;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("http") {
+        let h = http_ingest_with(bodies, &["--store", &http_url]);
+        println!("serve --store postgres over HTTP: {h:.0} events/s");
+        return;
+    }
+    // Each phase starts from a checkpoint, so that none pays for the dirty pages of the one
+    // before.
+    pg.sql("CHECKPOINT");
     let raw = raw_postgres(bodies, &raw_url);
+    pg.sql("CHECKPOINT");
     let writer = writer_postgres(bodies, &writer_url);
+    pg.sql("CHECKPOINT");
     let http = http_ingest_with(bodies, &["--store", &http_url]);
     println!();
     println!("{:<52} {:>12}", "path", "events/s");
