@@ -125,18 +125,11 @@ impl Fixture {
             pg.sql(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'mcpwatch'",
             );
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while pg
-                .sql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'mcpwatch'")
-                .trim()
-                != "0"
-            {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the connections of the crashed writer did not end"
-                );
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            pg.wait_until(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mcpwatch'",
+                "0",
+                "the connections of the crashed writer did not end",
+            );
         }
         self.store = open(&self.home);
         self.writer = self.store.writer().unwrap();

@@ -168,6 +168,15 @@ impl TempPostgres {
     pub fn sql(&self, sql: &str) -> String {
         self.psql(sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
+
+    /// Waits until `sql` answers `want`, for at most 30 seconds; panics with `what` after.
+    pub fn wait_until(&self, sql: &str, want: &str, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.sql(sql).trim() != want {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for TempPostgres {

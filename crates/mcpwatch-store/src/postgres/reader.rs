@@ -51,21 +51,24 @@ impl EventReader for PgReader {
     fn tool_stats(&self, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreError> {
         let q = q.clone();
         self.db
-            .run(move |c| async move { tool_stats(&c, &q).await })
+            .run(move |c| async move { snapshot(&c, tool_stats(&c, &q)).await })
     }
 
     fn users(&self, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError> {
         let q = q.clone();
-        self.db.run(move |c| async move { users(&c, &q).await })
+        self.db
+            .run(move |c| async move { snapshot(&c, users(&c, &q)).await })
     }
 
     fn series(&self, q: &SeriesQuery) -> Result<Series, StoreError> {
         let q = q.clone();
-        self.db.run(move |c| async move { series(&c, &q).await })
+        self.db
+            .run(move |c| async move { snapshot(&c, series(&c, &q)).await })
     }
 
     fn summary(&self, now: Timestamp) -> Result<Summary, StoreError> {
-        self.db.run(move |c| async move { summary(&c, now).await })
+        self.db
+            .run(move |c| async move { snapshot(&c, summary(&c, now)).await })
     }
 
     fn security_series(&self, q: &SecurityQuery) -> Result<SecuritySeries, StoreError> {
@@ -77,6 +80,22 @@ impl EventReader for PgReader {
     fn stats(&self) -> Result<StoreStats, StoreError> {
         self.db.run(move |c| async move { store_stats(&c).await })
     }
+}
+
+/// Runs a read of several statements in one snapshot. Read committed, the default, takes one
+/// per statement: a write of the rollups that committed between a tool's counts and its
+/// latency histogram showed the counts of one moment with the percentiles of another.
+async fn snapshot<T>(
+    c: &Client,
+    read: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
+    let result = read.await;
+    // After a failed statement the transaction is aborted: ROLLBACK ends it either way.
+    c.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
+        .await?;
+    result
 }
 
 async fn events(c: &Client, q: &EventQuery) -> Result<EventPage, StoreError> {

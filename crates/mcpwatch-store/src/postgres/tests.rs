@@ -170,6 +170,60 @@ fn two_writers_on_one_database_count_every_event_once() {
 }
 
 #[test]
+fn per_tool_statistics_read_one_snapshot_while_rollups_are_written_beside_them() {
+    let mut f = Fixture::new(Backend::Postgres);
+    f.append(&[
+        exec("a", 1, "read", "alice", 0.01, "success"),
+        exec("b", 2, "read", "alice", 0.02, "success"),
+    ]);
+    let (pg, url) = f.pg();
+    let store = PgStore::open(url, "reader").unwrap();
+    let reader = store.reader();
+    let before = reader.tool_stats(&StatsQuery::default()).unwrap();
+    assert_eq!(before[0].count, 2);
+    // A writer of rollups holds the histogram tables, so that the read stops between its
+    // statements: the counts are read, the histograms wait.
+    let db = store.db.clone();
+    let holder = std::sync::Arc::new(db.connection().unwrap());
+    let h = holder.clone();
+    db.block(async move {
+        h.batch_execute("BEGIN; LOCK TABLE tool_hist, tool_hist_day IN ACCESS EXCLUSIVE MODE")
+            .await?;
+        Ok(())
+    })
+    .unwrap();
+    let read = std::thread::spawn(move || reader.tool_stats(&StatsQuery::default()).unwrap());
+    pg.wait_until(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'mcpwatch' AND wait_event_type = 'Lock'",
+        "1",
+        "the read never waited for the histograms",
+    );
+    // The writer adds a slow call to the counts and the histogram, and commits.
+    let (h, slow) = (holder.clone(), crate::hist::bucket_of(9.0));
+    db.block(async move {
+        h.batch_execute(&format!(
+            "UPDATE tool_hour SET count = count + 1, sum_time = sum_time + 9, max_time = 9;
+             INSERT INTO tool_hist(writer, hour, server, tool, bucket, count)
+               SELECT writer, hour, server, tool, {slow}, 1 FROM tool_hour;
+             INSERT INTO tool_hist_day(writer, day, server, tool, bucket, count)
+               SELECT writer, floor(hour / 24.0)::bigint, server, tool, {slow}, 1 FROM tool_hour;
+             COMMIT"
+        ))
+        .await?;
+        Ok(())
+    })
+    .unwrap();
+    let during = read.join().unwrap();
+    assert_eq!(
+        during, before,
+        "the read saw the state it started in, counts and percentiles alike"
+    );
+    let after = store.reader().tool_stats(&StatsQuery::default()).unwrap();
+    assert_eq!(after[0].count, 3);
+    assert_ne!(after[0].latency, before[0].latency);
+}
+
+#[test]
 fn a_bad_url_database_or_login_is_one_clear_error() {
     let f = Fixture::new(Backend::Postgres);
     let (pg, _) = f.pg();
