@@ -249,6 +249,9 @@ async fn tool_stats(c: &Client, q: &StatsQuery) -> Result<Vec<ToolStats>, StoreE
     Ok(fold.finish(q.limit))
 }
 
+/// One user's parameter patterns: counts by key set, per server and tool.
+type Patterns = HashMap<(String, String), BTreeMap<String, u64>>;
+
 async fn users(c: &Client, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError> {
     let mut args: Args = vec![
         Box::new(q.since.map_or(i64::MIN, |t| t.as_micros())),
@@ -275,22 +278,27 @@ async fn users(c: &Client, q: &StatsQuery) -> Result<Vec<UserUsage>, StoreError>
         fold.row(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
     }
     let mut out = fold.finish(q.limit);
-    let st = c
-        .prepare(
-            r#"SELECT server, tool, keys, sum(count)::bigint FROM user_params WHERE "user" = $1
-               GROUP BY server, tool, keys"#,
+    // The patterns of every user on the page in one statement, not one round trip per user.
+    let names: Vec<&str> = out.iter().map(|u| u.user.as_str()).collect();
+    let mut patterns: HashMap<String, Patterns> = HashMap::new();
+    let rows = c
+        .query(
+            r#"SELECT "user", server, tool, keys, sum(count)::bigint FROM user_params
+               WHERE "user" = ANY($1) GROUP BY "user", server, tool, keys"#,
+            &[&names],
         )
         .await?;
+    for r in rows {
+        let n: i64 = r.get(4);
+        patterns
+            .entry(r.get(0))
+            .or_default()
+            .entry((r.get(1), r.get(2)))
+            .or_default()
+            .insert(r.get(3), n.max(0) as u64);
+    }
     for u in &mut out {
-        let mut patterns: HashMap<(String, String), BTreeMap<String, u64>> = HashMap::new();
-        for r in c.query(&st, &[&u.user]).await? {
-            let n: i64 = r.get(3);
-            patterns
-                .entry((r.get(0), r.get(1)))
-                .or_default()
-                .insert(r.get(2), n.max(0) as u64);
-        }
-        fold::patterns_into(u, patterns);
+        fold::patterns_into(u, patterns.remove(&u.user).unwrap_or_default());
     }
     Ok(out)
 }
