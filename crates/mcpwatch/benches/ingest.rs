@@ -485,15 +485,16 @@ fn postgres(bodies: &[String]) {
     let pg = mcpwatch_store::testing::TempPostgres::start();
     let (raw_url, http_url) = (pg.create_database("raw"), pg.create_database("http"));
     let writer_url = pg.create_database("writer");
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("writer") {
-        let w = writer_postgres(bodies, &writer_url);
-        println!("store writer alone: {w:.0} events/s");
-        return;
-    }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("http") {
-        let h = http_ingest_with(bodies, &["--store", &http_url]);
-        println!("serve --store postgres over HTTP: {h:.0} events/s");
-        return;
+    match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("writer") => {
+            let w = writer_postgres(bodies, &writer_url);
+            return println!("store writer alone: {w:.0} events/s");
+        }
+        Ok("http") => {
+            let h = http_ingest_with(bodies, &["--store", &http_url]);
+            return println!("serve --store postgres over HTTP: {h:.0} events/s");
+        }
+        _ => {}
     }
     // Each phase starts from a checkpoint, so that none pays for the dirty pages of the one
     // before.

@@ -91,11 +91,17 @@ async fn snapshot<T>(
 ) -> Result<T, StoreError> {
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
-    let result = read.await;
-    // After a failed statement the transaction is aborted: ROLLBACK ends it either way.
-    c.batch_execute(if result.is_ok() { "COMMIT" } else { "ROLLBACK" })
-        .await?;
-    result
+    match read.await {
+        Ok(v) => {
+            c.batch_execute("COMMIT").await?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The failed statement aborted the transaction; its error is the one to tell.
+            let _ = c.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
 }
 
 async fn events(c: &Client, q: &EventQuery) -> Result<EventPage, StoreError> {

@@ -55,7 +55,8 @@ const RECOVERY_ROWS: i64 = 20;
 
 /// A batch: its events, its pending row and the count, in one statement (so one transaction
 /// and one round trip); answers how many events were new and, unless all of them were, which
-/// (an empty list when none was: `array_agg` of no rows is NULL, which would read as "all").
+/// (NULL when none was: `array_agg` of no rows is NULL, so the count, not the NULL, says
+/// whether all were).
 const INSERT_BATCH: &str = r#"WITH ins AS (
   INSERT INTO events(id, ts, level, category, event_type, server, tool, "user", session, outcome, body)
   SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
@@ -67,9 +68,7 @@ const INSERT_BATCH: &str = r#"WITH ins AS (
   INSERT INTO event_count(writer, value) SELECT $14, count(*) FROM ins HAVING count(*) > 0
   ON CONFLICT (writer) DO UPDATE SET value = event_count.value + excluded.value
 )
-SELECT count(*),
-  CASE WHEN count(*) < $15 THEN coalesce(array_agg(id), '{}') END,
-  CASE WHEN count(*) < $15 THEN coalesce(array_agg(ts), '{}') END
+SELECT count(*), CASE WHEN count(*) < $15 THEN array_agg(id) END, CASE WHEN count(*) < $15 THEN array_agg(ts) END
 FROM ins"#;
 
 /// The least time between two writes of the deltas when the last one took `took`: a second,
@@ -292,28 +291,25 @@ impl PgWriter {
             self.seq = seq;
             self.rows += 1;
         }
-        match some {
+        if added == n {
             // Every event was new (the usual case): nothing to look up.
-            None if added == n => {
-                fresh.resize(n, true);
-                if !self.lost {
-                    for p in batch {
-                        self.deltas.add(&p.event, 0);
-                    }
+            fresh.resize(n, true);
+            if !self.lost {
+                for p in batch {
+                    self.deltas.add(&p.event, 0);
                 }
             }
-            some => {
-                let (ids, ts) = some.unwrap_or_default();
-                let inserted: HashSet<(String, i64)> = ids.into_iter().zip(ts).collect();
-                let mut seen = HashSet::with_capacity(inserted.len());
-                for p in batch {
-                    let e = &p.event;
-                    let key = (text(&e.id).into_owned(), e.timestamp.as_micros());
-                    let new = inserted.contains(&key) && seen.insert(key);
-                    fresh.push(new);
-                    if new && !self.lost {
-                        self.deltas.add(e, 0);
-                    }
+        } else {
+            let (ids, ts) = some.unwrap_or_default();
+            let inserted: HashSet<(String, i64)> = ids.into_iter().zip(ts).collect();
+            let mut seen = HashSet::with_capacity(inserted.len());
+            for p in batch {
+                let e = &p.event;
+                let key = (text(&e.id).into_owned(), e.timestamp.as_micros());
+                let new = inserted.contains(&key) && seen.insert(key);
+                fresh.push(new);
+                if new && !self.lost {
+                    self.deltas.add(e, 0);
                 }
             }
         }
