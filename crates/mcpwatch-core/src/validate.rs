@@ -103,7 +103,7 @@ pub fn parse_batch(
     let mut events = Vec::with_capacity(values.len());
     // A batch of a thousand events is milliseconds of work: short bursts (see `crate::pace`).
     let mut pacer = crate::pace::Pacer::new();
-    for (index, value) in values.into_iter().enumerate() {
+    for (index, item) in values.into_iter().enumerate() {
         pacer.step();
         let mut ctx = Ctx {
             index,
@@ -111,7 +111,7 @@ pub fn parse_batch(
             errors: &mut errors,
             unlisted: &mut unlisted,
         };
-        if let Some(ev) = event_from_value(value, &mut ctx, now, defaults) {
+        if let Some(ev) = event_from_value(item, &mut ctx, now, defaults) {
             events.push(ev);
         }
     }
@@ -142,7 +142,7 @@ fn json_error(e: &serde_json::Error, what: &str) -> BatchError {
     BatchError::Body(format!("{what} is not valid JSON: {hint}"))
 }
 
-fn split_json(text: &str) -> Result<Vec<Value>, BatchError> {
+fn split_json(text: &str) -> Result<Vec<Item>, BatchError> {
     use serde::Deserializer as _;
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = de
@@ -163,7 +163,7 @@ fn split_json(text: &str) -> Result<Vec<Value>, BatchError> {
 struct PacedBatch;
 
 impl<'de> serde::de::Visitor<'de> for PacedBatch {
-    type Value = Vec<Value>;
+    type Value = Vec<Item>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("an event object or an array of event objects")
@@ -172,7 +172,7 @@ impl<'de> serde::de::Visitor<'de> for PacedBatch {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut pacer = crate::pace::Pacer::new();
         let mut items = Vec::new();
-        while let Some(v) = seq.next_element::<Value>()? {
+        while let Some(v) = seq.next_element::<Item>()? {
             items.push(v);
             pacer.step();
         }
@@ -180,23 +180,150 @@ impl<'de> serde::de::Visitor<'de> for PacedBatch {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        use serde::Deserialize as _;
-        let obj = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        Ok(vec![obj])
+        Ok(vec![ItemVisitor.visit_map(map)?])
     }
 }
 
-fn split_ndjson(text: &str) -> Result<Vec<Value>, BatchError> {
+fn split_ndjson(text: &str) -> Result<Vec<Item>, BatchError> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let v = serde_json::from_str::<Value>(line)
+        let v = serde_json::from_str::<Item>(line)
             .map_err(|e| json_error(&e, &format!("line {}", n + 1)))?;
         out.push(v);
     }
     Ok(out)
+}
+
+/// One element of a batch as read from the body: an object's top-level fields, each kept as
+/// the JSON it was, or anything else (refused later with its index). Read straight from the
+/// text rather than through a `Value` map: the nine field names are matched, not allocated
+/// and looked up again.
+enum Item {
+    Object(Box<Fields>),
+    NotObject,
+}
+
+/// The top-level fields of one event object; a field given twice keeps the last value, as a
+/// JSON object read into a map would.
+#[derive(Default)]
+struct Fields {
+    id: Option<Value>,
+    timestamp: Option<Value>,
+    level: Option<Value>,
+    category: Option<Value>,
+    source: Option<Value>,
+    event_type: Option<Value>,
+    message: Option<Value>,
+    metadata: Option<Value>,
+    tags: Option<Value>,
+    /// Names outside [`TOP_LEVEL`], each refused by name.
+    unknown: Vec<String>,
+}
+
+impl Fields {
+    fn slot(&mut self, index: usize) -> &mut Option<Value> {
+        match index {
+            0 => &mut self.id,
+            1 => &mut self.timestamp,
+            2 => &mut self.level,
+            3 => &mut self.category,
+            4 => &mut self.source,
+            5 => &mut self.event_type,
+            6 => &mut self.message,
+            7 => &mut self.metadata,
+            _ => &mut self.tags,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Item {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct ItemVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ItemVisitor {
+    type Value = Item;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_unit<E>(self) -> Result<Item, E> {
+        Ok(Item::NotObject)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Item, A::Error> {
+        // Read as values, not skipped: the nesting limit holds for what is refused too.
+        while seq.next_element::<Value>()?.is_some() {}
+        Ok(Item::NotObject)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
+        let mut fields = Box::<Fields>::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Known(i) => *fields.slot(i) = Some(map.next_value()?),
+                Key::Unknown(name) => {
+                    map.next_value::<Value>()?;
+                    fields.unknown.push(name);
+                }
+            }
+        }
+        Ok(Item::Object(fields))
+    }
+}
+
+/// A top-level field name: its position in [`TOP_LEVEL`], or the name itself when unknown.
+enum Key {
+    Known(usize),
+    Unknown(String),
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, k: &str) -> Result<Key, E> {
+                Ok(match TOP_LEVEL.iter().position(|t| *t == k) {
+                    Some(i) => Key::Known(i),
+                    None => Key::Unknown(k.to_owned()),
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
 }
 
 struct Ctx<'e> {
@@ -236,28 +363,28 @@ const TOP_LEVEL: [&str; 9] = [
 ];
 
 fn event_from_value(
-    value: Value,
+    item: Item,
     ctx: &mut Ctx<'_>,
     now: Timestamp,
     d: &Defaults<'_>,
 ) -> Option<Event> {
-    let Value::Object(mut obj) = value else {
+    let Item::Object(mut obj) = item else {
         ctx.err("", "expected an event object");
         return None;
     };
-    for key in obj.keys() {
-        if !TOP_LEVEL.contains(&key.as_str()) {
-            let key = bounds::shown(key);
-            ctx.err(
-                &key,
-                format!(
-                    "unknown field `{key}`; known fields are {}; put custom data under metadata",
-                    TOP_LEVEL.join(", ")
-                ),
-            );
-        }
+    obj.unknown.sort_unstable();
+    obj.unknown.dedup();
+    for key in &obj.unknown {
+        let key = bounds::shown(key);
+        ctx.err(
+            &key,
+            format!(
+                "unknown field `{key}`; known fields are {}; put custom data under metadata",
+                TOP_LEVEL.join(", ")
+            ),
+        );
     }
-    let id = match obj.remove("id") {
+    let id = match obj.id.take() {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Some(s),
         Some(_) => {
@@ -265,7 +392,7 @@ fn event_from_value(
             None
         }
     };
-    let timestamp = match obj.remove("timestamp") {
+    let timestamp = match obj.timestamp.take() {
         None | Some(Value::Null) => now,
         Some(v) => match Timestamp::from_json(&v) {
             Ok(ts) => {
@@ -278,7 +405,7 @@ fn event_from_value(
             }
         },
     };
-    let level = match obj.remove("level") {
+    let level = match obj.level.take() {
         None | Some(Value::Null) => Level::Info,
         Some(Value::String(s)) if Level::parse(&s).is_some() => {
             Level::parse(&s).unwrap_or(Level::Info)
@@ -291,22 +418,22 @@ fn event_from_value(
             Level::Info
         }
     };
-    let category = required_string(&mut obj, "category", ctx);
-    let event_type = required_string(&mut obj, "event_type", ctx);
+    let category = required_string(obj.category.take(), "category", ctx);
+    let event_type = required_string(obj.event_type.take(), "event_type", ctx);
     for (field, name) in [("category", &category), ("event_type", &event_type)] {
         if let Some(name) = name {
             bounds::check_name(field, name, bounds::MAX_NAME_BYTES, ctx);
         }
     }
-    let source = match optional_string(&mut obj, "source", ctx) {
+    let source = match optional_string(obj.source.take(), "source", ctx) {
         Some(s) => {
             bounds::check_source(&s, ctx);
             s
         }
         None => d.source.to_owned(),
     };
-    let message = optional_string(&mut obj, "message", ctx).unwrap_or_default();
-    let metadata = match obj.remove("metadata") {
+    let message = optional_string(obj.message.take(), "message", ctx).unwrap_or_default();
+    let metadata = match obj.metadata.take() {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => {
             bounds::check_metadata_keys(&m, ctx);
@@ -317,7 +444,7 @@ fn event_from_value(
             Map::new()
         }
     };
-    let tags = match obj.remove("tags") {
+    let tags = match obj.tags.take() {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
             let mut tags = Vec::with_capacity(items.len());
@@ -354,8 +481,8 @@ fn event_from_value(
     Some(event)
 }
 
-fn required_string(obj: &mut Map<String, Value>, key: &str, ctx: &mut Ctx<'_>) -> Option<String> {
-    match obj.remove(key) {
+fn required_string(value: Option<Value>, key: &str, ctx: &mut Ctx<'_>) -> Option<String> {
+    match value {
         Some(Value::String(s)) if !s.is_empty() => Some(s),
         None | Some(Value::Null) => {
             ctx.err(key, "required field is missing");
@@ -368,8 +495,8 @@ fn required_string(obj: &mut Map<String, Value>, key: &str, ctx: &mut Ctx<'_>) -
     }
 }
 
-fn optional_string(obj: &mut Map<String, Value>, key: &str, ctx: &mut Ctx<'_>) -> Option<String> {
-    match obj.remove(key) {
+fn optional_string(value: Option<Value>, key: &str, ctx: &mut Ctx<'_>) -> Option<String> {
+    match value {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(_) => {

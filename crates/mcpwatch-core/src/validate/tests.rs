@@ -391,3 +391,36 @@ fn too_many_events_is_its_own_error() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn top_level_fields_read_as_a_json_object_would_be() {
+    // A field given twice keeps its last value, as any JSON object reader does.
+    let evs = parse(
+        r#"{"category":"a","event_type":"x","category":"b","message":"m1","message":"m2"}"#,
+        BodyFormat::Json,
+    )
+    .unwrap();
+    assert_eq!(
+        (evs[0].category.as_str(), evs[0].message.as_str()),
+        ("b", "m2")
+    );
+    // Unknown fields are each named once, in name order, whatever the body's order.
+    let Err(BatchError::Fields(errs)) = parse(
+        r#"{"zeta":1,"category":"c","event_type":"x","alpha":{"a":[1]},"zeta":2}"#,
+        BodyFormat::Json,
+    ) else {
+        panic!("unknown fields must be refused")
+    };
+    let named: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(named, ["alpha", "zeta"]);
+    // The nesting limit holds inside a field that is refused anyway.
+    let deep = format!(
+        r#"{{"category":"c","event_type":"x","extra":{}{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    match parse(&deep, BodyFormat::Json) {
+        Err(BatchError::Body(m)) => assert!(m.contains("nesting is too deep"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
