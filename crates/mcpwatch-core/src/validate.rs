@@ -206,37 +206,13 @@ enum Item {
     NotObject,
 }
 
-/// The top-level fields of one event object; a field given twice keeps the last value, as a
-/// JSON object read into a map would.
+/// The top-level fields of one event object, in [`TOP_LEVEL`]'s order; a field given twice
+/// keeps the last value, as a JSON object read into a map would.
 #[derive(Default)]
 struct Fields {
-    id: Option<Value>,
-    timestamp: Option<Value>,
-    level: Option<Value>,
-    category: Option<Value>,
-    source: Option<Value>,
-    event_type: Option<Value>,
-    message: Option<Value>,
-    metadata: Option<Value>,
-    tags: Option<Value>,
+    known: [Option<Value>; TOP_LEVEL.len()],
     /// Names outside [`TOP_LEVEL`], each refused by name.
     unknown: Vec<String>,
-}
-
-impl Fields {
-    fn slot(&mut self, index: usize) -> &mut Option<Value> {
-        match index {
-            0 => &mut self.id,
-            1 => &mut self.timestamp,
-            2 => &mut self.level,
-            3 => &mut self.category,
-            4 => &mut self.source,
-            5 => &mut self.event_type,
-            6 => &mut self.message,
-            7 => &mut self.metadata,
-            _ => &mut self.tags,
-        }
-    }
 }
 
 impl<'de> serde::Deserialize<'de> for Item {
@@ -288,7 +264,7 @@ impl<'de> serde::de::Visitor<'de> for ItemVisitor {
         let mut fields = Box::<Fields>::default();
         while let Some(key) = map.next_key::<Key>()? {
             match key {
-                Key::Known(i) => *fields.slot(i) = Some(map.next_value()?),
+                Key::Known(i) => fields.known[i] = Some(map.next_value()?),
                 Key::Unknown(name) => {
                     map.next_value::<Value>()?;
                     fields.unknown.push(name);
@@ -368,13 +344,17 @@ fn event_from_value(
     now: Timestamp,
     d: &Defaults<'_>,
 ) -> Option<Event> {
-    let Item::Object(mut obj) = item else {
+    let Item::Object(obj) = item else {
         ctx.err("", "expected an event object");
         return None;
     };
-    obj.unknown.sort_unstable();
-    obj.unknown.dedup();
-    for key in &obj.unknown {
+    let Fields {
+        known: [id, timestamp, level, category, source, event_type, message, metadata, tags],
+        mut unknown,
+    } = *obj;
+    unknown.sort_unstable();
+    unknown.dedup();
+    for key in &unknown {
         let key = bounds::shown(key);
         ctx.err(
             &key,
@@ -384,7 +364,7 @@ fn event_from_value(
             ),
         );
     }
-    let id = match obj.id.take() {
+    let id = match id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() && s.len() <= 128 => Some(s),
         Some(_) => {
@@ -392,7 +372,7 @@ fn event_from_value(
             None
         }
     };
-    let timestamp = match obj.timestamp.take() {
+    let timestamp = match timestamp {
         None | Some(Value::Null) => now,
         Some(v) => match Timestamp::from_json(&v) {
             Ok(ts) => {
@@ -405,7 +385,7 @@ fn event_from_value(
             }
         },
     };
-    let level = match obj.level.take() {
+    let level = match level {
         None | Some(Value::Null) => Level::Info,
         Some(Value::String(s)) if Level::parse(&s).is_some() => {
             Level::parse(&s).unwrap_or(Level::Info)
@@ -418,22 +398,22 @@ fn event_from_value(
             Level::Info
         }
     };
-    let category = required_string(obj.category.take(), "category", ctx);
-    let event_type = required_string(obj.event_type.take(), "event_type", ctx);
+    let category = required_string(category, "category", ctx);
+    let event_type = required_string(event_type, "event_type", ctx);
     for (field, name) in [("category", &category), ("event_type", &event_type)] {
         if let Some(name) = name {
             bounds::check_name(field, name, bounds::MAX_NAME_BYTES, ctx);
         }
     }
-    let source = match optional_string(obj.source.take(), "source", ctx) {
+    let source = match optional_string(source, "source", ctx) {
         Some(s) => {
             bounds::check_source(&s, ctx);
             s
         }
         None => d.source.to_owned(),
     };
-    let message = optional_string(obj.message.take(), "message", ctx).unwrap_or_default();
-    let metadata = match obj.metadata.take() {
+    let message = optional_string(message, "message", ctx).unwrap_or_default();
+    let metadata = match metadata {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(m)) => {
             bounds::check_metadata_keys(&m, ctx);
@@ -444,7 +424,7 @@ fn event_from_value(
             Map::new()
         }
     };
-    let tags = match obj.tags.take() {
+    let tags = match tags {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => {
             let mut tags = Vec::with_capacity(items.len());

@@ -106,6 +106,11 @@ impl PreparedEvent {
         let mut buf = Vec::with_capacity(BODY_CAPACITY);
         serde_json::to_writer(&mut buf, &event)
             .unwrap_or_else(|_| unreachable!("events serialise"));
+        // A small event must not hold the whole start size while it waits in the pipeline:
+        // a flood of tiny events would triple what `max_pending_events` of them take.
+        if buf.capacity() > 2 * buf.len() {
+            buf.shrink_to_fit();
+        }
         let body = String::from_utf8(buf).unwrap_or_else(|_| unreachable!("JSON is UTF-8"));
         Self { event, body }
     }
