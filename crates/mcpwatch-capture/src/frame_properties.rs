@@ -2,7 +2,8 @@
 //! generated and mutated frames (batches, reused and wrong ids, deep nesting, huge strings,
 //! bytes flipped or cut) in both directions. Whatever arrives: the relay's output is
 //! byte-equal to its input, the tracker never panics, tracks at most `max_pending` requests
-//! per direction, every event it emits passes the collector's validation and stays bounded,
+//! per direction, every event it emits passes the collector's validation and stays bounded
+//! (and is written by `Event::write_json` exactly as serde_json writes it),
 //! and closing the session leaves nothing pending. `PROPTEST_CASES` sets the case count (64
 //! by default; see the README for a long run); failures are saved under
 //! `proptest-regressions/` and replayed first.
@@ -157,7 +158,19 @@ fn invalid(events: &[Event]) -> Option<String> {
         return None;
     }
     for e in events {
-        let n = serde_json::to_vec(e).map_or(0, |v| v.len());
+        let json = serde_json::to_vec(e).unwrap_or_default();
+        let n = json.len();
+        // What delivery, the spool and the stream send: the fast writer, which must write
+        // exactly what serde_json does.
+        let mut written = Vec::new();
+        e.write_json(&mut written);
+        if written != json {
+            return Some(format!(
+                "Event::write_json wrote {} where serde_json wrote {}",
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&json)
+            ));
+        }
         if n > MAX_EVENT_BYTES {
             return Some(format!("a {n}-byte {} event", e.event_type));
         }

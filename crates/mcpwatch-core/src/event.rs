@@ -9,7 +9,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::time_fmt;
+use crate::{json, time_fmt};
 
 /// Wall-clock time, microseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -243,6 +243,36 @@ pub struct Event {
 }
 
 impl Event {
+    /// Appends the event as compact JSON: what `serde_json::to_writer(out, self)` writes,
+    /// faster (see [`crate::json`]).
+    pub fn write_json(&self, out: &mut impl json::Out) {
+        use json::write_str;
+        out.put(b"{\"id\":");
+        write_str(out, &self.id);
+        out.put(b",\"timestamp\":");
+        write_str(out, time_fmt::Rfc3339Buf::new(self.timestamp).as_str());
+        out.put(b",\"level\":");
+        write_str(out, self.level.as_str());
+        out.put(b",\"category\":");
+        write_str(out, &self.category);
+        out.put(b",\"source\":");
+        write_str(out, &self.source);
+        out.put(b",\"event_type\":");
+        write_str(out, &self.event_type);
+        out.put(b",\"message\":");
+        write_str(out, &self.message);
+        out.put(b",\"metadata\":");
+        json::write_map(out, &self.metadata);
+        out.put(b",\"tags\":[");
+        for (i, t) in self.tags.iter().enumerate() {
+            if i > 0 {
+                out.put(b",");
+            }
+            write_str(out, t);
+        }
+        out.put(b"]}");
+    }
+
     fn meta_str(&self, key: &str) -> Option<&str> {
         self.metadata.get(key).and_then(Value::as_str)
     }

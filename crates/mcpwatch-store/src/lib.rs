@@ -104,8 +104,7 @@ impl PreparedEvent {
         // Sized for a typical event (about 500 bytes): growing from serde_json's 128 bytes
         // reallocated and copied the body three times.
         let mut buf = Vec::with_capacity(BODY_CAPACITY);
-        serde_json::to_writer(&mut buf, &event)
-            .unwrap_or_else(|_| unreachable!("events serialise"));
+        event.write_json(&mut buf);
         // A small event must not hold the whole start size while it waits in the pipeline:
         // a flood of tiny events would triple what `max_pending_events` of them take.
         if buf.capacity() > 2 * buf.len() {

@@ -141,10 +141,10 @@ fn a_paced_batch_is_the_same_json_array_as_one_written_at_once() {
         })
         .collect();
     assert_eq!(
-        super::http::encode(&events).unwrap(),
+        super::http::encode(&events),
         serde_json::to_vec(&events).unwrap()
     );
-    assert_eq!(super::http::encode(&[]).unwrap(), b"[]");
+    assert_eq!(super::http::encode(&[]), b"[]");
 }
 
 fn config(addr: std::net::SocketAddr, spool: Option<&std::path::Path>) -> DeliveryConfig {

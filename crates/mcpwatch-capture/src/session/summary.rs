@@ -70,7 +70,7 @@ pub fn result_summary(result: &Value, size: usize, redactor: &Redactor) -> Value
 /// The arguments as they go into an event: whole when small, else their shape
 /// ([`parameter_shape`]); with their serialised size.
 pub fn bounded_parameters(arguments: &Value) -> (Value, usize) {
-    let size = serde_json::to_vec(arguments).map_or(0, |v| v.len());
+    let size = mcpwatch_core::json::value_len(arguments);
     if size <= MAX_PARAMETERS_BYTES {
         return (arguments.clone(), size);
     }
@@ -85,7 +85,7 @@ pub fn parameter_shape(arguments: &Value, size: usize) -> Value {
         for (k, v) in m.iter().take(MAX_SHAPE_KEYS) {
             let mut k = k.clone();
             mcpwatch_core::redact::truncate(&mut k, MAX_SHAPE_KEY_BYTES);
-            let n = serde_json::to_vec(v).map_or(0, |v| v.len());
+            let n = mcpwatch_core::json::value_len(v);
             sizes.insert(k.clone(), json!(n));
             keys.push(Value::String(k));
         }
@@ -105,27 +105,13 @@ pub fn parameter_sizes(arguments: &Value) -> Map<String, Value> {
     let mut sizes = Map::new();
     if let Some(m) = arguments.as_object() {
         for (k, v) in m.iter().take(MAX_SHAPE_KEYS) {
-            let mut n = Counter(0);
-            let _ = serde_json::to_writer(&mut n, v);
+            let n = mcpwatch_core::json::value_len(v);
             let mut k = k.clone();
             mcpwatch_core::redact::truncate(&mut k, MAX_SHAPE_KEY_BYTES);
-            sizes.insert(k, json!(n.0));
+            sizes.insert(k, json!(n));
         }
     }
     sizes
-}
-
-/// Counts what is written to it.
-struct Counter(usize);
-
-impl std::io::Write for Counter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// The first bytes of a frame, for a protocol error people can read.

@@ -58,7 +58,7 @@ impl Detector for Repetition {
         self.json.clear();
         if let Some(p) = c.params_json {
             // serde_json maps are sorted, so equal arguments serialise equally.
-            let _ = serde_json::to_writer(&mut self.json, p);
+            mcpwatch_core::json::write_value(&mut self.json, p);
         }
         let args = std::str::from_utf8(&self.json).unwrap_or_default();
         let h = stable_hash(&[c.server, c.tool, args]);

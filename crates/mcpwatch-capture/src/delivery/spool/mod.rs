@@ -170,10 +170,7 @@ impl Spool {
         let mut written = 0;
         for event in events {
             let start = buf.len();
-            if serde_json::to_writer(&mut buf, event).is_err() {
-                buf.truncate(start);
-                continue;
-            }
+            event.write_json(&mut buf);
             buf.push(b'\n');
             let len = (buf.len() - start) as u64;
             if used + len > self.max_bytes {
